@@ -1,0 +1,24 @@
+"""The `openrl-agent` command line: a few lines per command over library code."""
+
+from __future__ import annotations
+
+import typer
+
+from agent.cli import data
+from agent.cli.common import UserError, fail
+
+app = typer.Typer(
+    name="openrl-agent",
+    help="An autoresearch agent that designs and runs GRPO experiments for text-to-SQL.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(data.app, name="data")
+
+
+def main() -> None:
+    try:
+        app()
+    except UserError as exc:
+        fail(str(exc))

@@ -1,0 +1,100 @@
+"""Read a session directory laid out per docs/contracts.md, tolerating trials still being written.
+
+A running trial appends to metrics.jsonl while we read it, so a half-written last line is skipped,
+not an error; result.json is written atomically, so it is either absent or whole.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError:
+        return None
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    rows = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line being appended right now
+    return rows
+
+
+@dataclass
+class TrialFiles:
+    """Everything one trial directory holds that the report uses."""
+
+    trial_id: str
+    path: Path
+    spec: dict[str, Any] = field(default_factory=dict)
+    result: dict[str, Any] | None = None
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    evals: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        if self.result is not None:
+            return str(self.result.get("status", "failed"))
+        return "running" if self.metrics or self.evals else "pending"
+
+    @property
+    def result_metrics(self) -> dict[str, Any]:
+        return (self.result or {}).get("metrics") or {}
+
+
+def load_trial(path: Path) -> TrialFiles:
+    result = read_json(path / "result.json")
+    spec = read_json(path / "spec.json") or (result or {}).get("spec") or {}
+    return TrialFiles(
+        trial_id=path.name,
+        path=path,
+        spec=spec,
+        result=result,
+        metrics=read_jsonl(path / "metrics.jsonl"),
+        evals=[e for e in read_jsonl(path / "eval.jsonl") if e.get("split", "dev") == "dev"],
+    )
+
+
+def load_trials(session_dir: Path) -> list[TrialFiles]:
+    trials_dir = session_dir / "trials"
+    if not trials_dir.is_dir():
+        return []
+    return [load_trial(p) for p in sorted(trials_dir.iterdir()) if p.is_dir()]
+
+
+def binomial_stderr(p: float | None, n: int | None) -> float | None:
+    if p is None or not n:
+        return None
+    return math.sqrt(max(p * (1 - p), 0.0) / n)
+
+
+def base_eval(trial: TrialFiles) -> tuple[float | None, float | None]:
+    """Dev accuracy of the policy before RL, with its standard error, for one trial."""
+    m = trial.result_metrics
+    before = m.get("dev_accuracy_before")
+    step0 = [e for e in trial.evals if e.get("step") == 0]
+    if before is None and step0:
+        before = step0[0].get("accuracy")
+    stderr = step0[0].get("stderr") if step0 else None
+    if stderr is None:
+        stderr = binomial_stderr(before, m.get("dev_n") or (step0[0].get("n") if step0 else None))
+    return before, stderr

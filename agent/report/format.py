@@ -1,0 +1,87 @@
+"""Formatting shared by the terminal and markdown forms, so both print the same numbers the same way."""
+
+from __future__ import annotations
+
+from typing import Any
+
+BLOCKS = "▁▂▃▄▅▆▇█"
+
+
+def pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def change(gain: float | None, stderr: float | None) -> str:
+    """A change in percentage points with its standard error, e.g. `+4.5 ± 2.1`."""
+    if gain is None:
+        return "-"
+    return f"{100 * gain:+.1f} ± {100 * stderr:.1f}" if stderr else f"{100 * gain:+.1f}"
+
+
+def is_signal(gain: float | None, stderr: float | None) -> bool:
+    return gain is not None and stderr is not None and gain > stderr
+
+
+def value(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.0e}".replace("e-0", "e-") if 0 < abs(v) < 1e-2 else f"{v:g}"
+    return "-" if v is None else str(v)
+
+
+def params(p: dict[str, Any]) -> str:
+    return " ".join(f"{short_name(k)}={value(v)}" for k, v in p.items())
+
+
+_SHORT = {
+    "learning_rate": "lr",
+    "lora_rank": "rank",
+    "temperature": "temp",
+    "group_size": "G",
+    "prompts_per_step": "prompts",
+    "kl_beta": "kl",
+    "loss_type": "loss",
+}
+
+
+def short_name(name: str) -> str:
+    return _SHORT.get(name, name)
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def steps(done: int | None, total: int | None) -> str:
+    if done is None:
+        return "-"
+    return f"{done}/{total}" if total else str(done)
+
+
+def sparkline(values: list[float | None], width: int = 24) -> str:
+    """Unicode block sparkline; long series are averaged into `width` buckets so trends stay visible."""
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return ""
+    if len(vals) > width:
+        size = len(vals) / width
+        vals = [
+            sum(b) / len(b) for b in (vals[int(i * size) : int((i + 1) * size)] for i in range(width)) if b
+        ]
+    lo, hi = min(vals), max(vals)
+    span = hi - lo
+    return "".join(BLOCKS[int((v - lo) / span * (len(BLOCKS) - 1)) if span else 3] for v in vals)
+
+
+def curve_line(values: list[float | None]) -> str:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "-"
+    return f"{sparkline(vals)} {vals[0]:.2f}→{vals[-1]:.2f}"
+
+
+def eval_path(evals: list[dict]) -> str:
+    accs = [e["accuracy"] for e in evals if e.get("accuracy") is not None]
+    return " → ".join(f"{100 * a:.1f}" for a in accs) if accs else "-"

@@ -1,0 +1,182 @@
+"""The report as Rich renderables for the terminal (`openrl-agent report`, and the live view's leaderboard)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console, Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from agent.report import format as fmt
+
+STATUS_STYLE = {"succeeded": "green", "failed": "red", "running": "cyan", "pending": "dim"}
+
+
+def render_terminal(facts: dict[str, Any], console: Console) -> None:
+    console.print(header(facts))
+    console.print(verdict_text(facts))
+    console.print(leaderboard_table(facts["leaderboard"]))
+    if facts["best"]:
+        console.print(best_panel(facts["best"]))
+        # Outside the panel and never wrapped by Rich, so it copies and pastes as one command.
+        console.print(
+            f"reproduce: {facts['best']['reproduce']}", soft_wrap=True, highlight=False, markup=False
+        )
+    console.print(_rest(facts))
+
+
+def report_renderable(facts: dict[str, Any]) -> RenderableType:
+    """The whole report as one renderable (for Live and for exporting); the reproduce line may wrap here."""
+    parts: list[RenderableType] = [
+        header(facts),
+        verdict_text(facts),
+        leaderboard_table(facts["leaderboard"]),
+    ]
+    if facts["best"]:
+        parts += [best_panel(facts["best"]), Text(f"reproduce: {facts['best']['reproduce']}")]
+    parts.append(_rest(facts))
+    return Group(*parts)
+
+
+def _rest(facts: dict[str, Any]) -> RenderableType:
+    parts: list[RenderableType] = [rounds_table(facts["rounds"]), importances_text(facts["importances"])]
+    if facts["failures"]:
+        parts.append(failures_table(facts["failures"]))
+    if facts["curves"]:
+        parts.append(curves_table(facts["curves"]))
+    return Group(*parts)
+
+
+def header(facts: dict[str, Any]) -> RenderableType:
+    s = facts["session"]
+    base = facts["base"]
+    counts = ", ".join(f"{n} {k}" for k, n in s["counts"].items() if n)
+    lines = [
+        f"[bold]{s['id']}[/]  [dim]{s['state']}[/]",
+        f"goal: {s['goal']}",
+        f"model: {s['model'] or '-'}   dataset: {s['dataset'] or '-'}   planner: {s['planner'] or '-'}"
+        f"   launcher: {s['launcher'] or '-'}",
+        f"trials: {counts or 'none yet'}" + (f" of {s['trials_planned']}" if s["trials_planned"] else ""),
+    ]
+    if base:
+        lines.append(
+            f"base policy: {fmt.pct(base['accuracy'])} dev execution accuracy"
+            + (f" ± {100 * base['stderr']:.1f}" if base.get("stderr") else "")
+            + (f" (n={base['n']})" if base.get("n") else "")
+        )
+    return Panel("\n".join(lines), title="openrl-agent report", title_align="left", expand=False)
+
+
+def verdict_text(facts: dict[str, Any]) -> Text:
+    style = "bold green" if facts["verdict"]["beats_base"] else "bold yellow"
+    return Text(facts["verdict"]["text"], style=style)
+
+
+def leaderboard_table(rows: list[dict[str, Any]], title: str = "Leaderboard") -> Table:
+    table = Table(title=title, title_justify="left", expand=False, show_lines=False)
+    table.add_column("#", justify="right")
+    table.add_column("trial")
+    table.add_column("status")
+    table.add_column("dev acc", justify="right")
+    table.add_column("Δ base ± se", justify="right")
+    table.add_column("key hparams")
+    table.add_column("reward", overflow="fold")
+    table.add_column("steps", justify="right")
+    table.add_column("wall", justify="right")
+    table.add_column("rationale", max_width=48, overflow="fold")
+    for r in rows:
+        signal = fmt.is_signal(r["gain"], r["gain_stderr"])
+        table.add_row(
+            str(r["rank"] or ""),
+            r["trial_id"],
+            Text(r["status"], style=STATUS_STYLE.get(r["status"], "")),
+            fmt.pct(r["score"]),
+            Text(fmt.change(r["gain"], r["gain_stderr"]), style="green" if signal else ""),
+            fmt.params(r["params"]),
+            r["reward"],
+            fmt.steps(r["steps"], r["max_steps"]),
+            fmt.duration(r["wall_s"]),
+            r["rationale"] or (r["error"] or {}).get("kind", ""),
+        )
+    return table
+
+
+def best_panel(best: dict[str, Any]) -> Panel:
+    spec = best["spec"]
+    hp = spec.get("hparams") or {}
+    config = " ".join(f"{k}={fmt.value(v)}" for k, v in hp.items())
+    adapter = best["adapter_path"] or "(none saved)"
+    if best["adapter_path"] and not best["adapter_exists"]:
+        adapter += " [red](missing)[/]"
+    body = "\n".join(
+        [
+            f"dev accuracy {fmt.pct(best['score'])} (Δ {fmt.change(best['gain'], best['gain_stderr'])} points)"
+            f", {best['steps']} steps, {fmt.duration(best['wall_s'])}",
+            f"model: {spec.get('model')}   dataset: {spec.get('dataset')}   seed: {spec.get('seed')}",
+            f"reward: {spec.get('reward')}",
+            f"budget: {spec.get('budget')}",
+            f"hparams: {config}",
+            f"adapter: {adapter}",
+        ]
+    )
+    return Panel(body, title=f"Best trial {best['trial_id']}", title_align="left")
+
+
+def rounds_table(rounds: list[dict[str, Any]]) -> Table:
+    table = Table(title="Rounds", title_justify="left")
+    for col in ("round", "trials", "ok", "failed", "best", "mean", "planner rationale"):
+        table.add_column(col, overflow="fold", max_width=60 if col == "planner rationale" else None)
+    for r in rounds:
+        table.add_row(
+            "-" if r["round"] is None else str(r["round"]),
+            ", ".join(r["trials"]),
+            str(r["succeeded"]),
+            str(r["failed"]),
+            f"{r['best_trial']} {fmt.pct(r['best_score'])}" if r["best_trial"] else "-",
+            fmt.pct(r["mean_score"]),
+            r["rationale"] or "",
+        )
+    return table
+
+
+def importances_text(imp: dict[str, Any]) -> RenderableType:
+    if not imp["params"]:
+        return Text(f"Parameter importances: none ({imp['note']}).", style="dim")
+    table = Table(
+        title=f"Parameter importances (Optuna fANOVA, {imp['n_trials']} trials)", title_justify="left"
+    )
+    table.add_column("parameter")
+    table.add_column("importance", justify="right")
+    table.add_column("")
+    for name, v in imp["params"].items():
+        table.add_row(name, f"{v:.2f}", "█" * max(1, round(v * 30)))
+    return table
+
+
+def failures_table(failures: list[dict[str, Any]]) -> Table:
+    table = Table(title="Failed trials", title_justify="left")
+    table.add_column("trial")
+    table.add_column("round")
+    table.add_column("error", style="red")
+    table.add_column("message", overflow="fold")
+    for f in failures:
+        table.add_row(f["trial_id"], "-" if f["round"] is None else str(f["round"]), f["kind"], f["message"])
+    return table
+
+
+def curves_table(curves: dict[str, dict[str, Any]]) -> Table:
+    table = Table(title="Curves per step", title_justify="left")
+    table.add_column("trial")
+    table.add_column("reward")
+    table.add_column("batch accuracy")
+    table.add_column("dev accuracy (evals)")
+    for trial_id, c in curves.items():
+        table.add_row(
+            trial_id,
+            fmt.curve_line(c["reward_mean"]),
+            fmt.curve_line(c["batch_accuracy"]),
+            fmt.eval_path(c["eval"]),
+        )
+    return table

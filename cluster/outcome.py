@@ -1,0 +1,124 @@
+"""What a finished trial process left behind: its result.json, or a classified failure we write for it.
+
+The trial runner writes result.json itself whenever it can (bad spec, NaN loss, OOM it caught).
+When the process dies before that (SIGSEGV in a native kernel, the kernel's OOM killer, a wall-time
+kill), the launcher writes the result instead, so the agent always finds one result per trial.
+Shared by the local launcher and the in-pod entry point (cluster/pod_entry.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from rl_core.spec import write_json_atomic
+
+RESULT_FILE = "result.json"
+LOG_FILE = "trial.log"
+TAIL_LINES = 40
+
+# Substrings that identify an out-of-memory death in a log tail (Python, torch CPU and CUDA).
+_OOM_MARKERS = ("MemoryError", "OutOfMemoryError", "CUDA out of memory", "DefaultCPUAllocator: can't allocate")
+
+
+def read_tail(path: Path, lines: int = TAIL_LINES, max_bytes: int = 64_000) -> str:
+    """Last `lines` lines of a (possibly large) text file, reading only its end."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            data = f.read()
+    except FileNotFoundError:
+        return ""
+    text = data.decode("utf-8", errors="replace")
+    return "\n".join(text.splitlines()[-lines:]) if lines > 0 else ""
+
+
+def read_result(trial_dir: Path) -> dict[str, Any] | None:
+    """The parsed result.json, or None if absent or not (yet) valid JSON."""
+    try:
+        data = json.loads((trial_dir / RESULT_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def classify_exit(returncode: int | None, log_tail: str, *, timed_out: bool = False,
+                  wall_s: float | None = None) -> dict[str, str]:
+    """An error {kind, message} (contract kinds) for a process that left no result.json.
+
+    returncode follows subprocess: negative = killed by that signal; None = unknown (the process
+    ended while no launcher watched it).
+    """
+    if timed_out:
+        return {"kind": "timeout", "message": f"killed after the launcher's wall-time limit of {wall_s:g}s; "
+                                              "raise wall_s or lower budget.max_seconds/eval.limit"}
+    if any(marker in log_tail for marker in _OOM_MARKERS):
+        return {"kind": "oom", "message": "ran out of memory (see log tail); use fewer slots, a smaller "
+                                          "batch (prompts_per_step, group_size) or shorter max_new_tokens"}
+    if returncode is not None and returncode < 0:
+        sig = -returncode
+        name = _signal_name(sig)
+        if sig == signal.SIGKILL:
+            return {"kind": "oom", "message": f"killed by {name}, most often the kernel's out-of-memory killer "
+                                              "(check `dmesg`); use fewer slots or a smaller batch"}
+        if sig in (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGABRT, signal.SIGFPE):
+            return {"kind": "crash", "message": f"the trial process crashed with {name} (a native-code fault)"}
+        return {"kind": "crash", "message": f"the trial process was terminated by {name}"}
+    if returncode is None:
+        return {"kind": "crash", "message": "the trial process ended while no launcher was watching it "
+                                            "and left no result.json (exit status unknown)"}
+    last = _last_error_line(log_tail.splitlines())
+    detail = f": {last}" if last else ""
+    if returncode == 0:
+        return {"kind": "crash", "message": "the trial process exited 0 without writing result.json"}
+    return {"kind": "crash", "message": f"the trial process exited with code {returncode}{detail}"}
+
+
+def failed_result(spec: dict[str, Any], error: dict[str, str], log_tail: str) -> dict[str, Any]:
+    """A contract-shaped result.json for a trial that could not write its own."""
+    return {
+        "trial_id": spec.get("trial_id"),
+        "status": "failed",
+        "error": {**error, "log_tail": log_tail},
+        "metrics": {},
+        "adapter_path": None,
+        "spec": spec,
+    }
+
+
+def ensure_result(trial_dir: Path, spec: dict[str, Any], returncode: int | None, *,
+                  timed_out: bool = False, wall_s: float | None = None) -> dict[str, Any]:
+    """Return the trial's result, writing a classified failed one (atomically) if it left none.
+
+    A timeout overrides a result the runner may have started to write only if none is complete.
+    """
+    existing = read_result(trial_dir)
+    if existing is not None:
+        return existing
+    tail = read_tail(trial_dir / LOG_FILE)
+    result = failed_result(spec, classify_exit(returncode, tail, timed_out=timed_out, wall_s=wall_s), tail)
+    write_json_atomic(trial_dir / RESULT_FILE, result)
+    return result
+
+
+def _signal_name(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
+
+
+def _last_error_line(lines: Iterable[str]) -> str:
+    """The last line that looks like an exception ('ValueError: ...'), else the last non-empty line."""
+    lines = [ln.strip() for ln in lines if ln.strip()]
+    for line in reversed(lines):
+        head = line.split(":", 1)[0]
+        if head.endswith(("Error", "Exception")) or head in ("KeyboardInterrupt", "SystemExit"):
+            return line[:300]
+    return lines[-1][:300] if lines else ""

@@ -1,0 +1,57 @@
+"""A stand-in trial runner for launcher tests: same CLI and files as `python -m rl_core.trial`.
+
+Launchers must not care what a trial computes, so most launcher tests run this script (a real
+subprocess, with real signals and exit codes) instead of a GRPO run; its behaviour comes from the
+spec's "fake" section: {"sleep": seconds, "mode": "ok" | "raise" | "segv" | "sigkill" |
+"fail_result" | "exit0" | "oom"}. tests/cluster/test_local_real.py runs the real runner.
+"""
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def main() -> int:
+    spec_path, out = Path(sys.argv[1]), Path(sys.argv[sys.argv.index("--out") + 1])
+    spec = json.loads(spec_path.read_text())
+    fake = spec.get("fake", {})
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    print(f"fake trial {spec['trial_id']} pid={os.getpid()} threads={os.environ.get('OPENRL_TORCH_THREADS')}",
+          flush=True)
+    time.sleep(fake.get("sleep", 0))
+    mode = fake.get("mode", "ok")
+    if mode == "raise":
+        raise ValueError("fake trial: learning rate exploded")
+    if mode == "oom":
+        print("RuntimeError: DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 GB", flush=True)
+        return 1
+    if mode in ("segv", "sigkill"):
+        os.kill(os.getpid(), signal.SIGSEGV if mode == "segv" else signal.SIGKILL)
+    if mode == "exit0":
+        return 0
+    if mode == "fail_result":
+        write_json_atomic(out / "result.json", {
+            "trial_id": spec["trial_id"], "status": "failed", "metrics": {}, "adapter_path": None, "spec": spec,
+            "error": {"kind": "bad_spec", "message": "hparams.group_size: GRPO needs at least 2"}})
+        return 2
+    print("step 1/1 reward=0.50 acc=0.50 kl=0.000 t=0.1s", flush=True)
+    write_json_atomic(out / "result.json", {
+        "trial_id": spec["trial_id"], "status": "succeeded", "error": None, "adapter_path": "adapter",
+        "spec": spec, "metrics": {"dev_accuracy_after": 0.5, "steps": 1, "wall_s": time.time() - started,
+                                  "started_at": started, "finished_at": time.time(),
+                                  "threads": os.environ.get("OPENRL_TORCH_THREADS")}})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""Rollout engines: sample G completions for each of P prompts, stopping at the end of the SQL.
+
+`HFEngine` (the default) runs transformers `generate` on the policy itself: one call for the
+whole P x G batch with a KV cache, so the weights it samples from are always the trained ones.
+`VLLMEngine` (the `gpu` extra) is imported lazily and must be told about new weights (`sync`).
+
+Sampling uses exactly softmax(logits / T) with optional top-p and *no* top-k: the trainer's
+log-probs assume that distribution, and transformers would otherwise apply its default top_k=50.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+
+@dataclass
+class Completion:
+    prompt_ids: list[int]
+    token_ids: list[int]  # sampled tokens, up to and including the stop token
+    text: str  # decoded token_ids without special tokens
+    finished: bool  # True when a stop token ended it; False when max_new_tokens cut it
+
+
+class Engine(Protocol):
+    def generate(self, prompts: Sequence[str], *, n: int, temperature: float, top_p: float,
+                 max_new_tokens: int) -> list[list[Completion]]:
+        """n completions per prompt (temperature 0 = greedy), grouped per prompt in order."""
+
+    def sync(self) -> None:
+        """Make the engine sample from the policy's current weights."""
+
+
+def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
+    """Token ids of a rendered prompt, adding BOS only when the text does not already hold it."""
+    bos = getattr(tokenizer, "bos_token", None)
+    has_bos = bool(bos) and prompt.startswith(bos)
+    return tokenizer(prompt, add_special_tokens=not has_bos)["input_ids"]
+
+
+def stop_token_ids(tokenizer: Any, stop_strings: Sequence[str]) -> list[int]:
+    """Ids of EOS plus every vocabulary entry whose text contains a stop string.
+
+    Stopping on token ids (not on decoded strings) lets `generate` stop each row itself at no
+    per-step cost; a token that merely contains ';' still ends the statement.
+    """
+    ids = set()
+    for attr in ("eos_token_id",):
+        value = getattr(tokenizer, attr, None)
+        if isinstance(value, int):
+            ids.add(value)
+    if stop_strings:
+        vocab_size = len(tokenizer)
+        texts = tokenizer.batch_decode([[i] for i in range(vocab_size)], skip_special_tokens=False)
+        ids.update(i for i, text in enumerate(texts) if any(s in text for s in stop_strings))
+    return sorted(ids)
+
+
+class HFEngine:
+    def __init__(self, model: Any, tokenizer: Any, *, stop_strings: Sequence[str] = (),
+                 max_batch: int = 256) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.stop_ids = stop_token_ids(tokenizer, stop_strings)
+        if not self.stop_ids:
+            raise ValueError("the tokenizer has no EOS token and no stop strings were given; "
+                             "pass stop_strings so generation knows where the SQL ends")
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_ids[0]
+        self.max_batch = max_batch
+
+    def sync(self) -> None:
+        """Nothing to do: generation runs on the trained module itself."""
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[str], *, n: int, temperature: float, top_p: float,
+                 max_new_tokens: int) -> list[list[Completion]]:
+        prompt_ids = [encode_prompt(self.tokenizer, p) for p in prompts]
+        flat = [ids for ids in prompt_ids for _ in range(n)]
+        out: list[Completion] = []
+        for start in range(0, len(flat), self.max_batch):
+            out.extend(self._generate_batch(flat[start:start + self.max_batch], temperature, top_p,
+                                            max_new_tokens))
+        return [out[i * n:(i + 1) * n] for i in range(len(prompts))]
+
+    def _generate_batch(self, batch: list[list[int]], temperature: float, top_p: float,
+                        max_new_tokens: int) -> list[Completion]:
+        width = max(len(ids) for ids in batch)
+        device = next(self.model.parameters()).device
+        input_ids_BL = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        mask_BL = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, ids in enumerate(batch):  # left padding: every completion starts at column `width`
+            input_ids_BL[row, width - len(ids):] = torch.tensor(ids)
+            mask_BL[row, width - len(ids):] = 1
+        sampling: dict[str, Any] = {"do_sample": False}
+        if temperature > 0:
+            sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            seq_BS = self.model.generate(
+                input_ids=input_ids_BL.to(device), attention_mask=mask_BL.to(device),
+                max_new_tokens=max_new_tokens, eos_token_id=self.stop_ids, pad_token_id=self.pad_id,
+                use_cache=True, **sampling)
+        finally:
+            self.model.train(was_training)
+        stops = set(self.stop_ids)
+        completions = []
+        for row, ids in enumerate(batch):
+            tokens = seq_BS[row, width:].tolist()
+            end = next((i + 1 for i, t in enumerate(tokens) if t in stops), None)
+            tokens = tokens[:end] if end is not None else tokens
+            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+            completions.append(Completion(list(ids), tokens, text, end is not None))
+        return completions
+
+
+class VLLMEngine:
+    """vLLM rollouts for GPUs. Unverified until run on a GPU (none was available when written).
+
+    The policy is saved once to a temp dir for vLLM to load; `sync` pushes the current weights
+    (LoRA merged into the base) into the running engine after every optimizer step.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, *, stop_strings: Sequence[str] = (),
+                 gpu_memory_utilization: float = 0.3) -> None:
+        try:
+            import vllm
+        except ImportError:
+            raise RuntimeError("VLLMEngine needs vllm: install the gpu extra "
+                               "(pip install 'openrl-agent[gpu]') or use the default HFEngine") from None
+        self.model = model
+        self.tokenizer = tokenizer
+        self.stop_strings = list(stop_strings)
+        self._vllm = vllm
+        self._dir = tempfile.mkdtemp(prefix="openrl-vllm-")
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        base.save_pretrained(self._dir)
+        tokenizer.save_pretrained(self._dir)
+        self.llm = vllm.LLM(model=self._dir, gpu_memory_utilization=gpu_memory_utilization,
+                            enable_prefix_caching=True)
+
+    def sync(self) -> None:
+        merged = hasattr(self.model, "merge_adapter")
+        if merged:
+            self.model.merge_adapter()
+        try:
+            base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+            weights = [(k.replace("base_layer.", ""), v) for k, v in base.state_dict().items()
+                       if "lora_" not in k]
+            self.llm.collective_rpc(_load_weights, args=(weights,))
+        finally:
+            if merged:
+                self.model.unmerge_adapter()
+        self.llm.reset_prefix_cache()
+
+    def generate(self, prompts: Sequence[str], *, n: int, temperature: float, top_p: float,
+                 max_new_tokens: int) -> list[list[Completion]]:
+        params = self._vllm.SamplingParams(
+            n=n, temperature=temperature, top_p=top_p if temperature > 0 else 1.0, top_k=-1,
+            max_tokens=max_new_tokens, stop=self.stop_strings or None, include_stop_str_in_output=True)
+        prompt_ids = [encode_prompt(self.tokenizer, p) for p in prompts]
+        outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], params, use_tqdm=False)
+        groups = []
+        for ids, out in zip(prompt_ids, outputs, strict=True):
+            groups.append([Completion(ids, list(c.token_ids), c.text, c.finish_reason == "stop")
+                           for c in out.outputs])
+        return groups
+
+    def __del__(self) -> None:
+        shutil.rmtree(getattr(self, "_dir", ""), ignore_errors=True)
+
+
+def _load_weights(worker: Any, weights: list[tuple[str, torch.Tensor]]) -> None:
+    """Runs inside each vLLM worker: load the pushed tensors into its model."""
+    worker.model_runner.model.load_weights(weights=weights)

@@ -1,0 +1,62 @@
+"""Held-out evaluation: greedy execution accuracy (with its standard error) and pass@k.
+
+Greedy decoding, a fixed split and a fixed item count: nothing here is tuned by training.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from rl_core.engine import Engine
+from rl_core.env import Environment, StepResult
+
+
+@dataclass
+class EvalResult:
+    accuracy: float
+    stderr: float  # binomial standard error of `accuracy`
+    n: int
+    items: list[tuple[str, str, StepResult]] = field(default_factory=list, repr=False)  # (id, text, verdict)
+
+
+def stderr_of(p: float, n: int) -> float:
+    return math.sqrt(p * (1 - p) / n) if n > 0 else 0.0
+
+
+def greedy_accuracy(engine: Engine, env: Environment, ids: Sequence[str], *, max_new_tokens: int,
+                    batch_size: int = 64) -> EvalResult:
+    """Fraction of `ids` whose greedy completion's result set equals the gold one."""
+    items = []
+    for start in range(0, len(ids), batch_size):
+        chunk = list(ids[start:start + batch_size])
+        outs = engine.generate([env.prompt(i) for i in chunk], n=1, temperature=0.0, top_p=1.0,
+                               max_new_tokens=max_new_tokens)
+        for example_id, (comp,) in zip(chunk, outs, strict=True):
+            (verdict,) = env.score(example_id, [comp.text])
+            items.append((example_id, comp.text, verdict))
+    n = len(items)
+    acc = sum(bool(v.correct) for _, _, v in items) / n if n else 0.0
+    return EvalResult(acc, stderr_of(acc, n), n, items)
+
+
+def pass_at_k(engine: Engine, env: Environment, ids: Sequence[str], *, k: int, temperature: float,
+              top_p: float, max_new_tokens: int, batch_prompts: int = 16) -> tuple[float, float]:
+    """(pass@k, mean per-sample accuracy) with exactly k samples per item at `temperature`.
+
+    pass@k here is the fraction of items with at least one correct sample among k, the unbiased
+    estimator when exactly k samples are drawn.
+    """
+    solved = correct = total = 0
+    for start in range(0, len(ids), batch_prompts):
+        chunk = list(ids[start:start + batch_prompts])
+        outs = engine.generate([env.prompt(i) for i in chunk], n=k, temperature=temperature, top_p=top_p,
+                               max_new_tokens=max_new_tokens)
+        for example_id, comps in zip(chunk, outs, strict=True):
+            verdicts = env.score(example_id, [c.text for c in comps])
+            hits = sum(bool(v.correct) for v in verdicts)
+            solved += hits > 0
+            correct += hits
+            total += len(verdicts)
+    return solved / max(len(ids), 1), correct / max(total, 1)

@@ -1,0 +1,285 @@
+"""The GRPO loop: sample, score, keep groups with signal, update (algorithm in rl_core/grpo.py).
+
+One `GRPOTrainer.step()`:
+  generate  P' prompts x G completions in one engine call (P' = 2P with dynamic sampling, up to
+            `sampling_rounds` rounds until P groups with mixed rewards are collected)
+  score     env.score(example_id, texts) per group (the Environment protocol; DuckDB lives there)
+  train     drop zero-advantage groups, then `ppo_epochs` optimizer steps on the kept groups,
+            each accumulating `grad_accum` micro-batches, clipping the grad norm, AdamW
+The trainer never sees SQL or DuckDB: only prompts, completion texts and `StepResult`s.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from rl_core.engine import Completion, Engine
+from rl_core.env import Environment, StepResult
+from rl_core.grpo import (
+    BatchSizes,
+    entropy_per_token,
+    group_advantages,
+    grpo_loss,
+    mixed_groups,
+    selective_log_softmax,
+)
+from rl_core.spec import HParams
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss or gradient became NaN/inf: the trial is failed as `nan_loss`."""
+
+
+@dataclass
+class Group:
+    example_id: str
+    completions: list[Completion]
+    results: list[StepResult]
+
+
+class PromptSampler:
+    """Seeded shuffled passes over the training ids; its position is checkpointed."""
+
+    def __init__(self, ids: Sequence[str], seed: int) -> None:
+        if not ids:
+            raise ValueError("the training split is empty; pick a train_split that has examples")
+        self.ids = list(ids)
+        self.seed = seed
+        self.epoch = 0
+        self.pos = 0
+        self._order = self._shuffled()
+
+    def _shuffled(self) -> list[str]:
+        order = list(self.ids)
+        random.Random(self.seed * 1_000_003 + self.epoch).shuffle(order)
+        return order
+
+    def take(self, n: int) -> list[str]:
+        out = []
+        while len(out) < n:
+            if self.pos == len(self._order):
+                self.epoch, self.pos = self.epoch + 1, 0
+                self._order = self._shuffled()
+            out.append(self._order[self.pos])
+            self.pos += 1
+        return out
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "pos": self.pos}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.pos = state["epoch"], state["pos"]
+        self._order = self._shuffled()
+
+
+def lr_factor(step: int, warmup: int, schedule: str, total: int | None) -> float:
+    """Linear warmup, then constant or cosine decay to zero at `total` steps."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "cosine" and total:
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    return 1.0
+
+
+def autocast_context(device: torch.device) -> Any:
+    """bf16 autocast where the hardware does it fast (CUDA with bf16); plain fp32 elsewhere."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast(device.type, enabled=False)
+
+
+class GRPOTrainer:
+    def __init__(self, model: Any, env: Environment, engine: Engine, hp: HParams, train_ids: Sequence[str],
+                 *, seed: int, pad_id: int, total_steps: int | None = None, ref_model: Any = None) -> None:
+        self.model, self.env, self.engine, self.hp = model, env, engine, hp
+        self.pad_id = pad_id
+        self.ref_model = ref_model
+        self.sampler = PromptSampler(train_ids, seed)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        if not self.params:
+            raise ValueError("the policy has no trainable parameters")
+        self.optimizer = torch.optim.AdamW(self.params, lr=hp.learning_rate, weight_decay=hp.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, hp.warmup_steps, hp.schedule, total_steps))
+        self.device = next(model.parameters()).device
+        self.step_count = 0
+
+    # ---- rollouts -------------------------------------------------------------------------
+    def collect(self) -> tuple[list[Group], list[Group], dict[str, float]]:
+        """Generate and score; returns (all groups generated, groups kept for training, timings)."""
+        hp = self.hp
+        rounds = hp.sampling_rounds if hp.dynamic_sampling else 1
+        per_round = 2 * hp.prompts_per_step if hp.dynamic_sampling else hp.prompts_per_step
+        generated: list[Group] = []
+        kept: list[Group] = []
+        t_gen = t_score = 0.0
+        for _ in range(rounds):
+            ids = self.sampler.take(per_round)
+            t0 = time.perf_counter()
+            outs = self.engine.generate([self.env.prompt(i) for i in ids], n=hp.group_size,
+                                        temperature=hp.temperature, top_p=hp.top_p,
+                                        max_new_tokens=hp.max_new_tokens)
+            t1 = time.perf_counter()
+            groups = [Group(i, comps, self.env.score(i, [c.text for c in comps]))
+                      for i, comps in zip(ids, outs, strict=True)]
+            t_gen, t_score = t_gen + t1 - t0, t_score + time.perf_counter() - t1
+            generated.extend(groups)
+            rewards_PG = torch.tensor([[r.reward for r in g.results] for g in groups], dtype=torch.float32)
+            kept.extend(g for g, mixed in zip(groups, mixed_groups(rewards_PG).tolist(), strict=True) if mixed)
+            if len(kept) >= hp.prompts_per_step:
+                break
+        return generated, kept[:hp.prompts_per_step], {"t_generate": t_gen, "t_score": t_score}
+
+    # ---- update ---------------------------------------------------------------------------
+    def _collate(self, seqs: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
+        """[left-padded prompt | right-padded completion], the layout `generate` itself uses."""
+        width_p = max(len(p) for p, _ in seqs)
+        width_c = max(max(len(c) for _, c in seqs), 1)
+        ids_BL = torch.full((len(seqs), width_p + width_c), self.pad_id, dtype=torch.long)
+        mask_BL = torch.zeros_like(ids_BL)
+        for row, (p, c) in enumerate(seqs):
+            ids_BL[row, width_p - len(p):width_p + len(c)] = torch.tensor(p + c)
+            mask_BL[row, width_p - len(p):width_p + len(c)] = 1
+        positions_BL = (mask_BL.cumsum(-1) - 1).clamp(min=0)
+        return {"input_ids": ids_BL.to(self.device), "attention_mask": mask_BL.to(self.device),
+                "position_ids": positions_BL.to(self.device),
+                "targets_BC": ids_BL[:, width_p:].to(self.device),
+                "comp_mask_BC": mask_BL[:, width_p:].float().to(self.device), "width_c": width_c}
+
+    def _logits(self, model: Any, batch: dict[str, Any]) -> torch.Tensor:
+        # Only the last width_c + 1 positions are needed: skips the LM head over the prompt.
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                    position_ids=batch["position_ids"], logits_to_keep=batch["width_c"] + 1, use_cache=False)
+        return out.logits[:, :-1] / self.hp.temperature
+
+    def update(self, groups: list[Group]) -> dict[str, float]:
+        hp = self.hp
+        rewards_PG = torch.tensor([[r.reward for r in g.results] for g in groups], dtype=torch.float32)
+        adv_PG = group_advantages(rewards_PG, scale=hp.scale_rewards)
+        per_micro = math.ceil(len(groups) / hp.grad_accum)
+        micro = [groups[i:i + per_micro] for i in range(0, len(groups), per_micro)]
+        micro_adv = [adv_PG[i:i + per_micro].reshape(-1).to(self.device) for i in range(0, len(groups), per_micro)]
+        batches = [self._collate([(c.prompt_ids, c.token_ids) for g in mb for c in g.completions]) for mb in micro]
+        sizes = BatchSizes(sequences=sum(len(g.completions) for g in groups),
+                           tokens=int(sum(b["comp_mask_BC"].sum() for b in batches)), max_new_tokens=hp.max_new_tokens)
+        old_logp: list[torch.Tensor] = []
+        ref_logp: list[torch.Tensor | None] = [self._ref_logp(b) for b in batches]
+        stats: dict[str, list[float]] = {"loss": [], "grad_norm": [], "clip_frac": [], "kl": [], "entropy": []}
+        self.model.train()
+        for epoch in range(hp.ppo_epochs):
+            self.optimizer.zero_grad(set_to_none=True)
+            loss_sum = 0.0
+            for k, (batch, adv_B) in enumerate(zip(batches, micro_adv, strict=True)):
+                with autocast_context(self.device):
+                    logits_BCV = self._logits(self.model, batch)
+                logp_BC = selective_log_softmax(logits_BCV, batch["targets_BC"])
+                if epoch == 0:  # before any optimizer step these *are* pi_old's log-probs
+                    old_logp.append(logp_BC.detach())
+                    ent_BC = entropy_per_token(logits_BCV.detach())
+                    stats["entropy"].append(float((ent_BC * batch["comp_mask_BC"]).sum() / sizes.tokens))
+                loss, st = grpo_loss(logp_BC, old_logp[k], adv_B, batch["comp_mask_BC"], sizes,
+                                     loss_type=hp.loss_type, eps_low=hp.clip_eps_low, eps_high=hp.clip_eps_high,
+                                     kl_beta=hp.kl_beta, ref_logp_BT=ref_logp[k])
+                if not torch.isfinite(loss):
+                    raise NonFiniteLoss(f"loss became {loss.item()} at step {self.step_count}; "
+                                        "lower learning_rate or raise grad_clip strictness")
+                loss.backward()
+                loss_sum += float(loss)
+                weight = float(batch["comp_mask_BC"].sum()) / max(sizes.tokens, 1)
+                stats["clip_frac"].append(st["clip_frac"] * weight)
+                # KL to the reference when there is one, else to the rollout policy (drift per step).
+                kl = st["kl"] if "kl" in st else self._drift_kl(logp_BC.detach(), old_logp[k], batch["comp_mask_BC"])
+                stats["kl"].append(kl * weight)
+            max_norm = hp.grad_clip if hp.grad_clip > 0 else float("inf")
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
+            if not math.isfinite(grad_norm):
+                raise NonFiniteLoss(f"gradient norm became {grad_norm} at step {self.step_count}; "
+                                    "lower learning_rate")
+            self.optimizer.step()
+            stats["loss"].append(loss_sum)
+            stats["grad_norm"].append(grad_norm)
+        n_mb = len(batches)
+        return {
+            "loss": sum(stats["loss"]) / hp.ppo_epochs,
+            "grad_norm": sum(stats["grad_norm"]) / hp.ppo_epochs,
+            # the first epoch is exactly on-policy (ratio 1); report what the later epochs clipped
+            "clip_frac": sum(stats["clip_frac"][n_mb:]) / max(1, hp.ppo_epochs - 1),
+            "kl": sum(stats["kl"][-n_mb:]),
+            "entropy": sum(stats["entropy"]),
+        }
+
+    @staticmethod
+    def _drift_kl(logp_BC: torch.Tensor, old_BC: torch.Tensor, mask_BC: torch.Tensor) -> float:
+        delta = old_BC - logp_BC
+        return float(((torch.exp(delta) - delta - 1) * mask_BC).sum() / mask_BC.sum().clamp(min=1))
+
+    @torch.no_grad()
+    def _ref_logp(self, batch: dict[str, Any]) -> torch.Tensor | None:
+        if self.hp.kl_beta <= 0:
+            return None  # beta 0: skip the reference forward entirely
+        if self.ref_model is not None:
+            return selective_log_softmax(self._logits(self.ref_model, batch), batch["targets_BC"])
+        if not hasattr(self.model, "disable_adapter"):
+            raise ValueError("kl_beta > 0 with full fine-tuning needs a frozen reference model")
+        with self.model.disable_adapter():  # LoRA: the base model is the reference, no second copy
+            return selective_log_softmax(self._logits(self.model, batch), batch["targets_BC"])
+
+    # ---- one step -------------------------------------------------------------------------
+    def step(self) -> tuple[dict[str, float], list[Group]]:
+        """One GRPO step; returns its metrics and the generated groups (for sample logging)."""
+        t0 = time.perf_counter()
+        generated, kept, timings = self.collect()
+        t1 = time.perf_counter()
+        lr = self.optimizer.param_groups[0]["lr"]
+        train = {"loss": 0.0, "grad_norm": 0.0, "clip_frac": 0.0, "kl": 0.0, "entropy": 0.0}
+        if kept:
+            train = self.update(kept)
+            self.engine.sync()
+        self.scheduler.step()
+        self.step_count += 1
+        metrics = {"step": self.step_count, **rollout_stats(generated), **train, **timings,
+                   "t_train": time.perf_counter() - t1, "lr": lr, "groups_generated": len(generated),
+                   "groups_trained": len(kept), "t_step": time.perf_counter() - t0}
+        return metrics, generated
+
+    def state_dict(self) -> dict[str, Any]:
+        trainable = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
+        return {"step": self.step_count, "model": trainable, "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "sampler": self.sampler.state_dict(),
+                "torch_rng": torch.get_rng_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        missing = set(state["model"]) - {n for n, _ in self.model.named_parameters()}
+        if missing:
+            raise ValueError(f"checkpoint does not fit this model (e.g. {sorted(missing)[0]})")
+        with torch.no_grad():
+            params = dict(self.model.named_parameters())
+            for name, value in state["model"].items():
+                params[name].copy_(value)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.sampler.load_state_dict(state["sampler"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step_count = state["step"]
+
+
+def rollout_stats(groups: list[Group]) -> dict[str, float]:
+    """Means over every generated completion of the step (not only the kept groups)."""
+    results = [r for g in groups for r in g.results]
+    comps = [c for g in groups for c in g.completions]
+    n = max(len(results), 1)
+    stats = {"reward_mean": sum(r.reward for r in results) / n,
+             "batch_accuracy": sum(bool(r.correct) for r in results) / n,
+             "completion_len": sum(len(c.token_ids) for c in comps) / max(len(comps), 1),
+             "truncated_frac": sum(not c.finished for c in comps) / max(len(comps), 1)}
+    for name in sorted({k for r in results for k in r.components}):
+        stats[f"reward/{name}"] = sum(r.components.get(name, 0.0) for r in results) / n
+    return stats

@@ -1,0 +1,280 @@
+"""Run model-written SQL against one DuckDB file without letting it escape, hang or raise.
+
+Defences, in the order a query meets them:
+1. Text checks: valid UTF-8, at most `max_sql_chars` characters.
+2. DuckDB's own parser (`extract_statements`): exactly one statement, of type SELECT, whose first
+   keyword is SELECT or WITH. DuckDB also types DESCRIBE/SHOW/SUMMARIZE/VALUES/FROM-first as SELECT,
+   hence the keyword check. Everything else (COPY, EXPORT, ATTACH, INSTALL, LOAD, SET, PRAGMA, CALL,
+   DDL, DML, two statements) is `forbidden` before it reaches the engine.
+3. The connection itself: read-only, `enable_external_access=false` (no file or network access from
+   table functions such as read_csv/read_text/glob), extension autoinstall/autoload off, no temp
+   directory (nothing spills to disk), `memory_limit` and `threads` set, and the configuration locked
+   so a query cannot undo any of it. These hold even if step 2 had a hole.
+4. Wall time: DuckDB has no statement timeout, so one watchdog thread per sandbox interrupts the
+   connection of any query past its deadline (`Connection.interrupt`).
+5. Rows are fetched from a streaming result and capped at `max_rows`, so a huge cross join stops
+   after `max_rows + 1` rows instead of materialising.
+
+Connections: opening a database file costs ~12 ms, so each sandbox opens the file once and hands every
+worker thread its own cursor (a cheap connection to the same instance), reused for every query.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import duckdb
+
+from sql_env.types import ExecStatus, Execution
+
+_ALLOWED_FIRST_KEYWORDS = ("select", "with")
+
+
+class _Watchdog:
+    """A single timer thread that interrupts connections whose query outlived its deadline.
+
+    One thread per sandbox instead of a `threading.Timer` per query: starting a thread per query
+    would cost more than many of the queries. Arming only wakes the thread when the new deadline is
+    earlier than the one it already sleeps towards, so a steady stream of queries costs one lock each.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._armed: dict[int, tuple[float, duckdb.DuckDBPyConnection]] = {}
+        self._tokens = itertools.count()
+        self._wake_at = math.inf
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    def arm(self, conn: duckdb.DuckDBPyConnection, timeout_s: float) -> int:
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="sql-sandbox-watchdog", daemon=True)
+                self._thread.start()
+            token = next(self._tokens)
+            self._armed[token] = (deadline, conn)
+            if deadline < self._wake_at:
+                self._cond.notify()
+            return token
+
+    def disarm(self, token: int) -> None:
+        # Under the lock, so an interrupt can never land on the *next* query of this connection.
+        with self._cond:
+            self._armed.pop(token, None)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        with self._cond:
+            while not self._closed:
+                now = time.monotonic()
+                for token, (deadline, conn) in list(self._armed.items()):
+                    if deadline <= now:
+                        del self._armed[token]
+                        conn.interrupt()
+                self._wake_at = min((d for d, _ in self._armed.values()), default=math.inf)
+                self._cond.wait(None if self._wake_at == math.inf else self._wake_at - now)
+            self._wake_at = math.inf
+
+
+def _classify(error: duckdb.Error) -> ExecStatus:
+    if isinstance(error, duckdb.InterruptException):
+        return "timeout"
+    if isinstance(error, duckdb.ParserException | duckdb.SyntaxException):
+        return "syntax_error"
+    if isinstance(error, duckdb.CatalogException | duckdb.BinderException):
+        return "schema_error"
+    if isinstance(error, duckdb.PermissionException):
+        return "forbidden"
+    return "runtime_error"
+
+
+def _first_keyword(sql: str) -> str:
+    """The first keyword of the statement, skipping comments and opening parentheses."""
+    for position, kind in duckdb.tokenize(sql):
+        if kind == duckdb.token_type.keyword:
+            return sql[position:].split(None, 1)[0].lower().rstrip("(")
+        if kind == duckdb.token_type.operator and sql[position] == "(":
+            continue
+        if kind != duckdb.token_type.comment:
+            return ""
+    return ""
+
+
+class Sandbox:
+    """A locked-down, read-only DuckDB executor for one database file.
+
+    `run(sql)` never raises: every outcome, including model mistakes and attacks, is an `Execution`
+    whose `status` says what happened. Thread-safe: each thread gets its own reused connection.
+    """
+
+    def __init__(
+        self,
+        db_path: str | Path,
+        *,
+        timeout_s: float = 2.0,
+        max_rows: int = 10_000,
+        memory_limit: str = "256MB",
+        threads: int = 1,
+        max_sql_chars: int = 65_536,
+        workers: int = 2,
+    ) -> None:
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0 seconds, got {timeout_s}")
+        if max_rows < 1:
+            raise ValueError(f"max_rows must be >= 1, got {max_rows}")
+        if threads < 1 or workers < 1:
+            raise ValueError(f"threads and workers must be >= 1, got threads={threads} workers={workers}")
+        self.db_path = Path(db_path)
+        if not self.db_path.is_file():
+            raise FileNotFoundError(f"no DuckDB database at {self.db_path}; build or import the dataset first")
+        self.timeout_s = timeout_s
+        self.max_rows = max_rows
+        self.max_sql_chars = max_sql_chars
+        self.workers = workers
+        # lock_configuration in the same config: DuckDB applies it after the other options, and a
+        # second sandbox on the same file in this process then reuses the instance with equal config.
+        config = {
+            "access_mode": "READ_ONLY",
+            "enable_external_access": False,
+            "autoinstall_known_extensions": False,
+            "autoload_known_extensions": False,
+            "temp_directory": "",
+            "memory_limit": memory_limit,
+            "threads": threads,
+            "lock_configuration": True,
+        }
+        try:
+            self._db = duckdb.connect(str(self.db_path), config=config)
+        except duckdb.ConnectionException as e:
+            raise ValueError(
+                f"{self.db_path} is already open in this process with other settings ({e}); "
+                "give every Sandbox on one file the same memory_limit and threads"
+            ) from e
+        self._local = threading.local()
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._lock = threading.Lock()
+        self._watchdog = _Watchdog()
+        self._pool: ThreadPoolExecutor | None = None
+        self._closed = False
+
+    # -- public API ---------------------------------------------------------------------------
+    def run(self, sql: str | bytes) -> Execution:
+        """Run one query; never raises. Rows are capped at `max_rows`, time at `timeout_s`."""
+        start = time.perf_counter()
+        try:
+            result = self._run(sql)
+        except Exception as e:  # last line of defence: a model's query must never crash training
+            result = Execution("runtime_error", error=f"{type(e).__name__}: {e}")
+        result.elapsed_s = time.perf_counter() - start
+        return result
+
+    def run_many(self, sqls: Sequence[str | bytes]) -> list[Execution]:
+        """Run many queries across `workers` threads; results in input order."""
+        if self.workers == 1 or len(sqls) <= 1:
+            return [self.run(sql) for sql in sqls]
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="sql-sandbox")
+        return list(self._pool.map(self.run, sqls))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+        self._watchdog.close()
+        for cursor in self._cursors:
+            cursor.close()
+        self._db.close()
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals ----------------------------------------------------------------------------
+    @property
+    def connections_opened(self) -> int:
+        """How many per-thread connections this sandbox has opened (one per worker thread)."""
+        return len(self._cursors)
+
+    def _connection(self) -> duckdb.DuckDBPyConnection:
+        if self._closed:
+            raise RuntimeError("sandbox is closed")
+        cursor = getattr(self._local, "cursor", None)
+        if cursor is None:
+            with self._lock:
+                if self._closed:
+                    raise RuntimeError("sandbox is closed")
+                cursor = self._db.cursor()
+                self._cursors.append(cursor)
+            self._local.cursor = cursor
+        return cursor
+
+    def _check(self, sql: str | bytes) -> tuple[str | None, Execution | None]:
+        """Text and statement checks; returns (sql, None) to run it or (None, verdict)."""
+        if isinstance(sql, bytes):
+            try:
+                sql = sql.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return None, Execution("syntax_error", error=f"query is not valid UTF-8: {e}")
+        try:
+            sql.encode("utf-8")
+        except UnicodeEncodeError as e:
+            return None, Execution("syntax_error", error=f"query is not valid UTF-8: {e}")
+        if len(sql) > self.max_sql_chars:
+            return None, Execution(
+                "forbidden", error=f"query is {len(sql):,} characters; the sandbox runs at most {self.max_sql_chars:,} (Sandbox(max_sql_chars=...))"
+            )
+        try:
+            statements = self._connection().extract_statements(sql)
+        except duckdb.Error as e:
+            return None, Execution(_classify(e), error=str(e))
+        if not statements:
+            return None, Execution("syntax_error", error="no SQL statement found")
+        if len(statements) > 1:
+            return None, Execution("forbidden", error=f"only one statement may run, got {len(statements)}")
+        keyword = _first_keyword(sql)
+        if statements[0].type != duckdb.StatementType.SELECT or keyword not in _ALLOWED_FIRST_KEYWORDS:
+            got = keyword.upper() if statements[0].type == duckdb.StatementType.SELECT else statements[0].type.name
+            return None, Execution("forbidden", error=f"only a SELECT or WITH query may run, got {got or 'another statement'}")
+        return sql, None
+
+    def _run(self, sql: str | bytes) -> Execution:
+        checked, verdict = self._check(sql)
+        if verdict is not None:
+            return verdict
+        conn = self._connection()
+        token = self._watchdog.arm(conn, self.timeout_s)
+        try:
+            result = conn.execute(checked)
+            rows = result.fetchmany(self.max_rows + 1)
+            columns = [d[0] for d in result.description or ()]
+        except duckdb.Error as e:
+            status = _classify(e)
+            error = f"query ran longer than {self.timeout_s:g} s" if status == "timeout" else str(e)
+            return Execution(status, error=error)
+        finally:
+            self._watchdog.disarm(token)
+        if len(rows) > self.max_rows:
+            return Execution(
+                "too_many_rows", columns=columns, error=f"query returned more than {self.max_rows:,} rows"
+            )
+        return Execution("ok", rows=rows, columns=columns)

@@ -32,12 +32,13 @@ DEFAULT_PARAMS = ("learning_rate", "lora_rank", "group_size", "temperature")
 MAX_KEY_PARAMS = 5
 
 
-def build_report(session_dir: Path) -> dict[str, Any]:
+def build_report(session_dir: Path, importances: bool = True) -> dict[str, Any]:
     session_dir = Path(session_dir)
     session = read_json(session_dir / "session.json") or {}
+    rounds = read_json(session_dir / "rounds.json") or []
     trials = load_trials(session_dir)
     base = _base(trials)
-    rows = leaderboard_rows(session_dir, trials, session, base)
+    rows = leaderboard_rows(session_dir, trials, rounds, base)
     best = _best(rows, trials, session_dir)
     return {
         "session": _session_facts(session_dir, session, trials),
@@ -45,8 +46,10 @@ def build_report(session_dir: Path) -> dict[str, Any]:
         "verdict": _verdict(best, base),
         "leaderboard": rows,
         "best": best,
-        "rounds": _rounds(rows, session),
-        "importances": param_importances(session_dir),
+        "rounds": _rounds(rows, rounds),
+        "importances": param_importances(session_dir)
+        if importances
+        else {"params": {}, "n_trials": 0, "note": "not computed"},
         "failures": [
             {
                 "trial_id": r["trial_id"],
@@ -61,35 +64,46 @@ def build_report(session_dir: Path) -> dict[str, Any]:
     }
 
 
+def leaderboard(session_dir: Path) -> list[dict[str, Any]]:
+    """Only the leaderboard rows (the live view refreshes these after every finished trial)."""
+    session_dir = Path(session_dir)
+    trials = load_trials(session_dir)
+    return leaderboard_rows(session_dir, trials, read_json(session_dir / "rounds.json") or [], _base(trials))
+
+
 def _session_facts(session_dir: Path, session: dict, trials: list[TrialFiles]) -> dict[str, Any]:
-    plan = session.get("plan") or {}
-
-    def pick(key: str, default: Any = None) -> Any:
-        return session.get(key, plan.get(key, default))
-
+    """session.json is the Plan (agent/goal.py) plus an id and a status block (agent/session.py)."""
+    constraints = session.get("constraints") or {}
+    objective = session.get("objective") or {}
     statuses = [t.status for t in trials]
     return {
         "id": session_dir.name,
         "dir": str(session_dir.resolve()),
-        "goal": pick("goal", ""),
-        "objective": pick("objective", "dev_accuracy_after"),
-        "model": pick("model"),
-        "dataset": pick("dataset"),
-        "planner": pick("planner"),
-        "launcher": pick("launcher"),
-        "budget": pick("budget", {}),
-        "state": session_state(session_dir, session, statuses),
-        "trials_planned": pick("trials") or pick("n_trials"),
+        "goal": session.get("goal", ""),
+        "objective": objective.get("metric", "dev_accuracy_after"),
+        "target": objective.get("target"),
+        "model": constraints.get("model"),
+        "dataset": constraints.get("dataset"),
+        "planner": (session.get("planner") or {}).get("name"),
+        "launcher": (session.get("launcher") or {}).get("name"),
+        "budget_minutes": constraints.get("budget_minutes"),
+        "state": session_state(session_dir, session),
+        "stop_reason": (session.get("status") or {}).get("stop_reason"),
+        "trials_planned": planned_trials(session),
         "counts": {s: statuses.count(s) for s in ("succeeded", "failed", "running", "pending")},
     }
 
 
-def session_state(session_dir: Path, session: dict, statuses: list[str]) -> str:
-    if session.get("state") in ("done", "finished") or session.get("finished_at"):
-        return "finished"
-    if (session_dir / "pause").exists():
-        return "paused"
-    return str(session.get("state") or ("running" if "running" in statuses else "stopped"))
+def planned_trials(session: dict[str, Any]) -> int | None:
+    return (session.get("constraints") or {}).get("trials")
+
+
+def session_state(session_dir: Path, session: dict[str, Any]) -> str:
+    """The loop's own word for the state; a pause flag the loop has not picked up yet shows as 'pausing'."""
+    state = (session.get("status") or {}).get("state") or "created"
+    if (Path(session_dir) / "pause").exists() and state == "running":
+        return "pausing"
+    return str(state)
 
 
 def _base(trials: list[TrialFiles]) -> dict[str, Any] | None:
@@ -107,10 +121,13 @@ def _base(trials: list[TrialFiles]) -> dict[str, Any] | None:
 
 
 def leaderboard_rows(
-    session_dir: Path, trials: list[TrialFiles], session: dict, base: dict | None
+    session_dir: Path, trials: list[TrialFiles], rounds: list[dict], base: dict | None
 ) -> list[dict]:
     key_params = _key_params(trials)
-    rows = [_row(t, key_params, base) for t in trials]
+    proposals = {
+        p.get("trial_id"): {**p, "round": r.get("round")} for r in rounds for p in r.get("proposals") or []
+    }
+    rows = [_row(t, key_params, base, proposals.get(t.trial_id) or {}) for t in trials]
     finished = sorted((r for r in rows if r["score"] is not None), key=lambda r: -r["score"])
     for rank, row in enumerate(finished, start=1):
         row["rank"] = rank
@@ -118,7 +135,7 @@ def leaderboard_rows(
     return finished + sorted(rest, key=lambda r: (r["status"] != "failed", r["trial_id"]))
 
 
-def _row(t: TrialFiles, key_params: list[str], base: dict | None) -> dict[str, Any]:
+def _row(t: TrialFiles, key_params: list[str], base: dict | None, proposal: dict) -> dict[str, Any]:
     m = t.result_metrics
     score = m.get("dev_accuracy_after") if t.status == "succeeded" else None
     stderr = m.get("dev_stderr_after")
@@ -129,7 +146,6 @@ def _row(t: TrialFiles, key_params: list[str], base: dict | None) -> dict[str, A
     gain_se = math.sqrt(stderr**2 + before_se**2) if gain is not None and stderr and before_se else stderr
     hparams = t.spec.get("hparams") or {}
     last = t.metrics[-1] if t.metrics else {}
-    proposal = (t.result or {}).get("proposal") or {}
     return {
         "rank": None,
         "trial_id": t.trial_id,
@@ -217,29 +233,33 @@ def _verdict(best: dict | None, base: dict | None) -> dict[str, Any]:
     }
 
 
-def _rounds(rows: list[dict], session: dict) -> list[dict[str, Any]]:
-    rationales = {
-        r.get("round"): r.get("rationale", "") for r in session.get("rounds") or [] if isinstance(r, dict)
-    }
-    by_round: dict[Any, list[dict]] = {}
+def _rounds(rows: list[dict], rounds: list[dict]) -> list[dict[str, Any]]:
+    records = {r.get("round"): r for r in rounds}
+    by_round: dict[Any, list[dict]] = {r: [] for r in records}
     for row in rows:
         by_round.setdefault(row["round"], []).append(row)
     out = []
     for rnd in sorted(by_round, key=lambda r: (r is None, r if r is not None else 0)):
-        group = by_round[rnd]
+        group, record = by_round[rnd], records.get(rnd) or {}
         scored = [r for r in group if r["score"] is not None]
         top = max(scored, key=lambda r: r["score"]) if scored else None
         out.append(
             {
                 "round": rnd,
+                "planner": record.get("planner"),
+                "fallback": record.get("fallback"),
+                "notes": list(record.get("notes") or []),
                 "trials": sorted(r["trial_id"] for r in group),
                 "succeeded": len(scored),
                 "failed": sum(r["status"] == "failed" for r in group),
                 "best_trial": top["trial_id"] if top else None,
                 "best_score": top["score"] if top else None,
                 "mean_score": sum(r["score"] for r in scored) / len(scored) if scored else None,
-                "rationale": rationales.get(rnd)
-                or next((r["rationale"] for r in group if r["rationale"]), ""),
+                "rationales": {
+                    r["trial_id"]: r["rationale"]
+                    for r in sorted(group, key=lambda r: r["trial_id"])
+                    if r["rationale"]
+                },
             }
         )
     return out

@@ -85,3 +85,27 @@ def curve_line(values: list[float | None]) -> str:
 def eval_path(evals: list[dict]) -> str:
     accs = [e["accuracy"] for e in evals if e.get("accuracy") is not None]
     return " → ".join(f"{100 * a:.1f}" for a in accs) if accs else "-"
+
+
+_METRICS = {
+    "dev_accuracy_after": "dev execution accuracy",
+    "gain": "gain in dev execution accuracy over the base policy",
+}
+
+
+def objective(session: dict[str, Any]) -> str:
+    text = f"maximise {_METRICS.get(session['objective'], session['objective'])}"
+    if session.get("target") is not None:
+        text += f", stop at {pct(session['target'])}"
+    if session.get("budget_minutes"):
+        text += f", budget {value(session['budget_minutes'])} min"
+    return text
+
+
+def state(session: dict[str, Any]) -> str:
+    return session["state"] + (f" ({session['stop_reason']})" if session.get("stop_reason") else "")
+
+
+def round_notes(r: dict[str, Any]) -> str:
+    notes = ([f"fallback: {r['fallback']}"] if r.get("fallback") else []) + list(r.get("notes") or [])
+    return "; ".join(notes)

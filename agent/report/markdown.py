@@ -34,11 +34,12 @@ def _header(facts: dict[str, Any]) -> str:
     s, base = facts["session"], facts["base"]
     counts = ", ".join(f"{n} {k}" for k, n in s["counts"].items() if n) or "none yet"
     lines = [
-        f"# openrl-agent report: {s['id']} ({s['state']})",
+        f"# openrl-agent report: {s['id']} ({fmt.state(s)})",
         "",
         f"- Goal: {s['goal']}",
         f"- Model: `{s['model']}`, dataset: `{s['dataset']}`, planner: {s['planner']}, launcher: {s['launcher']}",
         f"- Trials: {counts}" + (f" of {s['trials_planned']}" if s["trials_planned"] else ""),
+        f"- Objective: {fmt.objective(s)}",
     ]
     if base:
         se = f" ± {100 * base['stderr']:.1f}" if base.get("stderr") else ""
@@ -111,18 +112,18 @@ def _rounds(rounds: list[dict[str, Any]]) -> str:
     body = [
         [
             "-" if r["round"] is None else r["round"],
+            r["planner"] or "-",
             ", ".join(r["trials"]),
             r["succeeded"],
             r["failed"],
             f"{r['best_trial']} {fmt.pct(r['best_score'])}" if r["best_trial"] else "-",
             fmt.pct(r["mean_score"]),
-            r["rationale"],
+            fmt.round_notes(r),
         ]
         for r in rounds
     ]
-    return "## Rounds\n\n" + _table(
-        ["round", "trials", "ok", "failed", "best", "mean", "planner rationale"], body
-    )
+    header = ["round", "planner", "trials", "ok", "failed", "best", "mean", "notes"]
+    return "## Rounds\n\n" + _table(header, body)
 
 
 def _importances(imp: dict[str, Any]) -> str:

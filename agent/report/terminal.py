@@ -54,11 +54,12 @@ def header(facts: dict[str, Any]) -> RenderableType:
     base = facts["base"]
     counts = ", ".join(f"{n} {k}" for k, n in s["counts"].items() if n)
     lines = [
-        f"[bold]{s['id']}[/]  [dim]{s['state']}[/]",
+        f"[bold]{s['id']}[/]  [dim]{fmt.state(s)}[/]",
         f"goal: {s['goal']}",
         f"model: {s['model'] or '-'}   dataset: {s['dataset'] or '-'}   planner: {s['planner'] or '-'}"
         f"   launcher: {s['launcher'] or '-'}",
         f"trials: {counts or 'none yet'}" + (f" of {s['trials_planned']}" if s["trials_planned"] else ""),
+        f"objective: {fmt.objective(s)}",
     ]
     if base:
         lines.append(
@@ -126,17 +127,18 @@ def best_panel(best: dict[str, Any]) -> Panel:
 
 def rounds_table(rounds: list[dict[str, Any]]) -> Table:
     table = Table(title="Rounds", title_justify="left")
-    for col in ("round", "trials", "ok", "failed", "best", "mean", "planner rationale"):
-        table.add_column(col, overflow="fold", max_width=60 if col == "planner rationale" else None)
+    for col in ("round", "planner", "trials", "ok", "failed", "best", "mean", "notes"):
+        table.add_column(col, overflow="fold", max_width=60 if col == "notes" else None)
     for r in rounds:
         table.add_row(
             "-" if r["round"] is None else str(r["round"]),
+            r["planner"] or "-",
             ", ".join(r["trials"]),
             str(r["succeeded"]),
             str(r["failed"]),
             f"{r['best_trial']} {fmt.pct(r['best_score'])}" if r["best_trial"] else "-",
             fmt.pct(r["mean_score"]),
-            r["rationale"] or "",
+            fmt.round_notes(r),
         )
     return table
 

@@ -53,23 +53,24 @@ class SessionBuilder:
     ):
         self.dir = Path(runs_dir) / session_id
         self.dir.mkdir(parents=True)
+        # session.json is the Plan plus id and status (agent/session.py); rounds.json one record a round.
         self.session = {
-            "session_id": session_id,
+            "id": session_id,
             "goal": goal,
-            "objective": "dev_accuracy_after",
-            "model": "builtin:micro-gemma",
-            "dataset": "builtin",
-            "planner": "offline",
-            "launcher": "local",
-            "trials": 0,
-            "budget": {"trials": 0},
-            "rounds": [],
+            "objective": {"metric": "dev_accuracy_after", "direction": "maximize", "target": None},
+            "constraints": {"trials": 0, "parallel": 2, "model": "builtin:micro-gemma", "dataset": "builtin"},
+            "planner": {"name": "offline"},
+            "launcher": {"name": "local"},
+            "search_space": {},
+            "status": {"state": "finished", "stop_reason": "all trials done"},
         }
+        self.rounds: list[dict] = []
         self.study_trials: list[tuple[dict, float | None]] = []
         self.save()
 
     def save(self) -> None:
         _write(self.dir / "session.json", self.session)
+        _write(self.dir / "rounds.json", self.rounds)
 
     def trial(
         self,
@@ -128,10 +129,12 @@ class SessionBuilder:
                 }
             )
         (tdir / "eval.jsonl").write_text("".join(json.dumps(e) + "\n" for e in evals))
-        self.session["rounds"] = [r for r in self.session["rounds"] if r["round"] != round_] + [
-            {"round": round_, "rationale": f"round {round_} plan"}
-        ]
-        self.session["trials"] += 1
+        record = next((r for r in self.rounds if r["round"] == round_), None)
+        if record is None:
+            record = {"round": round_, "planner": "offline", "fallback": None, "notes": [], "proposals": []}
+            self.rounds.append(record)
+        record["proposals"].append({"trial_id": trial_id, "params": hparams or {}, "rationale": rationale})
+        self.session["constraints"]["trials"] += 1
         self.save()
         if not finished:
             return tdir
@@ -142,7 +145,6 @@ class SessionBuilder:
             "error": error,
             "spec": spec,
             "adapter_path": "adapter" if adapter and not error else None,
-            "proposal": {"round": round_, "rationale": rationale},
             "metrics": {}
             if error
             else {

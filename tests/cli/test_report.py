@@ -75,12 +75,13 @@ def test_verdict_says_plainly_when_no_trial_beats_noise(tmp_path):
 def test_rounds_failures_importances_and_curves(clear_win):
     facts = build_report(clear_win)
     r1, r2 = facts["rounds"]
-    assert (r1["round"], r1["trials"], r1["best_trial"], r1["rationale"]) == (
+    assert (r1["round"], r1["planner"], r1["trials"], r1["best_trial"]) == (
         1,
+        "offline",
         ["t0000", "t0001"],
         "t0000",
-        "round 1 plan",
     )
+    assert r1["rationales"] == {"t0000": "baseline recipe", "t0001": "higher lr"}
     assert (r2["succeeded"], r2["failed"], r2["best_trial"]) == (2, 1, "t0004")
     assert r2["mean_score"] == pytest.approx((0.41 + 0.55) / 2)
     assert facts["failures"] == [

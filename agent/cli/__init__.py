@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from agent.cli import data
+from agent.cli import session as session_commands
 from agent.cli.common import UserError, fail
 
 app = typer.Typer(
@@ -15,6 +16,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data.app, name="data")
+app.add_typer(session_commands.app)  # start, status, report, pause, resume, list
 
 
 def main() -> None:

@@ -1,0 +1,188 @@
+"""The live view of `openrl-agent start` and `resume`: running trials, the growing leaderboard, the planner's reasons.
+
+The research loop calls `LiveView.on_event` (possibly from worker threads); Rich redraws the view
+from that state a few times a second. Each round and each finished trial is also printed as a line
+above the view, so the scrollback (and a non-terminal log) keeps the whole story.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from agent.report import format as fmt
+from agent.report.facts import leaderboard
+from agent.report.terminal import leaderboard_table
+
+Event = dict[str, Any]
+
+
+class LiveView:
+    def __init__(self, session_dir: Path, console: Console):
+        self.session_dir = Path(session_dir)
+        self.console = console
+        self._lock = threading.Lock()
+        self._running: dict[str, dict[str, Any]] = {}
+        self._rows: list[dict[str, Any]] = []
+        self._round: dict[str, Any] | None = None
+        self._started = time.monotonic()
+        self.done: Event | None = None
+
+    def on_event(self, event: Event) -> None:
+        handler = _HANDLERS.get(event.get("type", ""))
+        if handler:
+            with self._lock:
+                handler(self, event)
+
+    # -- event handlers (called under the lock) --
+    def _on_round(self, ev: Event) -> None:
+        self._round = ev
+        self.console.print(Text(f"Round {ev.get('round', '?')}", style="bold magenta"))
+        for p in ev.get("proposals") or []:
+            params = fmt.params({k: v for k, v in (p.get("params") or {}).items()})
+            line = Text.assemble(("  " + str(p.get("trial_id", "")), "bold"), f"  {params}")
+            if p.get("rationale"):
+                line.append(f"\n    {p['rationale']}", style="italic dim")
+            self.console.print(line)
+
+    def _on_started(self, ev: Event) -> None:
+        self._running[ev["trial_id"]] = {
+            "step": 0,
+            "max_steps": ev.get("max_steps"),
+            "reward": None,
+            "eta_s": None,
+        }
+
+    def _on_progress(self, ev: Event) -> None:
+        state = self._running.setdefault(ev["trial_id"], {})
+        state.update({k: ev.get(k) for k in ("step", "max_steps", "reward", "eta_s")})
+
+    def _on_finished(self, ev: Event) -> None:
+        self._running.pop(ev["trial_id"], None)
+        self._rows = [r for r in leaderboard(self.session_dir) if r["status"] in ("succeeded", "failed")]
+        row = next((r for r in self._rows if r["trial_id"] == ev["trial_id"]), None)
+        status = ev.get("status", "finished")
+        if row and row["score"] is not None:
+            msg = f"dev {fmt.pct(row['score'])} (Δ {fmt.change(row['gain'], row['gain_stderr'])} points)"
+        elif row and row["error"]:
+            msg = f"{row['error'].get('kind')}: {row['error'].get('message', '')}"
+        else:
+            msg = ""
+        style = "green" if status == "succeeded" else "red"
+        self.console.print(Text.assemble(f"  {ev['trial_id']} ", (status, style), f"  {msg}"))
+
+    def _on_done(self, ev: Event) -> None:
+        self.done = ev
+        self._running.clear()
+
+    # -- rendering --
+    def __rich__(self) -> RenderableType:
+        with self._lock:
+            parts: list[RenderableType] = [self._running_table()]
+            if self._rows:
+                parts.append(leaderboard_table(self._rows, title="Leaderboard so far"))
+            elapsed = fmt.duration(time.monotonic() - self._started)
+            parts.append(
+                Text(
+                    f"elapsed {elapsed} · Ctrl-C or `openrl-agent pause` to stop; "
+                    "`openrl-agent resume` continues",
+                    style="dim",
+                )
+            )
+            return Group(*parts)
+
+    def _running_table(self) -> RenderableType:
+        if not self._running:
+            return Text("no trial running", style="dim")
+        table = Table(title="Running", title_justify="left")
+        for col in ("trial", "step", "progress", "reward", "ETA"):
+            table.add_column(col, justify="left" if col in ("trial", "progress") else "right")
+        for trial_id, s in sorted(self._running.items()):
+            step, total = s.get("step") or 0, s.get("max_steps")
+            table.add_row(
+                trial_id,
+                fmt.steps(step, total),
+                _bar(step, total),
+                "-" if s.get("reward") is None else f"{s['reward']:.2f}",
+                fmt.duration(s.get("eta_s")),
+            )
+        return table
+
+
+_HANDLERS: dict[str, Callable[[LiveView, Event], None]] = {
+    "round": LiveView._on_round,
+    "trial_started": LiveView._on_started,
+    "trial_progress": LiveView._on_progress,
+    "trial_finished": LiveView._on_finished,
+    "session_done": LiveView._on_done,
+}
+
+
+def _bar(step: int, total: int | None, width: int = 20) -> str:
+    if not total:
+        return ""
+    filled = min(width, round(width * step / total))
+    return "█" * filled + "░" * (width - filled)
+
+
+def run_live(
+    session_dir: Path, run: Callable[[Path, Callable[[Event], None]], Any], console: Console
+) -> LiveView:
+    """Run `run(session_dir, on_event)` (run_session or resume_session) under the live view."""
+    view = LiveView(session_dir, console)
+    with Live(
+        view,
+        console=console,
+        refresh_per_second=4,
+        transient=True,
+        redirect_stdout=False,
+        redirect_stderr=False,
+    ):
+        run(session_dir, view.on_event)
+    return view
+
+
+def plan_renderable(plan: Any) -> RenderableType:
+    """The parsed plan, each value with where it came from (goal text, a flag, or a default)."""
+    data = plan.to_json() if hasattr(plan, "to_json") else dict(plan)
+    sources = data.get("sources") or {}
+    c, o = data.get("constraints") or {}, data.get("objective") or {}
+    table = Table(title="Plan", title_justify="left", show_header=False, box=None, padding=(0, 2, 0, 0))
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    table.add_column(style="dim")
+    table.add_row("goal", data.get("goal", ""), "")
+    target = o.get("target")
+    objective = f"{o.get('direction', 'maximize')} {o.get('metric')}" + (
+        f", stop at {fmt.pct(target)}" if target else ""
+    )
+    table.add_row("objective", objective, sources.get("metric", ""))
+    for key in ("trials", "parallel", "budget_minutes", "trial_seconds", "model", "dataset", "max_steps"):
+        if c.get(key) is not None:
+            table.add_row(key.replace("_", " "), fmt.value(c[key]), sources.get(key, ""))
+    table.add_row("planner", str((data.get("planner") or {}).get("name")), "")
+    table.add_row("launcher", str((data.get("launcher") or {}).get("name")), "")
+    space = data.get("search_space") or {}
+    table.add_row(
+        "search", "; ".join(_describe_param(n, p) for n, p in (space.get("params") or {}).items()), ""
+    )
+    if space.get("fixed"):
+        table.add_row("fixed", " ".join(f"{k}={fmt.value(v)}" for k, v in space["fixed"].items()), "")
+    for note in data.get("notes") or []:
+        table.add_row("note", note, "")
+    return table
+
+
+def _describe_param(name: str, p: dict[str, Any]) -> str:
+    if p.get("choices") is not None:
+        return f"{name} ∈ {{{', '.join(fmt.value(c) for c in p['choices'])}}}"
+    scale = " log" if p.get("log") else ""
+    return f"{name} {fmt.value(p.get('low'))}..{fmt.value(p.get('high'))}{scale}"

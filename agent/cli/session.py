@@ -1,0 +1,288 @@
+"""`openrl-agent start|status|report|pause|resume|list`: research sessions, a few lines each over agent.api.
+
+Mounted without a group name, so these are top-level commands. Library errors a user can cause
+(unknown session, bad goal or config) become one red line and exit 1; Ctrl-C leaves a resumable session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from agent.cli.common import UserError, console, fail
+
+app = typer.Typer(no_args_is_help=True)
+
+RUNS_DIR = typer.Option(Path("runs"), "--runs-dir", envvar="OPENRL_AGENT_RUNS", help="Where sessions live.")
+SESSION = typer.Argument(
+    None, help="Session id or directory; omitted means the latest session.", show_default=False
+)
+
+
+class Planner(StrEnum):
+    gemini = "gemini"
+    offline = "offline"
+
+
+class Launcher(StrEnum):
+    local = "local"
+    k8s = "k8s"
+
+
+class Format(StrEnum):
+    table = "table"
+    markdown = "markdown"
+    json = "json"
+
+
+def _examples(*lines: str) -> str:
+    return "Examples:\n\n" + "\n\n".join(f"  $ {line}" for line in lines)
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """The library's exception types that mean 'the user can fix this' (imported lazily: fast CLI start)."""
+    from agent.goal import GoalError
+    from agent.session import SessionError
+
+    return (UserError, SessionError, GoalError)
+
+
+def resolve_session(session: str | None, runs_dir: Path) -> Path:
+    from agent.session import latest_session
+
+    if session is None:
+        return Path(latest_session(runs_dir))
+    for candidate in (Path(session), runs_dir / session):
+        if (candidate / "session.json").is_file():
+            return candidate
+    raise UserError(f"no session '{session}' under {runs_dir}/; `openrl-agent list` shows the sessions there")
+
+
+def _check_start_inputs(launcher: Launcher) -> None:
+    """Mistakes plan_goal cannot see (it only plans), caught before a session directory exists."""
+    if launcher is Launcher.k8s and not _has_kubeconfig():
+        raise UserError(
+            "--launcher k8s needs cluster credentials: set KUBECONFIG or create ~/.kube/config "
+            "(see README, 'Running on Kubernetes'), or use --launcher local"
+        )
+
+
+def _has_kubeconfig() -> bool:
+    paths = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
+    paths = paths or [str(Path.home() / ".kube" / "config")]
+    return any(Path(p).is_file() for p in paths) or bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+
+
+@app.command(
+    epilog=_examples(
+        'openrl-agent start "raise dev execution accuracy of the tiny policy" --trials 4 --parallel 2',
+        'openrl-agent start "beat 60% dev accuracy in 30 minutes" --model ~/models/gemma-3-270m --planner gemini',
+        'openrl-agent start "tune the learning rate" --config research.json --launcher k8s',
+    )
+)
+def start(
+    goal: str = typer.Argument(
+        ...,
+        help="What to achieve, in plain words; numbers in it (trials, minutes, "
+        "target accuracy) are read too.",
+    ),
+    trials: int | None = typer.Option(None, "--trials", min=1, help="Total trials to run."),
+    parallel: int | None = typer.Option(None, "--parallel", min=1, help="Trials running at once."),
+    model: str | None = typer.Option(
+        None, "--model", help="builtin:<name>, or a local Hugging Face model dir."
+    ),
+    dataset: str | None = typer.Option(
+        None, "--dataset", help="A dataset name (`openrl-agent data list`) or path."
+    ),
+    planner: Planner | None = typer.Option(
+        None,
+        "--planner",
+        help="Who proposes trials [default: gemini when GEMINI_API_KEY is set, else offline].",
+    ),
+    launcher: Launcher = typer.Option(Launcher.local, "--launcher", help="Where trials run."),
+    config: Path | None = typer.Option(
+        None, "--config", help="A JSON/TOML file with the same keys as the options."
+    ),
+    budget_minutes: float | None = typer.Option(None, "--budget-minutes", min=0.1, help="Wall-clock budget."),
+    runs_dir: Path = RUNS_DIR,
+) -> None:
+    """Plan a research session from a goal, then run it with a live view."""
+    with _as_user_error():
+        _check_start_inputs(launcher)
+    from agent import api
+
+    overrides = {
+        "trials": trials,
+        "parallel": parallel,
+        "model": model,
+        "dataset": dataset,
+        "planner": planner.value if planner else None,
+        "launcher": launcher.value,
+        "config": config,
+        "budget_minutes": budget_minutes,
+    }
+    with _as_user_error():
+        plan = api.plan_goal(goal, {k: v for k, v in overrides.items() if v is not None})
+        console.print(_plan_table(plan))
+        session_dir = api.create_session(plan, runs_dir)
+    console.print(f"session [bold]{session_dir.name}[/] in {session_dir}")
+    _run_and_report(session_dir, api.run_session)
+
+
+@app.command(epilog=_examples("openrl-agent resume", "openrl-agent resume s-20261125-181500"))
+def resume(session: str | None = SESSION, runs_dir: Path = RUNS_DIR) -> None:
+    """Continue a paused or interrupted session where it stopped; finished trials are kept, not rerun."""
+    with _as_user_error():
+        session_dir = resolve_session(session, runs_dir)
+    from agent import api
+
+    console.print(f"resuming [bold]{session_dir.name}[/]")
+    _run_and_report(session_dir, api.resume_session)
+
+
+def _run_and_report(session_dir: Path, run: Any) -> None:
+    from agent.cli.live import run_live
+    from agent.report import build_report
+    from agent.report.terminal import leaderboard_table, verdict_text
+
+    try:
+        with _as_user_error():
+            run_live(session_dir, run, console)
+    except KeyboardInterrupt:
+        console.print(
+            f"\n[yellow]interrupted[/]: finished trials are saved in {session_dir}; "
+            f"continue with `openrl-agent resume {session_dir.name}`"
+        )
+        raise typer.Exit(130) from None
+    facts = build_report(session_dir)
+    console.print(leaderboard_table(facts["leaderboard"]))
+    console.print(verdict_text(facts))
+    console.print(f"full report: `openrl-agent report {session_dir.name}`")
+
+
+@app.command(epilog=_examples("openrl-agent status", "openrl-agent status s-20261125-181500"))
+def status(session: str | None = SESSION, runs_dir: Path = RUNS_DIR) -> None:
+    """Where a session stands: state, trials done and running, the leaderboard so far."""
+    from agent.report import build_report
+    from agent.report.terminal import header, leaderboard_table, verdict_text
+
+    with _as_user_error():
+        facts = build_report(resolve_session(session, runs_dir), importances=False)
+    console.print(header(facts))
+    console.print(verdict_text(facts))
+    console.print(leaderboard_table(facts["leaderboard"]))
+
+
+@app.command(
+    epilog=_examples(
+        "openrl-agent report",
+        "openrl-agent report s-20261125-181500 --format markdown > report.md",
+        "openrl-agent report --format json | jq .best.reproduce",
+        "openrl-agent report --plot curves.png",
+    )
+)
+def report(
+    session: str | None = SESSION,
+    format: Format = typer.Option(
+        Format.table, "--format", "-f", help="table (terminal), markdown, or json."
+    ),
+    plot: Path | None = typer.Option(
+        None, "--plot", help="Also write learning curves and best-so-far to this PNG."
+    ),
+    runs_dir: Path = RUNS_DIR,
+) -> None:
+    """The leaderboard, best trial (config, adapter, reproduce command), rounds, importances, failures, curves."""
+    from agent.report import build_report, render_markdown, render_terminal, write_plot
+
+    if plot is not None and plot.suffix.lower() != ".png":
+        fail(f"--plot writes a PNG; give a file name ending in .png, not {plot.name}")
+    with _as_user_error():
+        facts = build_report(resolve_session(session, runs_dir))
+    if format is Format.json:
+        typer.echo(json.dumps(facts, indent=2))
+    elif format is Format.markdown:
+        typer.echo(render_markdown(facts), nl=False)
+    else:
+        render_terminal(facts, console)
+    if plot is not None:
+        # stderr, so `--format json --plot x.png > out.json` stays valid JSON
+        typer.echo(f"wrote {write_plot(facts, plot)}", err=True)
+
+
+@app.command(epilog=_examples("openrl-agent pause", "openrl-agent pause s-20261125-181500"))
+def pause(session: str | None = SESSION, runs_dir: Path = RUNS_DIR) -> None:
+    """Ask a running session to stop launching trials; running ones finish. `resume` continues it."""
+    from agent.session import request_pause
+
+    with _as_user_error():
+        session_dir = resolve_session(session, runs_dir)
+        request_pause(session_dir)
+    console.print(
+        f"pause requested for [bold]{session_dir.name}[/]: running trials finish, nothing new starts; "
+        f"continue with `openrl-agent resume {session_dir.name}`"
+    )
+
+
+@app.command(name="list", epilog=_examples("openrl-agent list", "openrl-agent list --runs-dir /data/runs"))
+def list_(runs_dir: Path = RUNS_DIR) -> None:
+    """Every session under the runs directory, oldest first."""
+    from rich.table import Table
+
+    from agent.report import format as fmt
+    from agent.report.facts import leaderboard
+    from agent.session import list_sessions
+
+    sessions = list_sessions(runs_dir)
+    if not sessions:
+        console.print(f'no sessions under {runs_dir}; start one with `openrl-agent start "<goal>"`')
+        return
+    table = Table()
+    for col in ("session", "state", "trials", "best dev acc", "goal"):
+        table.add_column(col, overflow="fold")
+    for s in sessions:
+        rows = leaderboard(Path(s["dir"]))
+        done = sum(r["status"] in ("succeeded", "failed") for r in rows)
+        best = rows[0] if rows and rows[0]["score"] is not None else None
+        table.add_row(
+            Path(s["dir"]).name,
+            _state(s, Path(s["dir"])),
+            f"{done}/{_planned(s) or len(rows)}",
+            f"{fmt.pct(best['score'])} ({best['trial_id']})" if best else "-",
+            str(s.get("goal", "")),
+        )
+    console.print(table)
+
+
+def _state(session: dict[str, Any], session_dir: Path) -> str:
+    from agent.report.facts import session_state
+
+    return session_state(session_dir, session)
+
+
+def _planned(session: dict[str, Any]) -> int | None:
+    from agent.report.facts import planned_trials
+
+    return planned_trials(session)
+
+
+def _plan_table(plan: Any) -> Any:
+    from agent.cli.live import plan_renderable
+
+    return plan_renderable(plan)
+
+
+class _as_user_error:
+    """Turn the library's user-facing errors into one red line; anything else stays a real traceback."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc is not None and isinstance(exc, _user_errors()):
+            fail(str(exc))
+        return False

@@ -1,0 +1,70 @@
+"""The live view fed the research loop's events, over a session directory the events refer to."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from agent.cli.live import LiveView, plan_renderable
+from tests.cli.session_builder import SessionBuilder
+
+
+def _render(console: Console, renderable) -> str:
+    with console.capture() as cap:
+        console.print(renderable)
+    return cap.get()
+
+
+def test_events_drive_running_table_leaderboard_and_log(tmp_path):
+    b = SessionBuilder(tmp_path)
+    console = Console(record=True, width=160)
+    view = LiveView(b.dir, console)
+    view.on_event(
+        {
+            "type": "round",
+            "round": 1,
+            "proposals": [
+                {
+                    "trial_id": "t0000",
+                    "params": {"learning_rate": 1e-4},
+                    "rationale": "the calibrated recipe",
+                },
+                {"trial_id": "t0001", "params": {"learning_rate": 1e-3}, "rationale": "probe a higher rate"},
+            ],
+        }
+    )
+    view.on_event({"type": "trial_started", "trial_id": "t0000", "max_steps": 20})
+    view.on_event(
+        {
+            "type": "trial_progress",
+            "trial_id": "t0000",
+            "step": 5,
+            "max_steps": 20,
+            "reward": 0.41,
+            "eta_s": 95,
+        }
+    )
+    running = _render(console, view)
+    assert "t0000" in running and "5/20" in running and "0.41" in running and "1m35s" in running
+    assert "Leaderboard" not in running
+
+    b.trial("t0000", after=0.58, rationale="the calibrated recipe")
+    view.on_event({"type": "trial_finished", "trial_id": "t0000", "status": "succeeded", "score": 0.58})
+    after = _render(console, view)
+    assert "no trial running" in after and "Leaderboard so far" in after and "58.0%" in after
+    view.on_event({"type": "session_done", "reason": "all trials done"})
+    assert view.done == {"type": "session_done", "reason": "all trials done"}
+
+    log = console.export_text()
+    assert "Round 1" in log and "probe a higher rate" in log and "lr=1e-4" in log
+    assert "t0000 succeeded  dev 58.0% (Δ +18.0 ± 3.5 points)" in log
+    view.on_event({"type": "something_new"})  # unknown events are ignored, not fatal
+
+
+def test_plan_shows_values_with_their_source():
+    from agent.goal import plan_goal
+
+    plan = plan_goal("raise dev accuracy of micro-gemma, 4 trials, 2 at a time", {"planner": "offline"})
+    out = _render(Console(width=160), plan_renderable(plan))
+    assert "builtin:micro-gemma" in out and "learning_rate" in out
+    trials_line = next(line for line in out.splitlines() if line.startswith("trials"))
+    assert "4" in trials_line and "goal" in trials_line

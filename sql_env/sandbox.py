@@ -6,7 +6,7 @@ Defences, in the order a query meets them:
    keyword is SELECT or WITH. DuckDB also types DESCRIBE/SHOW/SUMMARIZE/VALUES/FROM-first as SELECT,
    hence the keyword check. Everything else (COPY, EXPORT, ATTACH, INSTALL, LOAD, SET, PRAGMA, CALL,
    DDL, DML, two statements) is `forbidden` before it reaches the engine.
-3. The connection itself: read-only, `enable_external_access=false` (no file or network access from
+3. The connection itself: the file attached READ_ONLY, `enable_external_access=false` (no file or network access from
    table functions such as read_csv/read_text/glob), extension autoinstall/autoload off, no temp
    directory (nothing spills to disk), `memory_limit` and `threads` set, and the configuration locked
    so a query cannot undo any of it. These hold even if step 2 had a hole.
@@ -34,6 +34,7 @@ import duckdb
 from sql_env.types import ExecStatus, Execution
 
 _ALLOWED_FIRST_KEYWORDS = ("select", "with")
+_CATALOG = "sandbox_db"  # the name the database file is attached under
 
 
 class _Watchdog:
@@ -144,25 +145,7 @@ class Sandbox:
         self.max_rows = max_rows
         self.max_sql_chars = max_sql_chars
         self.workers = workers
-        # lock_configuration in the same config: DuckDB applies it after the other options, and a
-        # second sandbox on the same file in this process then reuses the instance with equal config.
-        config = {
-            "access_mode": "READ_ONLY",
-            "enable_external_access": False,
-            "autoinstall_known_extensions": False,
-            "autoload_known_extensions": False,
-            "temp_directory": "",
-            "memory_limit": memory_limit,
-            "threads": threads,
-            "lock_configuration": True,
-        }
-        try:
-            self._db = duckdb.connect(str(self.db_path), config=config)
-        except duckdb.ConnectionException as e:
-            raise ValueError(
-                f"{self.db_path} is already open in this process with other settings ({e}); "
-                "give every Sandbox on one file the same memory_limit and threads"
-            ) from e
+        self._db = self._open(memory_limit, threads)
         self._local = threading.local()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._lock = threading.Lock()
@@ -210,6 +193,34 @@ class Sandbox:
         self.close()
 
     # -- internals ----------------------------------------------------------------------------
+    def _open(self, memory_limit: str, threads: int) -> duckdb.DuckDBPyConnection:
+        """A private, locked instance with the file attached read-only.
+
+        Not `duckdb.connect(file, read_only=True)`: DuckDB's in-process instance cache refuses a
+        second open of one file with a different configuration, so any other reader in the process
+        (schema rendering, dataset builds, a second sandbox) would collide with this one.
+        """
+        config = {
+            "autoinstall_known_extensions": False,
+            "autoload_known_extensions": False,
+            "allow_community_extensions": False,
+            "temp_directory": "",  # nothing spills to disk
+            "memory_limit": memory_limit,
+            "threads": threads,
+        }
+        db = duckdb.connect(":memory:", config=config)
+        try:
+            path = str(self.db_path.resolve()).replace("'", "''")
+            db.execute(f"ATTACH '{path}' AS {_CATALOG} (READ_ONLY)")
+            # Order matters: external access can only be switched off after ATTACH read the file,
+            # and the lock comes last so no query can switch anything back on.
+            db.execute("SET enable_external_access = false")
+            db.execute("SET lock_configuration = true")
+        except BaseException:
+            db.close()
+            raise
+        return db
+
     @property
     def connections_opened(self) -> int:
         """How many per-thread connections this sandbox has opened (one per worker thread)."""
@@ -225,6 +236,7 @@ class Sandbox:
                     raise RuntimeError("sandbox is closed")
                 cursor = self._db.cursor()
                 self._cursors.append(cursor)
+            cursor.execute(f"USE {_CATALOG}")  # per connection: unqualified names mean the file
             self._local.cursor = cursor
         return cursor
 

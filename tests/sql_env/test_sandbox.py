@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sql_env.sandbox import Sandbox
-from tests.sql_env.exec_fixtures import build_small_db, small_db  # noqa: F401
+from tests.sql_env.exec_fixtures import small_db  # noqa: F401
 
 TIMEOUT_S = 0.3
 
@@ -128,6 +128,7 @@ def test_replacement_scan_of_a_path_reads_nothing(sandbox: Sandbox) -> None:
         "EXPLAIN ANALYZE SELECT 1",
         "CHECKPOINT",
         "USE memory",
+        "DETACH sandbox_db",
     ],
 )
 def test_settings_pragmas_and_non_select_statements_are_forbidden(sandbox: Sandbox, sql: str) -> None:
@@ -140,10 +141,26 @@ def test_configuration_is_locked_down(sandbox: Sandbox) -> None:
     result = sandbox.run(
         "SELECT current_setting('lock_configuration'), current_setting('enable_external_access'), "
         "current_setting('autoload_known_extensions'), current_setting('autoinstall_known_extensions'), "
-        "current_setting('access_mode'), current_setting('threads'), current_setting('temp_directory')"
+        "current_setting('threads'), current_setting('temp_directory'), current_setting('memory_limit')"
     )
     assert result.status == "ok", result.error
-    assert result.rows == [(True, False, False, False, "read_only", 1, "")]
+    assert result.rows == [(True, False, False, False, 1, "", "244.1 MiB")]
+    attached = sandbox.run("SELECT readonly FROM duckdb_databases() WHERE path IS NOT NULL")
+    assert attached.rows == [(True,)]
+
+
+def test_other_readers_of_the_same_file_in_process_do_not_collide(small_db: Path) -> None:  # noqa: F811
+    import duckdb
+
+    before = duckdb.connect(str(small_db), read_only=True)
+    try:
+        with Sandbox(small_db, memory_limit="128MB") as a, Sandbox(small_db, memory_limit="64MB") as b:
+            after = duckdb.connect(str(small_db), read_only=True)
+            assert employee_count(a) == employee_count(b) == 300
+            assert after.execute("SELECT count(*) FROM departments").fetchall() == [(4,)]
+            after.close()
+    finally:
+        before.close()
 
 
 @pytest.mark.parametrize(
@@ -270,9 +287,8 @@ def test_bad_construction_says_the_fix(small_db: Path, tmp_path: Path) -> None: 
         Sandbox(tmp_path / "missing.duckdb")
     with pytest.raises(ValueError, match="timeout_s"):
         Sandbox(small_db, timeout_s=0)
-    copy = build_small_db(tmp_path / "copy.duckdb")
-    with Sandbox(copy, memory_limit="256MB"), pytest.raises(ValueError, match="same memory_limit and threads"):
-        Sandbox(copy, memory_limit="128MB")
+    with pytest.raises(ValueError, match="max_rows"):
+        Sandbox(small_db, max_rows=0)
 
 
 def test_closed_sandbox_reports_instead_of_raising(small_db: Path) -> None:  # noqa: F811

@@ -1,0 +1,181 @@
+"""The library API the CLI (agent/cli/session.py) calls. Nothing here prints.
+
+- `plan_goal(goal, overrides) -> Plan`: parse a free-text goal (agent/goal.py); raises GoalError.
+  overrides (CLI flags): trials, parallel, budget_minutes, model, dataset, planner (gemini|offline),
+  launcher (local|k8s), launcher_options (dict), config (search-space TOML), seed, eval_limit,
+  eval_every_steps, trial_seconds, max_steps, metric, target, pruner (median|none).
+- `create_session(plan, runs_dir="runs") -> Path`: runs/<session-id>/ with session.json and an
+  empty study journal.
+- `run_session(session_dir, on_event=None) -> dict`: runs the loop until the session is done
+  (goal met, trial or time budget spent) or paused. A fresh session starts; a paused one resumes;
+  one killed mid-step continues from its last LangGraph checkpoint. `resume_session` is the same.
+  SIGINT (Ctrl-C) requests a pause: no new launches; local trials still running are cancelled and
+  re-run from scratch on resume (their partial work is dropped, so every counted result comes from
+  one complete run); Kubernetes trials keep running and are collected on resume. A second Ctrl-C
+  raises KeyboardInterrupt at once: nothing is lost (local trials keep running detached and are
+  re-attached on resume).
+  Returns {"session", "dir", "state" (paused|done), "reason", "finished", "failed", "best"}.
+- `request_pause(session_dir)`: writes the `pause` flag file the running loop honours within a poll.
+- `list_sessions(runs_dir)`, `latest_session(runs_dir) -> Path`, `load_session(session_dir) -> dict`.
+- `tools.leaderboard.leaderboard(session_dir) -> list[dict]`: the ranked trial rows.
+
+Events passed to on_event (dicts, each with "type"):
+  plan {session, plan} | round {round, planner, fallback, notes, proposals: [{trial_id, params,
+  reward, rationale, planner}]} | trial_started {trial_id, params} | trial_progress {trial_id,
+  step, max_steps, reward, eta_s} | trial_finished {trial_id, status, score, error} |
+  repeated_failure {signature, count, trial_ids, error} | pausing {} | session_done {reason, state}
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from agent.goal import GoalError, Plan, plan_goal
+from agent.session import (
+    CHECKPOINTS_FILE,
+    SessionError,
+    clear_pause,
+    latest_session,
+    list_sessions,
+    load_session,
+    new_session_id,
+    open_study,
+    request_pause,
+    save_session,
+    update_status,
+)
+
+__all__ = ["GoalError", "Plan", "SessionError", "create_session", "latest_session", "list_sessions",
+           "load_session", "plan_goal", "request_pause", "resume_session", "run_session", "make_launcher"]
+
+OnEvent = Callable[[dict[str, Any]], None]
+
+
+def create_session(plan: Plan, runs_dir: str | os.PathLike[str] = "runs") -> Path:
+    runs_dir = Path(runs_dir)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    session_id = new_session_id(runs_dir)
+    session_dir = runs_dir / session_id
+    (session_dir / "trials").mkdir(parents=True)
+    save_session(session_dir, {"id": session_id, "created_at": time.time(), **plan.to_json(),
+                               "status": {"state": "created", "stop_reason": None}})
+    open_study(session_dir)  # creates the journal
+    return session_dir
+
+
+def make_launcher(plan: dict[str, Any], session_dir: Path) -> Any:
+    """The launcher the session's settings name; the LocalLauncher gets one slot per parallel trial."""
+    settings = dict(plan.get("launcher") or {"name": "local"})
+    name = settings.pop("name", "local")
+    if name == "local":
+        from cluster.local import LocalLauncher
+
+        return LocalLauncher(runs_dir=Path(session_dir).parent, slots=int(plan["constraints"]["parallel"]),
+                             **settings)
+    if name == "k8s":
+        from cluster.k8s import KubernetesLauncher  # type: ignore[import-not-found]
+
+        return KubernetesLauncher(**settings)
+    raise SessionError(f"launcher {name!r} is unknown; use local or k8s")
+
+
+def run_session(session_dir: str | os.PathLike[str], on_event: OnEvent | None = None, *,
+                launcher: Any = None, planner: Any = None, poll_s: float = 0.5) -> dict[str, Any]:
+    """Run (or resume) a session until done or paused; see the module docstring."""
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    from agent.graph import build_graph
+    from agent.planners.base import make_planner
+
+    session_dir = Path(session_dir)
+    plan = load_session(session_dir)
+    emit = on_event or (lambda event: None)
+    with _exclusive(session_dir):
+        clear_pause(session_dir)
+        launcher = launcher or make_launcher(plan, session_dir)
+        planner = planner or make_planner(plan["planner"], seed=int(plan["constraints"].get("seed", 0)))
+        update_status(session_dir, state="running", stop_reason=None, pid=os.getpid())
+        emit({"type": "plan", "session": plan["id"], "plan": {k: v for k, v in plan.items() if k != "status"}})
+        conn = sqlite3.connect(str(session_dir / CHECKPOINTS_FILE), check_same_thread=False)
+        try:
+            graph = build_graph(planner, launcher, session_dir=session_dir, plan=plan, emit=emit,
+                                checkpointer=SqliteSaver(conn), poll_s=poll_s)
+            config = {"configurable": {"thread_id": plan["id"]}, "recursion_limit": 1_000_000}
+            with _sigint_pauses(session_dir, emit):
+                final = graph.invoke(_input_for(graph, config), config, durability="sync")
+        finally:
+            conn.close()
+        reason = final.get("stop_reason") or "stopped"
+        state = "paused" if reason == "paused" else "done"
+        clear_pause(session_dir)
+        update_status(session_dir, state=state, stop_reason=reason, pid=None)
+    summary = _summary(session_dir, state, reason)
+    emit({"type": "session_done", "reason": reason, "state": state})
+    return summary
+
+
+def resume_session(session_dir: str | os.PathLike[str], on_event: OnEvent | None = None,
+                   **kwargs: Any) -> dict[str, Any]:
+    """Continue a paused or killed session (same as run_session, named for the CLI)."""
+    load_session(session_dir)
+    return run_session(session_dir, on_event, **kwargs)
+
+
+def _input_for(graph: Any, config: dict[str, Any]) -> dict[str, Any] | None:
+    snapshot = graph.get_state(config)
+    if not snapshot.values:  # first run
+        return {"round": 0, "running": {}, "finished": [], "feedback": [], "active_s": 0.0, "stop_reason": None}
+    if snapshot.next:  # killed mid-run: continue the step that was interrupted
+        return None
+    return {"stop_reason": None, "next": None}  # paused or done: start again at reflect
+
+
+def _summary(session_dir: Path, state: str, reason: str) -> dict[str, Any]:
+    from tools.leaderboard import leaderboard
+
+    rows = leaderboard(session_dir)
+    finished = [r for r in rows if r["status"] in ("succeeded", "failed", "pruned")]
+    return {"session": session_dir.name, "dir": str(session_dir), "state": state, "reason": reason,
+            "finished": len(finished), "failed": sum(r["status"] == "failed" for r in rows),
+            "best": rows[0] if rows and rows[0]["rank"] == 1 else None}
+
+
+@contextmanager
+def _exclusive(session_dir: Path) -> Iterator[None]:
+    """One loop per session: a flock the kernel drops when the process dies, even by kill -9."""
+    with open(session_dir / ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SessionError(f"session {session_dir.name} is already running in another process; "
+                               f"pause it with `openrl-agent pause {session_dir.name}`") from None
+        yield
+
+
+@contextmanager
+def _sigint_pauses(session_dir: Path, emit: OnEvent) -> Iterator[None]:
+    """First Ctrl-C: pause gracefully. Second: the default KeyboardInterrupt."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        request_pause(session_dir)
+        emit({"type": "pausing"})
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -1,0 +1,314 @@
+"""The research loop's steps: propose, launch, collect, reflect (wired in agent/graph.py).
+
+Crash safety comes from one rule: the Optuna study is the ground truth and every step is
+idempotent against it. `propose` first asks any proposal already enqueued (a crash between enqueue
+and ask); `launch` treats every RUNNING study trial the loop does not track as an orphan and
+re-attaches it, collects it (result.json present) or launches it (again); `collect` tells each
+trial once (tell_result ignores a trial already told). So `kill -9` at any moment loses no
+finished trial and counts none twice.
+
+Pause: new launches stop; local trials still running are cancelled and re-run from the start on
+resume (the launcher cannot move a running process to a new agent, and the trial's own checkpoints
+are the runner's business); Kubernetes trials keep running and are collected on resume.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from optuna.trial import TrialState
+
+from agent import study as st
+from agent.planners.base import Planner, PlanningContext
+from agent.session import pause_requested, save_round, trial_dir, update_status, write_json_atomic
+from cluster.base import TERMINAL, TrialHandle
+from tools.leaderboard import trial_rows
+from tools.search_space import SearchSpace
+from tools.trials import last_jsonl, read_result, summarize_trial
+
+Emit = Callable[[dict[str, Any]], None]
+
+
+class Research:
+    """The dependencies and step functions of one session's loop."""
+
+    def __init__(self, *, session_dir: Path, plan: dict[str, Any], planner: Planner, launcher: Any,
+                 emit: Emit | None = None, poll_s: float = 0.5) -> None:
+        self.dir = Path(session_dir)
+        self.session = self.dir.name
+        self.plan = plan
+        self.space = SearchSpace.from_json(plan["search_space"])
+        self.c = plan["constraints"]
+        self.metric = plan["objective"]["metric"]
+        self.planner = planner
+        self.launcher = launcher
+        self.emit = emit or (lambda event: None)
+        self.poll_s = poll_s
+        self.study = st.session_study(self.dir, plan)
+        self._handles = {h.trial_id: h for h in _reattach(launcher, self.session)}
+        self._progress: dict[str, int] = {}
+
+    # --- propose -------------------------------------------------------------------------------
+    def propose(self, state: dict[str, Any]) -> dict[str, Any]:
+        t0 = time.monotonic()
+        counts = st.counts(self.study)
+        free = int(self.c["parallel"]) - counts["running"]
+        budget_left = int(self.c["trials"]) - sum(counts.values())
+        k = max(0, min(free - counts["waiting"], budget_left))
+        rnd = int(state.get("round", 0)) + 1
+        record: dict[str, Any] = {"round": rnd, "planner": self.planner.name, "proposals": [], "notes": []}
+        feedback = list(state.get("feedback") or [])
+        if k > 0:
+            ctx = PlanningContext(goal=self.plan["goal"], objective=self.plan["objective"], space=self.space,
+                                  round=rnd, k=k, trials=self.finished_trials(), feedback=feedback,
+                                  active=[t.params for t in st.by_state(self.study, TrialState.RUNNING)])
+            result = self.planner.propose(ctx)
+            record.update(planner=result.planner, notes=result.notes, fallback=result.fallback)
+            feedback = result.notes
+            for p in result.proposals:
+                self.study.enqueue_trial(p.params, user_attrs={
+                    "rationale": p.rationale, "round": rnd, "planner": result.planner,
+                    "proposed": sorted(p.params)})
+        asked = []
+        for _ in range(min(free, counts["waiting"] + k)):
+            trial = st.ask(self.study, self.space.distributions())
+            spec = self.spec_for(trial)
+            asked.append({"trial_id": st.trial_id_of(trial), "params": trial.params,
+                          "reward": spec["reward"]["components"], "rationale": trial.user_attrs.get("rationale", ""),
+                          "planner": trial.user_attrs.get("planner", "optuna")})
+        record["proposals"] = asked
+        if asked or k:
+            save_round(self.dir, record)
+            self.emit({"type": "round", "round": rnd, "planner": record["planner"], "fallback": record.get("fallback"),
+                       "notes": record["notes"], "proposals": asked})
+        return {"round": rnd if (asked or k) else state.get("round", 0), "feedback": feedback,
+                "active_s": time.monotonic() - t0}
+
+    # --- launch --------------------------------------------------------------------------------
+    def launch(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Start (or re-attach, or hand to collect) every RUNNING study trial not yet tracked."""
+        tracked = state.get("running") or {}
+        updates: dict[str, Any] = {}
+        for trial in st.by_state(self.study, TrialState.RUNNING):
+            tid = st.trial_id_of(trial)
+            if tid in tracked:
+                continue
+            handle = self._adopt(tid) or self._submit(trial)
+            updates[tid] = {"number": trial.number, "handle": asdict(handle) if handle else None}
+        return {"running": updates}
+
+    def _adopt(self, tid: str) -> TrialHandle | None:
+        """A handle for a trial that survived an agent restart, or None if it must (re)start."""
+        handle = self._handles.get(tid)
+        if read_result(trial_dir(self.dir, tid)) is not None:
+            return handle or TrialHandle(self.session, tid, "none", str(trial_dir(self.dir, tid)))
+        if handle is None:
+            return None
+        if self.launcher.status(handle) == "cancelled":  # stopped by a pause: run it again
+            return None
+        return handle
+
+    def _submit(self, trial: Any) -> TrialHandle | None:
+        tid = st.trial_id_of(trial)
+        tdir = trial_dir(self.dir, tid)
+        if tdir.exists():
+            shutil.rmtree(tdir)  # leftovers of a cancelled or never-started run
+        spec = self.spec_for(trial)
+        problem = _spec_problem(spec)
+        if problem:
+            write_json_atomic(tdir / "result.json", {"trial_id": tid, "status": "failed", "metrics": {},
+                              "error": {"kind": "bad_spec", "message": problem}, "spec": spec})
+            return None
+        handle = self.launcher.submit(spec)
+        self._handles[tid] = handle
+        self.emit({"type": "trial_started", "trial_id": tid, "params": trial.params})
+        return handle
+
+    def spec_for(self, trial: Any) -> dict[str, Any]:
+        base: dict[str, Any] = {"trial_id": st.trial_id_of(trial), "session": self.session,
+                                "model": self.c["model"], "dataset": self.c["dataset"], "seed": self.c.get("seed", 0)}
+        if self.c.get("eval_limit"):
+            base["eval.limit"] = self.c["eval_limit"]
+        if self.c.get("eval_every_steps"):
+            base["eval.every_steps"] = self.c["eval_every_steps"]
+        if self.c.get("trial_seconds"):
+            base["budget.max_seconds"] = self.c["trial_seconds"]
+        return self.space.build_spec(trial.params, base=base)
+
+    # --- collect -------------------------------------------------------------------------------
+    def collect(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Wait until at least one trial finishes (or a pause / the time budget), then tell them."""
+        t0 = time.monotonic()
+        running = state.get("running") or {}
+        done: dict[str, tuple[int, dict[str, Any] | None]] = {}
+        had_time = self._time_left(state, 0.0) > 0  # once over budget, wait for trials to finish
+        while running:
+            for tid, entry in running.items():
+                if tid not in done:
+                    outcome = self._check(tid, entry)
+                    if outcome is not None:
+                        done[tid] = outcome
+            over_time = had_time and self._time_left(state, time.monotonic() - t0) <= 0
+            if done or pause_requested(self.dir) or over_time:
+                break
+            time.sleep(self.poll_s)
+        for tid, (number, result) in done.items():
+            self._finish(tid, number, result)
+        return {"running": {tid: None for tid in done}, "finished": sorted(done),
+                "active_s": time.monotonic() - t0}
+
+    def _check(self, tid: str, entry: dict[str, Any]) -> tuple[int, dict[str, Any] | None] | None:
+        number = int(entry["number"])
+        tdir = trial_dir(self.dir, tid)
+        handle = TrialHandle(**entry["handle"]) if entry.get("handle") else None
+        status = self.launcher.status(handle) if handle and handle.backend != "none" else None
+        result = read_result(tdir)
+        if result is None and status in TERMINAL:
+            result = self.launcher.result(handle) or {"status": "failed", "error": {
+                "kind": "crash", "message": f"the launcher reports the trial {status} and it left no result.json"}}
+        if result is not None:
+            return number, result
+        self._report_progress(tid, tdir)
+        if self._should_prune(tid, number, tdir):
+            if handle is not None:
+                self.launcher.cancel(handle)
+            return number, None
+        return None
+
+    def _report_progress(self, tid: str, tdir: Path) -> None:
+        line = last_jsonl(tdir / "metrics.jsonl")
+        if not line or line.get("step") == self._progress.get(tid):
+            return
+        step = int(line.get("step", 0))
+        self._progress[tid] = step
+        max_steps = (read_json_quiet(tdir / "launch_spec.json").get("budget") or {}).get("max_steps")
+        elapsed = line.get("elapsed_s")
+        eta = (elapsed / step * (max_steps - step)) if elapsed and step and max_steps else None
+        self.emit({"type": "trial_progress", "trial_id": tid, "step": step, "max_steps": max_steps,
+                   "reward": line.get("reward_mean"), "eta_s": eta})
+
+    def _should_prune(self, tid: str, number: int, tdir: Path) -> bool:
+        if self.plan.get("pruner", "median") == "none":
+            return False
+        from tools.trials import eval_points
+
+        points = eval_points(tdir)
+        for step, accuracy in points[1:]:  # the first is the untrained policy, the same for all
+            if st.report_eval(self.study, number, step, accuracy):
+                return True
+        return False
+
+    def _finish(self, tid: str, number: int, result: dict[str, Any] | None) -> None:
+        if result is None:
+            told = "pruned" if st.tell_pruned(self.study, number, self._progress.get(tid, 0)) else None
+        else:
+            told = st.tell_result(self.study, number, result, self.metric)
+        if told is None:
+            return  # already told before a restart
+        trial = st.find(self.study, number)
+        self.emit({"type": "trial_finished", "trial_id": tid, "status": told,
+                   "score": trial.value if trial is not None else None,
+                   "error": (result or {}).get("error")})
+        if told == "failed":
+            self._surface_failures()
+
+    def _surface_failures(self) -> None:
+        groups = st.repeated_failures(self.study)
+        if not groups:
+            return
+        update_status(self.dir, repeated_failures=groups)
+        for sig, group in groups.items():
+            self.emit({"type": "repeated_failure", "signature": sig, **group})
+
+    # --- reflect -------------------------------------------------------------------------------
+    def reflect(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Decide what comes next; on a stop, record it (and pause local trials)."""
+        decision = self.decide(state)
+        if decision not in ("paused", "goal met", "trial budget spent", "time budget spent"):
+            return {"next": decision}
+        if decision == "paused":
+            return {"next": "end", "stop_reason": "paused", "running": self._pause(state)}
+        return {"next": "end", "stop_reason": decision}
+
+    def decide(self, state: dict[str, Any]) -> str:
+        counts = st.counts(self.study)
+        orphans = counts["running"] > len(state.get("running") or {})
+        target = self.plan["objective"].get("target")
+        best = st.best_value(self.study)
+        goal_met = target is not None and best is not None and best >= target
+        out_of_time = self._time_left(state, 0.0) <= 0
+        if pause_requested(self.dir):
+            return "paused"
+        trials, running = int(self.c["trials"]), counts["running"]
+        if counts["finished"] >= trials:
+            return "trial budget spent"
+        if orphans:
+            return "launch"
+        stop_launching = goal_met or out_of_time
+        if running == 0 and stop_launching:
+            return "goal met" if goal_met else "time budget spent"
+        if not stop_launching and running < int(self.c["parallel"]) and counts["finished"] + running < trials:
+            return "propose"
+        return "collect" if running else "trial budget spent"
+
+    def _pause(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Cancel local trials (they re-run on resume); keep Kubernetes ones running."""
+        dropped = {}
+        for tid, entry in (state.get("running") or {}).items():
+            handle = TrialHandle(**entry["handle"]) if entry.get("handle") else None
+            if read_result(trial_dir(self.dir, tid)) is not None:
+                continue  # finished: collected on resume
+            if handle is not None and handle.backend == "local":
+                self.launcher.cancel(handle)
+                dropped[tid] = None
+        return dropped
+
+    def _time_left(self, state: dict[str, Any], extra_s: float) -> float:
+        minutes = self.c.get("budget_minutes")
+        if not minutes:
+            return float("inf")
+        return minutes * 60 - float(state.get("active_s", 0.0)) - extra_s
+
+    # --- planner inputs ------------------------------------------------------------------------
+    def finished_trials(self) -> list[dict[str, Any]]:
+        rows = []
+        for row in trial_rows(self.dir, self.study):
+            if row["status"] in ("succeeded", "failed", "pruned"):
+                row["summary"] = summarize_trial(trial_dir(self.dir, row["trial_id"]))
+                rows.append(row)
+        return rows
+
+
+def _reattach(launcher: Any, session: str) -> list[TrialHandle]:
+    try:
+        return list(launcher.reattach(session))
+    except Exception:  # noqa: BLE001 - a launcher that cannot list old trials: re-run them
+        return []
+
+
+def _spec_problem(spec: dict[str, Any]) -> str | None:
+    """The trial runner's own validation (torch-free), so a bad search space fails fast."""
+    try:
+        from rl_core.spec import SpecError, TrialSpec
+    except ImportError:
+        return None
+    try:
+        TrialSpec.from_json(spec)
+    except SpecError as exc:
+        return str(exc)
+    return None
+
+
+def read_json_quiet(path: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -1,0 +1,70 @@
+"""The planner contract: given what the session has learned, propose k trial configs, each with a
+short rationale. Params a proposal leaves out are filled by the study's sampler (Optuna) at launch.
+
+Every planner is tested by one conformance suite (tests/agent/test_planner_conformance.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from tools.search_space import SearchSpace
+
+
+@dataclass
+class Proposal:
+    params: dict[str, Any]  # a subset of the search space's parameters, already clamped into range
+    rationale: str
+
+
+@dataclass
+class PlanningContext:
+    goal: str
+    objective: dict[str, Any]
+    space: SearchSpace
+    round: int
+    k: int
+    # One dict per finished trial: trial_id, round, params, status, score, error, rationale,
+    # summary (tools.trials.summarize_trial: curve, evals, samples with failures).
+    trials: list[dict[str, Any]] = field(default_factory=list)
+    feedback: list[str] = field(default_factory=list)  # what was clamped or rejected last round
+    active: list[dict[str, Any]] = field(default_factory=list)  # params of trials running now
+
+    def tried(self, params: dict[str, Any]) -> bool:
+        """True if a finished or running trial already used exactly these values."""
+        def same(other: dict[str, Any]) -> bool:
+            return all(other.get(k) == v for k, v in params.items())
+        return any(same(t.get("params", {})) for t in self.trials) or any(same(a) for a in self.active)
+
+    def succeeded(self) -> list[dict[str, Any]]:
+        return [t for t in self.trials if t.get("status") == "succeeded" and t.get("score") is not None]
+
+    def best(self) -> dict[str, Any] | None:
+        done = self.succeeded()
+        return max(done, key=lambda t: t["score"]) if done else None
+
+
+@dataclass
+class PlannerResult:
+    proposals: list[Proposal]
+    planner: str  # the planner that produced them ("offline", "gemini", "offline (fallback)")
+    notes: list[str] = field(default_factory=list)  # clamped/rejected values, rules fired
+    fallback: str | None = None  # why the configured planner was not used this round
+
+
+class Planner(Protocol):
+    name: str
+
+    def propose(self, ctx: PlanningContext) -> PlannerResult: ...
+
+
+def make_planner(config: dict[str, Any], seed: int = 0) -> Planner:
+    """The planner a session's settings name (`{"name": "offline"}` or `{"name": "gemini", ...}`)."""
+    from agent.planners.offline import OfflinePlanner
+
+    if config.get("name") == "gemini":
+        from agent.planners.gemini import GeminiPlanner
+
+        return GeminiPlanner(config, fallback=OfflinePlanner(seed=seed))
+    return OfflinePlanner(seed=seed)

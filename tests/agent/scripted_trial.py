@@ -1,0 +1,70 @@
+"""A stand-in for `python -m rl_core.trial` in loop tests: same CLI and same files, no torch.
+
+The research loop must not care how a trial computes its score, and the pause/kill tests need
+trials that take a controlled time. This script is a real subprocess launched by the real
+LocalLauncher; it writes metrics.jsonl, eval.jsonl, samples.jsonl and result.json per
+docs/contracts.md, with a dev accuracy that is a smooth function of the hyperparameters (best near
+lr 1e-4, temperature 0.7). Behaviour comes from the SCRIPTED_TRIAL environment variable (JSON):
+{"step_s": seconds per step, "steps": n, "fail_if": {"param": value}, "fail_kind": "nan_loss"}.
+"""
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def accuracy(h: dict) -> float:
+    lr_term = math.exp(-((math.log10(h.get("learning_rate", 1e-4)) + 4.0) ** 2) * 1.5)
+    t_term = 1 - abs(h.get("temperature", 0.7) - 0.7)
+    return round(0.40 + 0.30 * lr_term * t_term, 4)
+
+
+def main() -> int:
+    spec_path, out = Path(sys.argv[1]), Path(sys.argv[sys.argv.index("--out") + 1])
+    spec = json.loads(spec_path.read_text())
+    control = json.loads(os.environ.get("SCRIPTED_TRIAL", "{}"))
+    h = spec.get("hparams", {})
+    out.mkdir(parents=True, exist_ok=True)
+    steps = int(control.get("steps", 3))
+    started = time.time()
+    final = accuracy(h)
+    with open(out / "eval.jsonl", "a") as ev:
+        ev.write(json.dumps({"step": 0, "split": "dev", "accuracy": 0.4, "stderr": 0.02, "n": 400,
+                             "elapsed_s": 0.0}) + "\n")
+    with open(out / "metrics.jsonl", "a") as m, open(out / "samples.jsonl", "a") as s:
+        for step in range(1, steps + 1):
+            time.sleep(float(control.get("step_s", 0.05)))
+            m.write(json.dumps({"step": step, "reward_mean": 0.3 + 0.05 * step, "batch_accuracy": 0.3,
+                                "kl": 0.01, "grad_norm": 1.0, "loss": 0.1, "completion_len": 20,
+                                "elapsed_s": time.time() - started}) + "\n")
+            m.flush()
+            s.write(json.dumps({"step": step, "example_id": "d1", "question": "how many?", "completion": "x",
+                                "sql": "SELEC 1", "status": "syntax_error", "correct": False, "reward": 0.0,
+                                "error": "syntax"}) + "\n")
+    for name, value in control.get("fail_if", {}).items():
+        if h.get(name) == value or spec.get("budget", {}).get(name) == value:
+            write_json_atomic(out / "result.json", {
+                "trial_id": spec["trial_id"], "status": "failed", "metrics": {}, "adapter_path": None,
+                "spec": spec, "error": {"kind": control.get("fail_kind", "nan_loss"),
+                                        "message": f"loss became NaN at step {steps}"}})
+            return 1
+    write_json_atomic(out / "result.json", {
+        "trial_id": spec["trial_id"], "status": "succeeded", "error": None, "adapter_path": "adapter",
+        "spec": spec, "metrics": {"dev_accuracy_before": 0.4, "dev_accuracy_after": final,
+                                  "dev_stderr_after": 0.024, "dev_n": 400, "gain": round(final - 0.4, 4),
+                                  "steps": steps, "wall_s": time.time() - started, "reward_mean_last": 0.5}})
+    print(f"step {steps}/{steps} reward=0.50 acc={final:.2f} kl=0.010 t=0.1s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

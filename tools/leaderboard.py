@@ -1,0 +1,114 @@
+"""The leaderboard of a session: one row per trial, from the study journal and the trial directories.
+
+Row keys: rank (succeeded trials by score, best first; None for others), trial_id, number,
+status (succeeded | failed | pruned | running | queued | interrupted), score (the objective),
+dev_accuracy_before/after, gain, gain_stderr, params, key_params, reward (component weights),
+reward_summary, steps, wall_s, rationale, round, planner, error ({kind, message} or None),
+adapter_path.
+
+`gain_stderr` treats the before and after evaluations as independent binomial estimates:
+sqrt(se_before^2 + se_after^2), se = sqrt(p(1-p)/n). Both run on the same dev items, so this is
+conservative; a gain larger than about two of them is unlikely to be noise.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from optuna.trial import TrialState
+
+KEY_PARAMS = ("learning_rate", "lora_rank", "kl_beta", "group_size", "prompts_per_step", "temperature",
+              "loss_type", "max_steps")
+_STATUS = {TrialState.COMPLETE: "succeeded", TrialState.FAIL: "failed", TrialState.PRUNED: "pruned",
+           TrialState.RUNNING: "running", TrialState.WAITING: "queued"}
+
+
+def leaderboard(session_dir: str | Path) -> list[dict[str, Any]]:
+    """Every trial of a session as a row, ranked ones first (best score first)."""
+    session_dir = Path(session_dir)
+    if not (session_dir / "study.journal").exists():
+        return []
+    return trial_rows(session_dir)
+
+
+def trial_rows(session_dir: Path, study: Any = None) -> list[dict[str, Any]]:
+    from agent.session import open_study
+
+    study = study or open_study(session_dir)
+    rows = [_row(session_dir, t) for t in study.get_trials(deepcopy=False)]
+    ranked = sorted((r for r in rows if r["status"] == "succeeded" and r["score"] is not None),
+                    key=lambda r: -r["score"])
+    for i, row in enumerate(ranked, 1):
+        row["rank"] = i
+    order = {"running": 0, "interrupted": 1, "queued": 2, "pruned": 3, "failed": 4}
+    rest = sorted((r for r in rows if r["rank"] is None), key=lambda r: (order.get(r["status"], 5), r["number"]))
+    return ranked + rest
+
+
+def _row(session_dir: Path, trial: Any) -> dict[str, Any]:
+    attrs = trial.user_attrs
+    tid = attrs.get("trial_id") or f"t{trial.number:04d}"
+    tdir = session_dir / "trials" / tid
+    result = _read(tdir / "result.json") or {}
+    spec = result.get("spec") or _read(tdir / "launch_spec.json") or {}
+    metrics = attrs.get("metrics") or result.get("metrics") or {}
+    status = _STATUS.get(trial.state, trial.state.name.lower())
+    if status == "running" and (_read(tdir / "launcher.json") or {}).get("state") == "cancelled":
+        status = "interrupted"  # stopped by a pause; re-runs on resume
+    reward = ((spec.get("reward") or {}).get("components")) or _reward_from_params(trial.params)
+    before, after = metrics.get("dev_accuracy_before"), metrics.get("dev_accuracy_after")
+    gain = metrics.get("gain")
+    if gain is None and before is not None and after is not None:
+        gain = after - before
+    error = attrs.get("error") or (result.get("error") if result.get("status") == "failed" else None)
+    return {
+        "rank": None, "trial_id": tid, "number": trial.number, "status": status,
+        "score": trial.value if trial.state == TrialState.COMPLETE else None,
+        "dev_accuracy_before": before, "dev_accuracy_after": after, "gain": gain,
+        "gain_stderr": _gain_stderr(metrics),
+        "params": dict(trial.params),
+        "key_params": {k: trial.params[k] for k in KEY_PARAMS if k in trial.params},
+        "reward": reward, "reward_summary": reward_summary(reward),
+        "steps": metrics.get("steps"), "wall_s": metrics.get("wall_s"),
+        "rationale": attrs.get("rationale", ""), "round": attrs.get("round"), "planner": attrs.get("planner"),
+        "error": {k: error.get(k) for k in ("kind", "message")} if isinstance(error, dict) else None,
+        "adapter_path": str(tdir / result["adapter_path"]) if result.get("adapter_path") else None,
+        "pruned_at_step": attrs.get("pruned_at_step"),
+    }
+
+
+def reward_summary(components: dict[str, float]) -> str:
+    """`execution_match 1 + executes 0.1`: the reward spec in one short line."""
+    return " + ".join(f"{name} {weight:g}" for name, weight in components.items()) or "-"
+
+
+def _reward_from_params(params: dict[str, Any]) -> dict[str, float]:
+    out = {"execution_match": 1.0}
+    out.update({k[len("reward_"):]: v for k, v in params.items() if k.startswith("reward_") and v})
+    return out
+
+
+def _binomial_se(p: float | None, n: Any) -> float | None:
+    if p is None or not isinstance(n, int) or n <= 0:
+        return None
+    return math.sqrt(max(p * (1 - p), 0.0) / n)
+
+
+def _gain_stderr(metrics: dict[str, Any]) -> float | None:
+    n = metrics.get("dev_n")
+    se_after = metrics.get("dev_stderr_after") or _binomial_se(metrics.get("dev_accuracy_after"), n)
+    se_before = metrics.get("dev_stderr_before") or _binomial_se(metrics.get("dev_accuracy_before"), n)
+    if se_after is None or se_before is None:
+        return None
+    return math.sqrt(se_after**2 + se_before**2)
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

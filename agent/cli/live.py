@@ -70,8 +70,8 @@ class LiveView:
         self._rows = [r for r in leaderboard(self.session_dir) if r["status"] in ("succeeded", "failed")]
         row = next((r for r in self._rows if r["trial_id"] == ev["trial_id"]), None)
         status = ev.get("status", "finished")
-        if row and row["score"] is not None:
-            msg = f"dev {fmt.pct(row['score'])} (Δ {fmt.change(row['gain'], row['gain_stderr'])} points)"
+        if row and row["accuracy"] is not None:
+            msg = f"dev {fmt.pct(row['accuracy'])} (Δ {fmt.change(row['gain'], row['gain_stderr'])} points)"
         elif row and row["error"]:
             msg = f"{row['error'].get('kind')}: {row['error'].get('message', '')}"
         else:

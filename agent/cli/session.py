@@ -247,12 +247,12 @@ def list_(runs_dir: Path = RUNS_DIR) -> None:
     for s in sessions:
         rows = leaderboard(Path(s["dir"]))
         done = sum(r["status"] in ("succeeded", "failed") for r in rows)
-        best = rows[0] if rows and rows[0]["score"] is not None else None
+        best = rows[0] if rows and rows[0]["accuracy"] is not None else None
         table.add_row(
             Path(s["dir"]).name,
             _state(s, Path(s["dir"])),
             f"{done}/{_planned(s) or len(rows)}",
-            f"{fmt.pct(best['score'])} ({best['trial_id']})" if best else "-",
+            f"{fmt.pct(best['accuracy'])} ({best['trial_id']})" if best else "-",
             str(s.get("goal", "")),
         )
     console.print(table)

@@ -1,12 +1,13 @@
 """The report's facts as one JSON-serialisable dict; every renderer (table, markdown, PNG) reads only this.
 
 Keeping one source of facts is what makes the markdown and JSON forms say the same thing as the terminal.
-Accuracies are fractions in [0, 1]; renderers turn them into percentage points.
+Accuracies are fractions in [0, 1]; renderers turn them into percentage points. Trial rows come from
+tools.leaderboard (the Optuna study is the ground truth of which trials exist and how they ended);
+curves and standard errors come from the trial directories (docs/contracts.md).
 """
 
 from __future__ import annotations
 
-import math
 import shlex
 from pathlib import Path
 from typing import Any
@@ -23,39 +24,31 @@ PREFERRED_PARAMS = (
     "temperature",
     "loss_type",
     "prompts_per_step",
-    "ppo_epochs",
-    "sft_steps",
-    "clip_eps_high",
-    "scale_rewards",
+    "max_steps",
 )
 DEFAULT_PARAMS = ("learning_rate", "lora_rank", "group_size", "temperature")
 MAX_KEY_PARAMS = 5
+STATES = ("succeeded", "failed", "pruned", "running", "interrupted", "queued")
+NOT_COMPUTED = {"params": {}, "n_trials": 0, "note": "not computed"}
 
 
 def build_report(session_dir: Path, importances: bool = True) -> dict[str, Any]:
     session_dir = Path(session_dir)
     session = read_json(session_dir / "session.json") or {}
-    rounds = read_json(session_dir / "rounds.json") or []
     trials = load_trials(session_dir)
     base = _base(trials)
-    rows = leaderboard_rows(session_dir, trials, rounds, base)
+    rows = leaderboard_rows(session_dir, trials)
     best = _best(rows, trials, session_dir)
     return {
-        "session": _session_facts(session_dir, session, trials),
+        "session": _session_facts(session_dir, session, rows),
         "base": base,
         "verdict": _verdict(best, base),
         "leaderboard": rows,
         "best": best,
-        "rounds": _rounds(rows, rounds),
-        "importances": param_importances(session_dir)
-        if importances
-        else {"params": {}, "n_trials": 0, "note": "not computed"},
+        "rounds": _rounds(rows, read_json(session_dir / "rounds.json") or []),
+        "importances": param_importances(session_dir) if importances else NOT_COMPUTED,
         "failures": [
-            {
-                "trial_id": r["trial_id"],
-                "round": r["round"],
-                **(r["error"] or {"kind": "crash", "message": ""}),
-            }
+            {"trial_id": r["trial_id"], "round": r["round"], **_error(r)}
             for r in rows
             if r["status"] == "failed"
         ],
@@ -66,16 +59,71 @@ def build_report(session_dir: Path, importances: bool = True) -> dict[str, Any]:
 
 def leaderboard(session_dir: Path) -> list[dict[str, Any]]:
     """Only the leaderboard rows (the live view refreshes these after every finished trial)."""
-    session_dir = Path(session_dir)
-    trials = load_trials(session_dir)
-    return leaderboard_rows(session_dir, trials, read_json(session_dir / "rounds.json") or [], _base(trials))
+    return leaderboard_rows(Path(session_dir), load_trials(Path(session_dir)))
 
 
-def _session_facts(session_dir: Path, session: dict, trials: list[TrialFiles]) -> dict[str, Any]:
+def leaderboard_rows(session_dir: Path, trials: list[TrialFiles]) -> list[dict[str, Any]]:
+    """tools.leaderboard's rows, completed from the trial files: step counts of running trials,
+    the dev standard error, the step budget."""
+    from tools.leaderboard import leaderboard as study_leaderboard
+
+    files = {t.trial_id: t for t in trials}
+    raw = study_leaderboard(session_dir)
+    shown = _shown_params([r.get("key_params") or {} for r in raw])
+    return [_row(r, files.get(r["trial_id"]), shown) for r in raw]
+
+
+def _row(r: dict[str, Any], t: TrialFiles | None, shown: list[str]) -> dict[str, Any]:
+    m = t.result_metrics if t else {}
+    last = t.metrics[-1] if t and t.metrics else {}
+    ok = r["status"] == "succeeded"
+    return {
+        "rank": r.get("rank"),
+        "trial_id": r["trial_id"],
+        "status": r["status"],
+        "pruned_at_step": r.get("pruned_at_step"),
+        "score": r.get("score"),  # the session's objective: accuracy, or gain when the goal asked for it
+        "accuracy": r.get("dev_accuracy_after") if ok else None,
+        "stderr": m.get("dev_stderr_after"),
+        "base": r.get("dev_accuracy_before"),
+        "gain": r.get("gain") if ok else None,
+        "gain_stderr": r.get("gain_stderr") if ok else None,
+        "params": {k: (r.get("key_params") or {}).get(k) for k in shown},
+        "reward": r.get("reward_summary") or "-",
+        "reward_mean_last": m.get("reward_mean_last", last.get("reward_mean")),
+        "steps": r.get("steps") if r.get("steps") is not None else last.get("step"),
+        "max_steps": ((t.spec if t else {}).get("budget") or {}).get("max_steps"),
+        "wall_s": r.get("wall_s") if r.get("wall_s") is not None else last.get("elapsed_s"),
+        "rationale": r.get("rationale") or "",
+        "round": r.get("round"),
+        "planner": r.get("planner"),
+        "error": r.get("error"),
+        "adapter_path": r.get("adapter_path"),
+    }
+
+
+def _error(row: dict[str, Any]) -> dict[str, Any]:
+    return {"kind": "crash", "message": "", **(row["error"] or {})}
+
+
+def _shown_params(key_params: list[dict[str, Any]]) -> list[str]:
+    """The key hyperparameters that differ between trials: those are the ones worth a column."""
+    seen: dict[str, set[str]] = {}
+    for kp in key_params:
+        for k, v in kp.items():
+            seen.setdefault(k, set()).add(repr(v))
+    varying = [k for k, vals in seen.items() if len(vals) > 1]
+    if not varying:
+        return [k for k in DEFAULT_PARAMS if k in seen]
+    rest = sorted(k for k in varying if k not in PREFERRED_PARAMS)
+    return ([k for k in PREFERRED_PARAMS if k in varying] + rest)[:MAX_KEY_PARAMS]
+
+
+def _session_facts(session_dir: Path, session: dict, rows: list[dict]) -> dict[str, Any]:
     """session.json is the Plan (agent/goal.py) plus an id and a status block (agent/session.py)."""
     constraints = session.get("constraints") or {}
     objective = session.get("objective") or {}
-    statuses = [t.status for t in trials]
+    statuses = [r["status"] for r in rows]
     return {
         "id": session_dir.name,
         "dir": str(session_dir.resolve()),
@@ -90,7 +138,7 @@ def _session_facts(session_dir: Path, session: dict, trials: list[TrialFiles]) -
         "state": session_state(session_dir, session),
         "stop_reason": (session.get("status") or {}).get("stop_reason"),
         "trials_planned": planned_trials(session),
-        "counts": {s: statuses.count(s) for s in ("succeeded", "failed", "running", "pending")},
+        "counts": {s: statuses.count(s) for s in STATES},
     }
 
 
@@ -120,87 +168,20 @@ def _base(trials: list[TrialFiles]) -> dict[str, Any] | None:
     return None
 
 
-def leaderboard_rows(
-    session_dir: Path, trials: list[TrialFiles], rounds: list[dict], base: dict | None
-) -> list[dict]:
-    key_params = _key_params(trials)
-    proposals = {
-        p.get("trial_id"): {**p, "round": r.get("round")} for r in rounds for p in r.get("proposals") or []
-    }
-    rows = [_row(t, key_params, base, proposals.get(t.trial_id) or {}) for t in trials]
-    finished = sorted((r for r in rows if r["score"] is not None), key=lambda r: -r["score"])
-    for rank, row in enumerate(finished, start=1):
-        row["rank"] = rank
-    rest = [r for r in rows if r["score"] is None]
-    return finished + sorted(rest, key=lambda r: (r["status"] != "failed", r["trial_id"]))
-
-
-def _row(t: TrialFiles, key_params: list[str], base: dict | None, proposal: dict) -> dict[str, Any]:
-    m = t.result_metrics
-    score = m.get("dev_accuracy_after") if t.status == "succeeded" else None
-    stderr = m.get("dev_stderr_after")
-    before, before_se = base_eval(t)
-    if before is None and base:
-        before, before_se = base["accuracy"], base["stderr"]
-    gain = score - before if score is not None and before is not None else None
-    gain_se = math.sqrt(stderr**2 + before_se**2) if gain is not None and stderr and before_se else stderr
-    hparams = t.spec.get("hparams") or {}
-    last = t.metrics[-1] if t.metrics else {}
-    return {
-        "rank": None,
-        "trial_id": t.trial_id,
-        "status": t.status,
-        "score": score,
-        "stderr": stderr,
-        "base": before,
-        "gain": gain,
-        "gain_stderr": gain_se if gain is not None else None,
-        "params": {k: hparams.get(k) for k in key_params},
-        "reward": reward_summary(t.spec.get("reward") or {}),
-        "reward_mean_last": m.get("reward_mean_last", last.get("reward_mean")),
-        "steps": m.get("steps", last.get("step")),
-        "max_steps": (t.spec.get("budget") or {}).get("max_steps"),
-        "wall_s": m.get("wall_s", last.get("elapsed_s")),
-        "rationale": proposal.get("rationale", ""),
-        "round": proposal.get("round"),
-        "error": (t.result or {}).get("error") if t.status == "failed" else None,
-    }
-
-
-def _key_params(trials: list[TrialFiles]) -> list[str]:
-    seen: dict[str, set[str]] = {}
-    for t in trials:
-        for k, v in (t.spec.get("hparams") or {}).items():
-            seen.setdefault(k, set()).add(repr(v))
-    varying = [k for k, vals in seen.items() if len(vals) > 1]
-    if not varying:
-        return [k for k in DEFAULT_PARAMS if k in seen] or list(DEFAULT_PARAMS)
-    ordered = [k for k in PREFERRED_PARAMS if k in varying] + sorted(
-        k for k in varying if k not in PREFERRED_PARAMS
-    )
-    return ordered[:MAX_KEY_PARAMS]
-
-
-def reward_summary(reward: dict[str, Any]) -> str:
-    components = reward.get("components") or {}
-    return " + ".join(name if w == 1 else f"{w:g}·{name}" for name, w in components.items()) or "default"
-
-
 def _best(rows: list[dict], trials: list[TrialFiles], session_dir: Path) -> dict[str, Any] | None:
-    ranked = [r for r in rows if r["rank"] == 1]
-    if not ranked:
+    row = next((r for r in rows if r["rank"] == 1), None)
+    if row is None:
         return None
-    row = ranked[0]
-    trial = next(t for t in trials if t.trial_id == row["trial_id"])
-    adapter = (trial.result or {}).get("adapter_path")
-    adapter_path = (trial.path / adapter).resolve() if adapter else None
-    spec_path = trial.path / "spec.json"
+    trial = next((t for t in trials if t.trial_id == row["trial_id"]), None)
+    adapter = Path(row["adapter_path"]).resolve() if row["adapter_path"] else None
+    spec_path = Path(session_dir) / "trials" / row["trial_id"] / "spec.json"
     out = Path(session_dir).parent / f"repro-{row['trial_id']}"
+    keys = ("trial_id", "score", "accuracy", "stderr", "gain", "gain_stderr", "steps", "wall_s")
     return {
-        **{k: row[k] for k in ("trial_id", "score", "stderr", "gain", "gain_stderr", "steps", "wall_s")},
-        "spec": trial.spec,
-        "adapter_path": str(adapter_path) if adapter_path else None,
-        "adapter_exists": bool(adapter_path and adapter_path.exists()),
+        **{k: row[k] for k in keys},
+        "spec": trial.spec if trial else {},
+        "adapter_path": str(adapter) if adapter else None,
+        "adapter_exists": bool(adapter and adapter.exists()),
         "reproduce": f"openrl-agent trial run {shlex.quote(str(spec_path))} --out {shlex.quote(str(out))}",
     }
 
@@ -208,20 +189,20 @@ def _best(rows: list[dict], trials: list[TrialFiles], session_dir: Path) -> dict
 def _verdict(best: dict | None, base: dict | None) -> dict[str, Any]:
     if best is None:
         return {"beats_base": False, "text": "No trial has finished successfully yet."}
-    if best["gain"] is None or base is None:
+    if best["gain"] is None or best["accuracy"] is None or base is None:
         return {
             "beats_base": False,
             "text": f"Best trial {best['trial_id']}; the base policy was not measured.",
         }
     gain, se = best["gain"], best["gain_stderr"] or 0.0
-    z = gain / se if se else math.inf
     change = f"{100 * gain:+.1f} ± {100 * se:.1f} points"
     if gain > se:
+        z = f"{gain / se:.1f} standard errors" if se else "no standard error available"
         return {
             "beats_base": True,
             "text": (
-                f"{best['trial_id']} beats the base policy: {100 * best['score']:.1f}% vs "
-                f"{100 * base['accuracy']:.1f}% ({change}, {z:.1f} standard errors)."
+                f"{best['trial_id']} beats the base policy: {100 * best['accuracy']:.1f}% vs "
+                f"{100 * base['accuracy']:.1f}% ({change}, {z})."
             ),
         }
     return {
@@ -241,20 +222,20 @@ def _rounds(rows: list[dict], rounds: list[dict]) -> list[dict[str, Any]]:
     out = []
     for rnd in sorted(by_round, key=lambda r: (r is None, r if r is not None else 0)):
         group, record = by_round[rnd], records.get(rnd) or {}
-        scored = [r for r in group if r["score"] is not None]
-        top = max(scored, key=lambda r: r["score"]) if scored else None
+        scored = [r for r in group if r["accuracy"] is not None]
+        top = max(scored, key=lambda r: r["accuracy"]) if scored else None
         out.append(
             {
                 "round": rnd,
-                "planner": record.get("planner"),
+                "planner": record.get("planner") or next((r["planner"] for r in group if r["planner"]), None),
                 "fallback": record.get("fallback"),
                 "notes": list(record.get("notes") or []),
                 "trials": sorted(r["trial_id"] for r in group),
                 "succeeded": len(scored),
                 "failed": sum(r["status"] == "failed" for r in group),
                 "best_trial": top["trial_id"] if top else None,
-                "best_score": top["score"] if top else None,
-                "mean_score": sum(r["score"] for r in scored) / len(scored) if scored else None,
+                "best_accuracy": top["accuracy"] if top else None,
+                "mean_accuracy": sum(r["accuracy"] for r in scored) / len(scored) if scored else None,
                 "rationales": {
                     r["trial_id"]: r["rationale"]
                     for r in sorted(group, key=lambda r: r["trial_id"])
@@ -275,9 +256,9 @@ def _curve(t: TrialFiles) -> dict[str, Any]:
 
 
 def _best_so_far(rows: list[dict]) -> list[dict[str, Any]]:
-    """Objective of each finished trial in launch order, with the running maximum."""
+    """Dev accuracy of each succeeded trial in launch order, with the running maximum."""
     out, best = [], None
-    for row in sorted((r for r in rows if r["score"] is not None), key=lambda r: r["trial_id"]):
-        best = row["score"] if best is None else max(best, row["score"])
-        out.append({"trial_id": row["trial_id"], "score": row["score"], "best": best})
+    for row in sorted((r for r in rows if r["accuracy"] is not None), key=lambda r: r["trial_id"]):
+        best = row["accuracy"] if best is None else max(best, row["accuracy"])
+        out.append({"trial_id": row["trial_id"], "accuracy": row["accuracy"], "best": best})
     return out

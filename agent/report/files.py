@@ -63,7 +63,13 @@ class TrialFiles:
 
 def load_trial(path: Path) -> TrialFiles:
     result = read_json(path / "result.json")
-    spec = read_json(path / "spec.json") or (result or {}).get("spec") or {}
+    # spec.json is the runner's resolved spec; launch_spec.json is what the agent sent (there before the run starts)
+    spec = (
+        read_json(path / "spec.json")
+        or (result or {}).get("spec")
+        or read_json(path / "launch_spec.json")
+        or {}
+    )
     return TrialFiles(
         trial_id=path.name,
         path=path,

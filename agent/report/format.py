@@ -109,3 +109,9 @@ def state(session: dict[str, Any]) -> str:
 def round_notes(r: dict[str, Any]) -> str:
     notes = ([f"fallback: {r['fallback']}"] if r.get("fallback") else []) + list(r.get("notes") or [])
     return "; ".join(notes)
+
+
+def status(row: dict[str, Any]) -> str:
+    if row["status"] == "pruned" and row.get("pruned_at_step") is not None:
+        return f"pruned@{row['pruned_at_step']}"
+    return row["status"]

@@ -68,8 +68,8 @@ def _leaderboard(rows: list[dict[str, Any]]) -> str:
         [
             r["rank"] or "",
             r["trial_id"],
-            r["status"],
-            fmt.pct(r["score"]),
+            fmt.status(r),
+            fmt.pct(r["accuracy"]),
             fmt.change(r["gain"], r["gain_stderr"]),
             fmt.params(r["params"]),
             r["reward"],
@@ -88,7 +88,7 @@ def _best(best: dict[str, Any]) -> str:
         [
             f"## Best trial {best['trial_id']}",
             "",
-            f"Dev accuracy {fmt.pct(best['score'])} (Δ {fmt.change(best['gain'], best['gain_stderr'])} points), "
+            f"Dev accuracy {fmt.pct(best['accuracy'])} (Δ {fmt.change(best['gain'], best['gain_stderr'])} points), "
             f"{best['steps']} steps, {fmt.duration(best['wall_s'])}.",
             "",
             f"Adapter: `{adapter}`",
@@ -116,8 +116,8 @@ def _rounds(rounds: list[dict[str, Any]]) -> str:
             ", ".join(r["trials"]),
             r["succeeded"],
             r["failed"],
-            f"{r['best_trial']} {fmt.pct(r['best_score'])}" if r["best_trial"] else "-",
-            fmt.pct(r["mean_score"]),
+            f"{r['best_trial']} {fmt.pct(r['best_accuracy'])}" if r["best_trial"] else "-",
+            fmt.pct(r["mean_accuracy"]),
             fmt.round_notes(r),
         ]
         for r in rounds

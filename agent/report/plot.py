@@ -33,7 +33,7 @@ def write_plot(facts: dict[str, Any], path: Path) -> Path:
 
     bsf = facts["best_so_far"]
     xs = list(range(1, len(bsf) + 1))
-    ax_best.scatter(xs, [100 * b["score"] for b in bsf], label="trial", color="tab:blue")
+    ax_best.scatter(xs, [100 * b["accuracy"] for b in bsf], label="trial", color="tab:blue")
     ax_best.step(xs, [100 * b["best"] for b in bsf], where="post", label="best so far", color="tab:orange")
     if facts["base"]:
         ax_best.axhline(100 * facts["base"]["accuracy"], color="grey", linestyle="--", label="base policy")

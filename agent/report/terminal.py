@@ -11,7 +11,14 @@ from rich.text import Text
 
 from agent.report import format as fmt
 
-STATUS_STYLE = {"succeeded": "green", "failed": "red", "running": "cyan", "pending": "dim"}
+STATUS_STYLE = {
+    "succeeded": "green",
+    "failed": "red",
+    "running": "cyan",
+    "pruned": "yellow",
+    "interrupted": "yellow",
+    "queued": "dim",
+}
 
 
 def render_terminal(facts: dict[str, Any], console: Console) -> None:
@@ -92,8 +99,8 @@ def leaderboard_table(rows: list[dict[str, Any]], title: str = "Leaderboard") ->
         table.add_row(
             str(r["rank"] or ""),
             r["trial_id"],
-            Text(r["status"], style=STATUS_STYLE.get(r["status"], "")),
-            fmt.pct(r["score"]),
+            Text(fmt.status(r), style=STATUS_STYLE.get(r["status"], "")),
+            fmt.pct(r["accuracy"]),
             Text(fmt.change(r["gain"], r["gain_stderr"]), style="green" if signal else ""),
             fmt.params(r["params"]),
             r["reward"],
@@ -113,7 +120,7 @@ def best_panel(best: dict[str, Any]) -> Panel:
         adapter += " [red](missing)[/]"
     body = "\n".join(
         [
-            f"dev accuracy {fmt.pct(best['score'])} (Δ {fmt.change(best['gain'], best['gain_stderr'])} points)"
+            f"dev accuracy {fmt.pct(best['accuracy'])} (Δ {fmt.change(best['gain'], best['gain_stderr'])} points)"
             f", {best['steps']} steps, {fmt.duration(best['wall_s'])}",
             f"model: {spec.get('model')}   dataset: {spec.get('dataset')}   seed: {spec.get('seed')}",
             f"reward: {spec.get('reward')}",
@@ -136,8 +143,8 @@ def rounds_table(rounds: list[dict[str, Any]]) -> Table:
             ", ".join(r["trials"]),
             str(r["succeeded"]),
             str(r["failed"]),
-            f"{r['best_trial']} {fmt.pct(r['best_score'])}" if r["best_trial"] else "-",
-            fmt.pct(r["mean_score"]),
+            f"{r['best_trial']} {fmt.pct(r['best_accuracy'])}" if r["best_trial"] else "-",
+            fmt.pct(r["mean_accuracy"]),
             fmt.round_notes(r),
         )
     return table

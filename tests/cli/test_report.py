@@ -12,20 +12,20 @@ from agent.report.format import sparkline
 from tests.cli.session_builder import SessionBuilder
 
 
-@pytest.fixture
-def clear_win(tmp_path):
-    b = SessionBuilder(tmp_path)
+@pytest.fixture(scope="module")
+def clear_win(tmp_path_factory):
+    # Built once: the tests below only read it.
+    b = SessionBuilder(tmp_path_factory.mktemp("runs"))
     b.trial("t0000", after=0.62, hparams={"learning_rate": 1e-4}, rationale="baseline recipe")
     b.trial("t0001", after=0.48, hparams={"learning_rate": 3e-4, "lora_rank": 16}, rationale="higher lr")
     b.trial("t0002", after=0.41, hparams={"learning_rate": 1e-3}, round_=2, rationale="probe the edge")
     b.trial(
         "t0003",
-        hparams={"learning_rate": 3e-3},
+        hparams={"learning_rate": 8e-4},
         round_=2,
         error={"kind": "nan_loss", "message": "loss is nan at step 3"},
     )
     b.trial("t0004", after=0.55, hparams={"learning_rate": 5e-5, "lora_rank": 8}, round_=2)
-    b.write_study()
     return b.dir
 
 
@@ -39,7 +39,7 @@ def test_leaderboard_ranks_by_dev_accuracy_and_puts_failures_last(clear_win):
     # two independent 400-item evals: sqrt(se_before^2 + se_after^2)
     assert top["gain_stderr"] == pytest.approx(((0.4 * 0.6 + 0.62 * 0.38) / 400) ** 0.5)
     assert top["params"] == {"learning_rate": 1e-4, "lora_rank": 0}
-    assert top["reward"] == "execution_match"
+    assert top["reward"] == "execution_match 1"
     assert rows[-1]["error"]["kind"] == "nan_loss"
 
 
@@ -83,12 +83,12 @@ def test_rounds_failures_importances_and_curves(clear_win):
     )
     assert r1["rationales"] == {"t0000": "baseline recipe", "t0001": "higher lr"}
     assert (r2["succeeded"], r2["failed"], r2["best_trial"]) == (2, 1, "t0004")
-    assert r2["mean_score"] == pytest.approx((0.41 + 0.55) / 2)
+    assert r2["mean_accuracy"] == pytest.approx((0.41 + 0.55) / 2)
     assert facts["failures"] == [
         {"trial_id": "t0003", "round": 2, "kind": "nan_loss", "message": "loss is nan at step 3"}
     ]
     imp = facts["importances"]
-    assert imp["n_trials"] == 4 and set(imp["params"]) == {"learning_rate", "lora_rank"}
+    assert imp["n_trials"] == 4 and {"learning_rate", "lora_rank"} <= set(imp["params"])
     assert sum(imp["params"].values()) == pytest.approx(1.0, abs=1e-3)
     assert facts["curves"]["t0000"]["reward_mean"][0] == pytest.approx(0.32)
     assert [b["best"] for b in facts["best_so_far"]] == [0.62, 0.62, 0.62, 0.62]
@@ -98,7 +98,6 @@ def test_importances_wait_for_enough_trials(tmp_path):
     b = SessionBuilder(tmp_path)
     b.trial("t0000", hparams={"learning_rate": 1e-4})
     b.trial("t0001", hparams={"learning_rate": 3e-4})
-    b.write_study()
     imp = build_report(b.dir)["importances"]
     assert imp["params"] == {} and "needs at least 4 finished trials, have 2" in imp["note"]
 

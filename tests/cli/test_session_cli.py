@@ -29,7 +29,7 @@ def runs(tmp_path):
     new.trial("t0001", after=0.45, hparams={"learning_rate": 1e-3}, rationale="higher lr")
     new.trial(
         "t0002",
-        hparams={"learning_rate": 3e-3},
+        hparams={"learning_rate": 8e-4},
         round_=2,
         error={"kind": "oom", "message": "CUDA out of memory"},
     )
@@ -82,7 +82,7 @@ def test_status_and_pause(runs):
     session = runs / "s-20261125-120000"
     data = json.loads((session / "session.json").read_text())
     data["status"] = {"state": "running"}
-    (session / "session.json").write_text(json.dumps(data))
+    (session / "session.json").write_text(json.dumps(data))  # as the loop leaves it while it runs
     paused = invoke("pause", "--runs-dir", str(runs))
     assert paused.exit_code == 0 and "pause requested for s-20261125-120000" in paused.output
     assert (session / "pause").exists()
@@ -110,8 +110,8 @@ def test_list(runs):
         (["resume", "nope"], "no session 'nope'"),
     ],
 )
-def test_unknown_session_is_one_red_line(runs, args, message):
-    result = invoke(*args, "--runs-dir", str(runs))
+def test_unknown_session_is_one_red_line(tmp_path, args, message):
+    result = invoke(*args, "--runs-dir", str(tmp_path))
     assert result.exit_code == 1
     assert message in result.output and "openrl-agent list" in result.output
     assert "Traceback" not in result.output

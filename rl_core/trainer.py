@@ -72,10 +72,10 @@ class PromptSampler:
         return out
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "pos": self.pos}
+        return {"seed": self.seed, "epoch": self.epoch, "pos": self.pos}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        self.epoch, self.pos = state["epoch"], state["pos"]
+        self.seed, self.epoch, self.pos = state["seed"], state["epoch"], state["pos"]
         self._order = self._shuffled()
 
 
@@ -107,8 +107,7 @@ class GRPOTrainer:
         if not self.params:
             raise ValueError("the policy has no trainable parameters")
         self.optimizer = torch.optim.AdamW(self.params, lr=hp.learning_rate, weight_decay=hp.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_factor(s, hp.warmup_steps, hp.schedule, total_steps))
+        self.total_steps = total_steps
         self.device = next(model.parameters()).device
         self.step_count = 0
 
@@ -192,7 +191,7 @@ class GRPOTrainer:
                     raise NonFiniteLoss(f"loss became {loss.item()} at step {self.step_count}; "
                                         "lower learning_rate or raise grad_clip strictness")
                 loss.backward()
-                loss_sum += float(loss)
+                loss_sum += float(loss.detach())
                 weight = float(batch["comp_mask_BC"].sum()) / max(sizes.tokens, 1)
                 stats["clip_frac"].append(st["clip_frac"] * weight)
                 # KL to the reference when there is one, else to the rollout policy (drift per step).
@@ -238,12 +237,14 @@ class GRPOTrainer:
         t0 = time.perf_counter()
         generated, kept, timings = self.collect()
         t1 = time.perf_counter()
-        lr = self.optimizer.param_groups[0]["lr"]
+        lr = self.hp.learning_rate * lr_factor(self.step_count, self.hp.warmup_steps, self.hp.schedule,
+                                               self.total_steps)
+        for group in self.optimizer.param_groups:  # the schedule is a function of the step: no state
+            group["lr"] = lr
         train = {"loss": 0.0, "grad_norm": 0.0, "clip_frac": 0.0, "kl": 0.0, "entropy": 0.0}
         if kept:
             train = self.update(kept)
             self.engine.sync()
-        self.scheduler.step()
         self.step_count += 1
         metrics = {"step": self.step_count, **rollout_stats(generated), **train, **timings,
                    "t_train": time.perf_counter() - t1, "lr": lr, "groups_generated": len(generated),
@@ -253,7 +254,7 @@ class GRPOTrainer:
     def state_dict(self) -> dict[str, Any]:
         trainable = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
         return {"step": self.step_count, "model": trainable, "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "sampler": self.sampler.state_dict(),
+                "sampler": self.sampler.state_dict(),
                 "torch_rng": torch.get_rng_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -265,7 +266,6 @@ class GRPOTrainer:
             for name, value in state["model"].items():
                 params[name].copy_(value)
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
         self.sampler.load_state_dict(state["sampler"])
         torch.set_rng_state(state["torch_rng"])
         self.step_count = state["step"]

@@ -1,0 +1,343 @@
+"""Run one trial: `python -m rl_core.trial spec.json --out DIR [--resume]` or `run_trial(spec, out)`.
+
+The trial directory follows docs/contracts.md: spec.json, metrics.jsonl, eval.jsonl,
+samples.jsonl, adapter/, checkpoints/, and result.json written last and atomically. Every
+failure becomes a `failed` result with a classified error (bad_spec, oom, nan_loss, model_load,
+timeout, crash) instead of a traceback, so the agent can read what went wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from rl_core.spec import SpecError, TrialSpec, write_json_atomic
+
+
+class TrialError(Exception):
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class _Stop(BaseException):
+    """Raised from the SIGTERM handler: the launcher stopped the trial (deadline or cancel)."""
+
+
+def classify(exc: BaseException) -> tuple[str, str]:
+    """Map an exception to the contract's error kinds."""
+    from rl_core.trainer import NonFiniteLoss
+
+    if isinstance(exc, TrialError):
+        return exc.kind, str(exc)
+    if isinstance(exc, SpecError):
+        return "bad_spec", str(exc)
+    if isinstance(exc, _Stop):
+        return "timeout", "stopped by SIGTERM (launcher deadline or cancel)"
+    if isinstance(exc, NonFiniteLoss):
+        return "nan_loss", str(exc)
+    text = str(exc)
+    if isinstance(exc, MemoryError) or "out of memory" in text.lower() or type(exc).__name__ == "OutOfMemoryError":
+        return "oom", f"out of memory: {text[:300]}; lower prompts_per_step, group_size or max_new_tokens"
+    return "crash", f"{type(exc).__name__}: {text[:500]}"
+
+
+class TrialDir:
+    """The files of one trial directory; every line write is flushed so readers see progress."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.checkpoints = root / "checkpoints"
+
+    def append(self, name: str, row: dict[str, Any]) -> None:
+        with open(self.root / name, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def read_lines(self, name: str) -> list[dict[str, Any]]:
+        path = self.root / name
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def truncate_after(self, name: str, step: int) -> None:
+        """On resume, drop lines a crashed run wrote after the checkpoint it resumes from."""
+        rows = [r for r in self.read_lines(name) if r.get("step", 0) <= step]
+        tmp = self.root / f".{name}.tmp"
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        tmp.replace(self.root / name)
+
+    def read_result(self) -> dict[str, Any] | None:
+        path = self.root / "result.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def latest_checkpoint(self) -> Path | None:
+        found = sorted(self.checkpoints.glob("step_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
+        return found[-1] if found else None
+
+    def result(self, spec: TrialSpec, status: str, error: dict[str, str] | None,
+               metrics: dict[str, Any]) -> dict[str, Any]:
+        result = {"trial_id": spec.trial_id, "status": status, "error": error, "metrics": metrics,
+                  "adapter_path": "adapter" if (self.root / "adapter").exists() else None,
+                  "spec": spec.to_json()}
+        write_json_atomic(self.root / "result.json", result)
+        return result
+
+
+def run_trial(spec: TrialSpec | dict[str, Any], out_dir: str | Path, *, resume: bool = False) -> dict[str, Any]:
+    """Run a trial to completion and return its result (also written to out_dir/result.json).
+
+    Never raises for trial failures: they come back as status "failed" with a classified error.
+    """
+    out = TrialDir(Path(out_dir))
+    t_start = time.time()
+    if isinstance(spec, dict):
+        try:
+            spec = TrialSpec.from_json(spec)
+        except SpecError as exc:
+            trial_id = str(spec.get("trial_id", "trial"))
+            error = {"kind": "bad_spec", "message": str(exc)}
+            result = {"trial_id": trial_id, "status": "failed", "error": error, "metrics": {},
+                      "adapter_path": None, "spec": spec}
+            write_json_atomic(out.root / "result.json", result)
+            return result
+    done = out.read_result()
+    if resume and done is not None and done.get("status") == "succeeded":
+        return done  # nothing left to do
+    (out.root / "result.json").unlink(missing_ok=True)
+    spec.save(out.root / "spec.json")
+    previous = signal.signal(signal.SIGTERM, _raise_stop) if _in_main_thread() else None
+    try:
+        metrics = execute(spec, out, resume=resume, t_start=t_start)
+        return out.result(spec, "succeeded", None, metrics)
+    except (Exception, _Stop) as exc:
+        kind, message = classify(exc)
+        print(f"trial {spec.trial_id} failed ({kind}): {message}", file=sys.stderr, flush=True)
+        if kind == "crash":
+            traceback.print_exc(file=sys.stderr)
+        return out.result(spec, "failed", {"kind": kind, "message": message},
+                          {"wall_s": round(time.time() - t_start, 1)})
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def execute(spec: TrialSpec, out: TrialDir, *, resume: bool, t_start: float) -> dict[str, Any]:
+    """Set up, evaluate, train within budget, evaluate again; returns result.json's metrics."""
+    import torch
+
+    from rl_core.engine import HFEngine
+    from rl_core.trainer import GRPOTrainer
+
+    hp = spec.hparams
+    torch.manual_seed(spec.seed)
+    policy = _load_policy(spec)
+    env = _build_env(spec, policy)
+    train_ids = list(env.example_ids(spec.train_split))
+    dev_ids = list(env.example_ids(spec.eval.split))[: spec.eval.limit or None]
+    for split, ids in ((spec.train_split, train_ids), (spec.eval.split, dev_ids)):
+        if not ids:
+            raise TrialError("bad_spec", f"split {split!r} of dataset {spec.dataset!r} is empty; pick another split")
+    engine = HFEngine(policy.model, policy.tokenizer, stop_strings=getattr(env, "stop_strings", ()))
+    ref_model = None
+    if hp.kl_beta > 0 and hp.lora_rank == 0:  # full fine-tuning: the reference is a frozen copy
+        import copy
+
+        ref_model = copy.deepcopy(policy.model).eval().requires_grad_(False)
+    trainer = GRPOTrainer(policy.model, env, engine, hp, train_ids, seed=spec.seed,
+                          pad_id=policy.tokenizer.pad_token_id, total_steps=spec.budget.max_steps,
+                          ref_model=ref_model)
+    clock = _Clock()
+    checkpoint = out.latest_checkpoint() if resume else None
+    if checkpoint is not None:
+        state = torch.load(checkpoint, weights_only=False)
+        trainer.load_state_dict(state)
+        clock.train_s = state["train_s"]
+        for name in ("metrics.jsonl", "samples.jsonl", "eval.jsonl"):
+            out.truncate_after(name, trainer.step_count)
+        print(f"resumed from {checkpoint.name} (step {trainer.step_count})", flush=True)
+    else:
+        for name in ("metrics.jsonl", "samples.jsonl", "eval.jsonl"):
+            (out.root / name).unlink(missing_ok=True)
+        if hp.sft_steps:
+            _sft_stage(spec, env, policy, out)
+        if spec.eval.before:
+            _evaluate(spec, engine, env, dev_ids, out, step=0, t_start=t_start, pass_k=True)
+    before = next((r for r in out.read_lines("eval.jsonl") if r["step"] == 0), None)
+    budget = spec.budget
+    while (budget.max_steps is None or trainer.step_count < budget.max_steps) and \
+            (budget.max_seconds is None or clock.train_s < budget.max_seconds):
+        metrics, groups = trainer.step()
+        clock.train_s += metrics["t_step"]
+        metrics["elapsed_s"] = round(time.time() - t_start, 2)
+        out.append("metrics.jsonl", metrics)
+        _log_samples(spec, env, out, metrics["step"], groups)
+        _progress(spec, metrics)
+        step = trainer.step_count
+        if spec.eval.every_steps and step % spec.eval.every_steps == 0 and step != budget.max_steps:
+            _evaluate(spec, engine, env, dev_ids, out, step=step, t_start=t_start, pass_k=False)
+        if budget.checkpoint_every and step % budget.checkpoint_every == 0:
+            _save_checkpoint(out, {**trainer.state_dict(), "train_s": clock.train_s})
+    after = _evaluate(spec, engine, env, dev_ids, out, step=trainer.step_count, t_start=t_start, pass_k=True)
+    policy.model.save_pretrained(out.root / "adapter")
+    policy.tokenizer.save_pretrained(out.root / "adapter")
+    rows = out.read_lines("metrics.jsonl")
+    last = rows[-5:]
+    metrics = {
+        "dev_accuracy_before": before["accuracy"] if before else None,
+        "dev_stderr_before": before["stderr"] if before else None,
+        "dev_accuracy_after": after["accuracy"], "dev_stderr_after": after["stderr"], "dev_n": after["n"],
+        "gain": round(after["accuracy"] - before["accuracy"], 4) if before else None,
+        "steps": trainer.step_count, "wall_s": round(time.time() - t_start, 1), "train_s": round(clock.train_s, 1),
+        "reward_mean_last": round(sum(r["reward_mean"] for r in last) / len(last), 4) if last else None,
+    }
+    if spec.eval.pass_k:
+        k = spec.eval.pass_k
+        metrics[f"pass@{k}_before"] = before.get(f"pass@{k}") if before else None
+        metrics[f"pass@{k}_after"] = after.get(f"pass@{k}")
+    return metrics
+
+
+class _Clock:
+    train_s: float = 0.0  # seconds spent in GRPO steps: the budget counts these, not evals
+
+
+def _load_policy(spec: TrialSpec) -> Any:
+    from rl_core.policy import load_policy
+
+    hp = spec.hparams
+    try:
+        policy = load_policy(spec.model, lora_rank=hp.lora_rank, lora_alpha=hp.lora_alpha,
+                             lora_dropout=hp.lora_dropout, target_modules=hp.target_modules, seed=spec.seed)
+    except Exception as exc:  # a model that cannot load is the spec's problem, classified apart
+        raise TrialError("model_load", f"{type(exc).__name__}: {exc}") from exc
+    if hp.lora_rank == 0:
+        policy.model.requires_grad_(True)
+    return policy
+
+
+def _build_env(spec: TrialSpec, policy: Any) -> Any:
+    import sql_env
+
+    try:
+        reward = sql_env.RewardSpec.from_json(spec.reward.to_json() if hasattr(spec.reward, "to_json")
+                                              else {"components": spec.reward.components,
+                                                    "params": spec.reward.params})
+        return sql_env.SQLEnvironment(dataset=spec.dataset, reward=reward, prompt_style=policy.prompt_style,
+                                      tokenizer=policy.tokenizer)
+    except (ValueError, KeyError, FileNotFoundError) as exc:
+        raise TrialError("bad_spec", str(exc)) from exc
+
+
+def _sft_stage(spec: TrialSpec, env: Any, policy: Any, out: TrialDir) -> None:
+    """Optional supervised warm-up on gold SQL before the GRPO steps (the `sft_steps` knob)."""
+    import sql_env
+    from rl_core.sft import SFTConfig, train_sft
+
+    gold = {e.id: e.gold_sql for e in sql_env.load_dataset(spec.dataset, spec.train_split)}
+    pairs = [(env.prompt(i), gold[i]) for i in env.example_ids(spec.train_split) if i in gold]
+    t0 = time.time()
+    losses = train_sft(policy.model, policy.tokenizer, pairs,
+                       SFTConfig(steps=spec.hparams.sft_steps, lr=spec.hparams.sft_learning_rate,
+                                 schedule="constant", seed=spec.seed))
+    print(f"sft {len(losses)} steps loss={losses[-1]:.3f} t={time.time() - t0:.1f}s", flush=True)
+
+
+def _evaluate(spec: TrialSpec, engine: Any, env: Any, dev_ids: list[str], out: TrialDir, *, step: int,
+              t_start: float, pass_k: bool) -> dict[str, Any]:
+    from rl_core.evaluate import greedy_accuracy, pass_at_k
+
+    hp = spec.hparams
+    result = greedy_accuracy(engine, env, dev_ids, max_new_tokens=hp.max_new_tokens)
+    row: dict[str, Any] = {"step": step, "split": spec.eval.split, "accuracy": round(result.accuracy, 4),
+                           "stderr": round(result.stderr, 4), "n": result.n}
+    if pass_k and spec.eval.pass_k:
+        k = spec.eval.pass_k
+        row[f"pass@{k}"], row["sample_accuracy"] = pass_at_k(
+            engine, env, dev_ids, k=k, temperature=hp.temperature, top_p=hp.top_p, max_new_tokens=hp.max_new_tokens)
+    row["elapsed_s"] = round(time.time() - t_start, 2)
+    out.append("eval.jsonl", row)
+    print(f"eval step {step} {spec.eval.split} acc={row['accuracy']:.3f}±{row['stderr']:.3f} n={row['n']}", flush=True)
+    return row
+
+
+def _log_samples(spec: TrialSpec, env: Any, out: TrialDir, step: int, groups: list[Any]) -> None:
+    """A spread of completions with verdicts (one per group, round-robin) on step 1 and every 10th."""
+    if not spec.eval.samples or (step != 1 and step % 10 != 0):
+        return
+    picked = [(g, i) for i in range(spec.hparams.group_size) for g in groups][: spec.eval.samples]
+    question = getattr(env, "question", None)
+    for group, i in picked:
+        res, comp = group.results[i], group.completions[i]
+        out.append("samples.jsonl", {
+            "step": step, "example_id": group.example_id,
+            "question": question(group.example_id) if question else res.metrics.get("question"),
+            "completion": comp.text, "sql": res.metrics.get("sql"), "status": res.metrics.get("status"),
+            "correct": bool(res.correct), "reward": res.reward, "error": res.metrics.get("error")})
+
+
+def _progress(spec: TrialSpec, m: dict[str, Any]) -> None:
+    total = spec.budget.max_steps if spec.budget.max_steps is not None else "?"
+    print(f"step {m['step']}/{total} reward={m['reward_mean']:.2f} acc={m['batch_accuracy']:.2f} "
+          f"kl={m['kl']:.3g} t={m['t_step']:.1f}s", flush=True)
+
+
+def _save_checkpoint(out: TrialDir, state: dict[str, Any]) -> None:
+    import torch
+
+    out.checkpoints.mkdir(exist_ok=True)
+    path = out.checkpoints / f"step_{state['step']}.pt"
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+    for old in out.checkpoints.glob("step_*.pt"):  # keep the newest only: tiny disk, same resume
+        if old != path:
+            old.unlink()
+
+
+def _raise_stop(signum: int, frame: Any) -> None:
+    raise _Stop()
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rl_core.trial", description=__doc__.splitlines()[0])
+    parser.add_argument("spec", help="trial spec JSON (see examples/trial.json)")
+    parser.add_argument("--out", default=None, help="trial directory (default: runs/trials/<trial_id>)")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    args = parser.parse_args(argv)
+    try:
+        spec = TrialSpec.load(args.spec)
+    except SpecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if args.out is not None:  # a launcher waits for result.json: tell it why nothing ran
+            raw = _raw_json(args.spec)
+            trial_id = str(raw.get("trial_id", "trial")) if isinstance(raw, dict) else "trial"
+            write_json_atomic(Path(args.out) / "result.json", {
+                "trial_id": trial_id, "status": "failed", "error": {"kind": "bad_spec", "message": str(exc)},
+                "metrics": {}, "adapter_path": None, "spec": raw})
+        return 2
+    result = run_trial(spec, args.out or f"runs/trials/{spec.trial_id}", resume=args.resume)
+    return 0 if result["status"] == "succeeded" else 1
+
+
+def _raw_json(path: str) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""HFEngine on a real (tiny, random-init) Gemma 3 with a real fast tokenizer."""
+
+import pytest
+import torch
+
+from rl_core.engine import HFEngine, VLLMEngine, encode_prompt, stop_token_ids
+
+CHARS = list("abcdefghijklmnopqrstuvwxyz ;:?=")
+
+
+def tiny_tokenizer():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(["<pad>", "<eos>", "<bos>", *CHARS])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    from tokenizers import decoders, processors
+
+    tok.decoder = decoders.Fuse()
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 2)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>")
+
+
+def tiny_gemma(vocab_size: int, seed: int = 0):
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(seed)
+    config = Gemma3TextConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                              num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=256,
+                              pad_token_id=0, eos_token_id=1, bos_token_id=2, sliding_window=512)
+    return Gemma3ForCausalLM(config).eval()
+
+
+@pytest.fixture(scope="module")
+def setup():
+    tok = tiny_tokenizer()
+    return tiny_gemma(len(tok)), tok
+
+
+def test_encode_prompt_adds_bos_once(setup):
+    _, tok = setup
+    assert encode_prompt(tok, "ab") == [2, tok.convert_tokens_to_ids("a"), tok.convert_tokens_to_ids("b")]
+    assert encode_prompt(tok, "<bos>ab")[0] == 2 and encode_prompt(tok, "<bos>ab")[1] != 2
+
+
+def test_stop_ids_include_eos_and_stop_string_tokens(setup):
+    _, tok = setup
+    assert stop_token_ids(tok, []) == [1]
+    assert stop_token_ids(tok, [";"]) == sorted([1, tok.convert_tokens_to_ids(";")])
+
+
+def test_generate_groups_stops_and_truncates(setup):
+    model, tok = setup
+    engine = HFEngine(model, tok, stop_strings=[";"])
+    torch.manual_seed(0)
+    groups = engine.generate(["ab", "select x"], n=3, temperature=1.0, top_p=1.0, max_new_tokens=12)
+    assert [len(g) for g in groups] == [3, 3]
+    stop = set(engine.stop_ids)
+    for prompt, group in zip(["ab", "select x"], groups, strict=True):
+        for c in group:
+            assert c.prompt_ids == encode_prompt(tok, prompt)
+            assert 1 <= len(c.token_ids) <= 12
+            assert not any(t in stop for t in c.token_ids[:-1])  # nothing after a stop token
+            assert c.finished == (c.token_ids[-1] in stop)
+            assert c.text == tok.decode(c.token_ids, skip_special_tokens=True)
+
+
+def test_greedy_is_deterministic_and_matches_unbatched(setup):
+    model, tok = setup
+    engine = HFEngine(model, tok)
+    batched = engine.generate(["ab", "select abc from t"], n=1, temperature=0.0, top_p=1.0, max_new_tokens=8)
+    alone = engine.generate(["ab"], n=1, temperature=0.0, top_p=1.0, max_new_tokens=8)
+    assert batched[0][0].token_ids == alone[0][0].token_ids  # left padding does not change the result
+
+
+def test_vllm_engine_missing_is_a_clear_error(setup):
+    pytest.importorskip("torch")
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        model, tok = setup
+        with pytest.raises(RuntimeError, match="gpu extra"):
+            VLLMEngine(model, tok)
+    else:
+        pytest.skip("vllm is installed; the missing-vllm message is not reachable")

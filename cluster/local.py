@@ -18,7 +18,6 @@ limits and starts queued trials as slots free. `status()` polls too.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -31,7 +30,7 @@ from typing import Any
 
 from cluster import procs
 from cluster.base import TERMINAL, LauncherError, TrialHandle, TrialStatus, spec_identity
-from cluster.outcome import LOG_FILE, ensure_result, read_result, read_tail
+from cluster.outcome import LOG_FILE, ensure_result, read_json_file, read_result, read_tail
 from rl_core.spec import write_json_atomic
 
 STATE_FILE = "launcher.json"
@@ -217,8 +216,8 @@ class LocalLauncher:
 
     def _adopt(self, trial_dir: Path) -> _Trial:
         """Rebuild a trial from its launcher.json (written by this or an earlier launcher)."""
-        state = _read_json(trial_dir / STATE_FILE)
-        spec = _read_json(trial_dir / SPEC_FILE)
+        state = read_json_file(trial_dir / STATE_FILE)
+        spec = read_json_file(trial_dir / SPEC_FILE)
         session, trial_id = spec_identity(spec)
         handle = TrialHandle(session=session, trial_id=trial_id, backend=self.backend, ref=str(trial_dir))
         trial = _Trial(handle=handle, spec=spec, trial_dir=trial_dir, state=state.get("state", "queued"),
@@ -234,7 +233,7 @@ class LocalLauncher:
 
     def _save(self, trial: _Trial, **extra: Any) -> None:
         path = trial.trial_dir / STATE_FILE
-        previous = _read_json(path) if path.exists() else {}
+        previous = read_json_file(path) if path.exists() else {}
         ident = trial.ident
         record = {**previous, **extra, "state": trial.state, "threads": self.threads, "wall_s": trial.wall_s,
                   "started_at": trial.started_at, "pid": ident.pid if ident else None,
@@ -242,12 +241,3 @@ class LocalLauncher:
                   "boot_id": ident.boot_id if ident else None, "timed_out": trial.timed_out}
         write_json_atomic(path, record)
 
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise LauncherError(f"cannot read {path} ({exc}); delete the trial directory to forget it") from None
-    if not isinstance(data, dict):
-        raise LauncherError(f"{path} is not a JSON object; delete the trial directory to forget it")
-    return data

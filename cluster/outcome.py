@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from cluster.base import LauncherError
 from rl_core.spec import write_json_atomic
 
 RESULT_FILE = "result.json"
@@ -46,6 +47,17 @@ def read_result(trial_dir: Path) -> dict[str, Any] | None:
     except (FileNotFoundError, json.JSONDecodeError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def read_json_file(path: Path) -> dict[str, Any]:
+    """A launcher-owned JSON object file (launcher.json, launch_spec.json); unreadable ones say the fix."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise LauncherError(f"cannot read {path} ({exc}); delete the trial directory to forget it") from None
+    if not isinstance(data, dict):
+        raise LauncherError(f"{path} is not a JSON object; delete the trial directory to forget it")
+    return data
 
 
 def classify_exit(returncode: int | None, log_tail: str, *, timed_out: bool = False,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,10 +36,10 @@ class Backend:
 
 def local_backend(runs_dir: Path) -> Backend:
     from cluster import procs
-    from cluster.local import _read_json
+    from cluster.outcome import read_json_file
 
     def gone(handle: TrialHandle) -> bool:
-        state = _read_json(Path(handle.ref) / "launcher.json")
+        state = read_json_file(Path(handle.ref) / "launcher.json")
         ident = procs.ProcIdentity(state["pid"], state["start_ticks"], state["boot_id"])
         return not procs.is_alive(ident)
 
@@ -46,6 +47,24 @@ def local_backend(runs_dir: Path) -> Backend:
         return LocalLauncher(runs_dir=runs_dir, slots=2, threads_per_trial=1, command=fake_command)
 
     return Backend("local", make, gone)
+
+
+@pytest.fixture(scope="session")
+def k8s_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """The loopback control plane: reused from `k8s-test-cluster.sh run`, else started for this session."""
+    from tests.cluster import k8s_support
+
+    if os.environ.get("OPENRL_K8S_TEST_STATE"):
+        yield k8s_support.K8sCluster(Path(os.environ["OPENRL_K8S_TEST_STATE"]))
+        return
+    reason = k8s_support.missing_reason()
+    if reason:
+        pytest.skip(reason)
+    state = tmp_path_factory.mktemp("k8s")
+    try:
+        yield k8s_support.start_cluster(state)
+    finally:
+        k8s_support.stop_cluster(state)
 
 
 @pytest.fixture(params=["local", pytest.param("k8s", marks=pytest.mark.k8s)])

@@ -1,0 +1,281 @@
+"""A test-only stand-in for a kubelet (and the scheduler) on the loopback control plane.
+
+Started by scripts/k8s-test-cluster.sh; never use it on a real cluster. It:
+- registers a Node (InternalIP 127.0.0.1, its own port as the kubelet endpoint) and heartbeats it;
+- binds pending pods whose nodeSelector and resources this node satisfies (others stay Pending
+  with PodScheduled=False, as on a cluster without a matching node);
+- runs each bound pod's single container as a local process group: `python` becomes this
+  interpreter, ConfigMap and emptyDir volumes become directories under --state-dir, PVCs map to
+  directories given by --pvc NAME=DIR, and every mountPath in the command, args, env and
+  workingDir is rewritten to its local directory;
+- reports phase, container state and exit code through the pod status API;
+- serves `/containerLogs/<ns>/<pod>/<container>` over HTTPS, which is where the real API server
+  proxies `kubectl logs` (pods/log) to, so logs flow through the API exactly as with a kubelet;
+- on pod deletion kills the process group and removes the pod; on SIGTERM kills everything and
+  deletes its Node.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import ssl
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+from kubernetes import client, config, watch
+from kubernetes.client.rest import ApiException
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from k8s_node_pods import PodProcess, satisfies  # noqa: E402
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class NodeAgent:
+    def __init__(self, args: argparse.Namespace) -> None:
+        config.load_kube_config(config_file=args.kubeconfig)
+        self.core = client.CoreV1Api()
+        self.node = args.node_name
+        self.port = args.port
+        self.state_dir = Path(args.state_dir)
+        self.pvcs = dict(item.split("=", 1) for item in args.pvc)
+        self.cpus = args.cpus
+        self.gpus = args.gpus
+        self.pods: dict[str, PodProcess] = {}  # pod uid -> process
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+
+    # ---- node -----------------------------------------------------------------------------
+    def node_status(self) -> dict:
+        capacity = {"cpu": str(self.cpus), "memory": "16Gi", "pods": "110"}
+        if self.gpus:
+            capacity["nvidia.com/gpu"] = str(self.gpus)
+        ready = {"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "test node agent",
+                 "lastHeartbeatTime": now(), "lastTransitionTime": now()}
+        return {"capacity": capacity, "allocatable": capacity, "conditions": [ready],
+                "addresses": [{"type": "InternalIP", "address": "127.0.0.1"},
+                              {"type": "Hostname", "address": self.node}],
+                "daemonEndpoints": {"kubeletEndpoint": {"Port": self.port}},
+                "nodeInfo": {"machineID": "", "systemUUID": "", "bootID": "", "kernelVersion": os.uname().release,
+                             "osImage": "openrl-agent test node", "containerRuntimeVersion": "local://0",
+                             "kubeletVersion": "v0.0.0-test", "kubeProxyVersion": "", "operatingSystem": "linux",
+                             "architecture": "amd64"}}
+
+    def register(self) -> None:
+        labels = {"kubernetes.io/hostname": self.node, "kubernetes.io/os": "linux", "openrl-agent/test-node": "true"}
+        body = {"metadata": {"name": self.node, "labels": labels}}
+        try:
+            self.core.create_node(body)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        self.core.patch_node_status(self.node, {"status": self.node_status()})
+
+    def heartbeat(self) -> None:
+        while not self.stop.wait(10):
+            try:
+                self.core.patch_node_status(self.node, {"status": self.node_status()})
+            except Exception as exc:  # the API server is going away at teardown
+                print(f"node agent: heartbeat failed: {exc}", file=sys.stderr)
+
+    # ---- scheduling -----------------------------------------------------------------------
+    def schedule_loop(self) -> None:
+        self._loop(self._schedule_event, field_selector="spec.nodeName=")
+
+    def _schedule_event(self, kind: str, pod: client.V1Pod) -> None:
+        if kind == "DELETED" or pod.spec.node_name or pod.metadata.deletion_timestamp:
+            return
+        node_labels = self.core.read_node(self.node).metadata.labels or {}
+        why = satisfies(pod, node_labels, {"nvidia.com/gpu": self.gpus})
+        if why:
+            cond = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                    "message": f"0/1 nodes are available: {why}", "lastTransitionTime": now()}
+            self.core.patch_namespaced_pod_status(pod.metadata.name, pod.metadata.namespace,
+                                                  {"status": {"conditions": [cond]}})
+            return
+        binding = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": pod.metadata.name},
+                   "target": {"apiVersion": "v1", "kind": "Node", "name": self.node}}
+        try:  # _preload_content=False: the client cannot parse the Binding it gets back
+            self.core.create_namespaced_pod_binding(pod.metadata.name, pod.metadata.namespace, binding,
+                                                    _preload_content=False)
+        except ApiException as exc:
+            if exc.status not in (404, 409):
+                raise
+
+    # ---- running --------------------------------------------------------------------------
+    def pod_loop(self) -> None:
+        self._loop(self._pod_event, field_selector=f"spec.nodeName={self.node}")
+
+    def _pod_event(self, kind: str, pod: client.V1Pod) -> None:
+        uid = pod.metadata.uid
+        with self.lock:
+            proc = self.pods.get(uid)
+        if kind == "DELETED" or pod.metadata.deletion_timestamp:
+            if proc is not None:
+                proc.kill()
+            with self.lock:
+                self.pods.pop(uid, None)
+            if kind != "DELETED":
+                self._remove(pod)
+            return
+        if proc is None and pod.status.phase in (None, "Pending"):
+            proc = PodProcess(pod, self.core, self.state_dir, self.pvcs, on_exit=self._report_exit)
+            with self.lock:
+                self.pods[uid] = proc
+            threading.Thread(target=self._start, args=(proc,), daemon=True).start()
+
+    def _start(self, proc: PodProcess) -> None:
+        try:
+            proc.start()
+        except Exception as exc:
+            proc.log_line(f"node agent: cannot start container: {exc}")
+            self._report_exit(proc, 128)
+            return
+        self._patch_status(proc, "Running", {"running": {"startedAt": proc.started_at}}, ready=True)
+
+    def _report_exit(self, proc: PodProcess, code: int) -> None:
+        sig = -code if code < 0 else None
+        exit_code = 128 + sig if sig else code
+        terminated = {"exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error",
+                      "startedAt": proc.started_at or now(), "finishedAt": now()}
+        if sig:
+            terminated["signal"] = sig
+        self._patch_status(proc, "Succeeded" if exit_code == 0 else "Failed", {"terminated": terminated}, ready=False)
+
+    def _patch_status(self, proc: PodProcess, phase: str, state: dict, ready: bool) -> None:
+        flag = "True" if ready else "False"
+        conds = [{"type": t, "status": s, "lastTransitionTime": now()} for t, s in
+                 (("PodScheduled", "True"), ("Initialized", "True"), ("ContainersReady", flag), ("Ready", flag))]
+        status = {"phase": phase, "hostIP": "127.0.0.1", "podIP": "127.0.0.1", "startTime": proc.started_at or now(),
+                  "conditions": conds,
+                  "containerStatuses": [{"name": proc.container_name, "image": proc.image, "imageID": "",
+                                         "ready": ready, "restartCount": 0, "started": phase == "Running",
+                                         "state": state}]}
+        try:
+            self.core.patch_namespaced_pod_status(proc.name, proc.namespace, {"status": status})
+        except ApiException as exc:
+            if exc.status != 404:  # deleted meanwhile: nothing to report to
+                raise
+
+    def _remove(self, pod: client.V1Pod) -> None:
+        """Finish a graceful deletion the way a kubelet does: delete with grace 0 once stopped."""
+        try:
+            self.core.delete_namespaced_pod(pod.metadata.name, pod.metadata.namespace, grace_period_seconds=0,
+                                            body={"preconditions": {"uid": pod.metadata.uid}})
+        except ApiException as exc:
+            if exc.status not in (404, 409):
+                raise
+
+    def _loop(self, handler, field_selector: str) -> None:
+        while not self.stop.is_set():
+            try:
+                stream = watch.Watch().stream(self.core.list_pod_for_all_namespaces, field_selector=field_selector,
+                                              timeout_seconds=30)
+                for event in stream:
+                    handler(event["type"], event["object"])
+                    if self.stop.is_set():
+                        return
+            except Exception as exc:
+                if not self.stop.is_set():
+                    print(f"node agent: watch ({field_selector}) restarting: {exc}", file=sys.stderr)
+                    self.stop.wait(1)
+
+    # ---- logs -----------------------------------------------------------------------------
+    def log_text(self, namespace: str, pod: str, query: dict[str, list[str]]) -> str | None:
+        with self.lock:
+            procs = [p for p in self.pods.values() if p.namespace == namespace and p.name == pod]
+        path = procs[0].log_path if procs else self.state_dir / "pods" / namespace / pod / "container.log"
+        if not path.exists():
+            return None
+        text = path.read_text(errors="replace")
+        if "tailLines" in query:
+            n = int(query["tailLines"][0])
+            text = "".join(text.splitlines(keepends=True)[-n:]) if n > 0 else ""
+        if "limitBytes" in query:
+            text = text[: int(query["limitBytes"][0])]
+        return text
+
+    def serve_logs(self, cert: str, key: str) -> ThreadingHTTPServer:
+        agent = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                url = urlparse(self.path)
+                parts = url.path.strip("/").split("/")
+                if url.path == "/healthz":
+                    return self._send(200, "ok")
+                if len(parts) == 4 and parts[0] == "containerLogs":
+                    text = agent.log_text(parts[1], parts[2], parse_qs(url.query))
+                    return self._send(404, "pod not found") if text is None else self._send(200, text)
+                self._send(404, "not found")
+
+            def _send(self, code: int, text: str) -> None:
+                data = text.encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server
+
+    # ---- teardown -------------------------------------------------------------------------
+    def shutdown(self) -> None:
+        self.stop.set()
+        with self.lock:
+            procs = list(self.pods.values())
+        for proc in procs:
+            proc.kill()
+        try:
+            self.core.delete_node(self.node, _request_timeout=5)
+        except Exception:
+            pass
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kubeconfig", required=True)
+    parser.add_argument("--node-name", default="openrl-test-node")
+    parser.add_argument("--state-dir", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--tls-cert", required=True)
+    parser.add_argument("--tls-key", required=True)
+    parser.add_argument("--pvc", action="append", default=[], help="NAME=DIR: a PersistentVolumeClaim's local dir")
+    parser.add_argument("--cpus", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--gpus", type=int, default=0)
+    args = parser.parse_args()
+    agent = NodeAgent(args)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    agent.serve_logs(args.tls_cert, args.tls_key)
+    agent.register()
+    for target in (agent.heartbeat, agent.schedule_loop, agent.pod_loop):
+        threading.Thread(target=target, daemon=True).start()
+    print(json.dumps({"node": agent.node, "port": agent.port, "ready": True}), flush=True)
+    while not done.wait(1):
+        pass
+    agent.shutdown()
+    time.sleep(0.2)
+
+
+if __name__ == "__main__":
+    main()

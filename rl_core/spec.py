@@ -4,6 +4,9 @@ Torch-free on purpose: the agent, the CLI and the cluster launchers import this 
 validate specs without paying for (or having) torch. One dataclass per component, each
 validated in `__post_init__`; every message names the field and says the fix.
 
+Keys starting with "_" (e.g. "_comment") are documentation and are ignored, so example specs
+can explain themselves in plain JSON; every other unknown key is an error.
+
 Defaults are the stable corner measured in ../shared/notes/grpo-calibration.md (third round):
 rollouts at T=0.7, binary execution reward, no std scaling, lr 1e-4 with 10 warmup steps,
 full fine-tuning of the tiny policy, dynamic sampling, 2 PPO epochs, clip 0.2/0.28.
@@ -192,6 +195,7 @@ class TrialSpec:
     @classmethod
     def from_json(cls, data: Any) -> TrialSpec:
         _check(isinstance(data, dict), "a trial spec must be a JSON object")
+        data = _without_comments(data)
         top = {f.name for f in fields(cls)}
         _reject_unknown(data, top, "")
         kwargs: dict[str, Any] = {}
@@ -201,6 +205,7 @@ class TrialSpec:
                 kwargs[key] = value
                 continue
             _check(isinstance(value, dict), f"{key} must be a JSON object")
+            value = _without_comments(value)
             _reject_unknown(value, {f.name for f in fields(section)}, key + ".")
             kwargs[key] = section(**value)
         return cls(**kwargs)
@@ -220,6 +225,10 @@ class TrialSpec:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         write_json_atomic(Path(path), self.to_json())
+
+
+def _without_comments(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in data.items() if not (isinstance(k, str) and k.startswith("_"))}
 
 
 def _reject_unknown(data: dict[str, Any], known: set[str], prefix: str) -> None:

@@ -80,3 +80,12 @@ def test_load_reports_unreadable_and_invalid_json(tmp_path):
 def test_spec_module_does_not_import_torch():
     code = "import sys, rl_core.spec; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_underscore_keys_are_comments_and_the_example_spec_is_valid():
+    data = {"_comment": "top", "hparams": {"_comment": "inner", "group_size": 4}}
+    assert TrialSpec.from_json(data).hparams.group_size == 4
+    from pathlib import Path
+
+    example = TrialSpec.load(Path(__file__).parents[2] / "examples" / "trial.json")
+    assert example.model == "builtin:tiny-gemma" and example.budget.max_steps

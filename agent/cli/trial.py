@@ -1,0 +1,38 @@
+"""`openrl-agent trial ...`: run one GRPO trial from a spec file, as a launcher would."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from agent.cli.common import console, fail
+
+app = typer.Typer(help="Run a single GRPO trial from a JSON spec.", no_args_is_help=True)
+
+
+@app.command("run")
+def run(
+    spec: Path = typer.Argument(..., help="trial spec JSON (see examples/trial.json)"),
+    out: Path | None = typer.Option(None, "--out", help="trial directory (default: runs/trials/<trial_id>)"),
+    resume: bool = typer.Option(False, "--resume", help="continue from the latest checkpoint in --out"),
+) -> None:
+    """Train, evaluate and write the trial directory; progress lines stream to stdout."""
+    from rl_core.spec import SpecError, TrialSpec  # torch-free: validate before loading anything heavy
+
+    try:
+        trial_spec = TrialSpec.load(spec)
+    except SpecError as exc:
+        fail(str(exc))
+    from rl_core.trial import run_trial  # lazy: pulls in torch and transformers
+
+    out_dir = out or Path("runs/trials") / trial_spec.trial_id
+    result = run_trial(trial_spec, out_dir, resume=resume)
+    if result["status"] != "succeeded":
+        error = result["error"] or {}
+        fail(f"trial {trial_spec.trial_id} failed ({error.get('kind')}): {error.get('message')}")
+    m = result["metrics"]
+    before = m.get("dev_accuracy_before")
+    before_text = f"{before:.3f} -> " if before is not None else ""
+    console.print(f"trial {trial_spec.trial_id} succeeded: dev accuracy {before_text}{m['dev_accuracy_after']:.3f} "
+                  f"(±{m['dev_stderr_after']:.3f}, n={m['dev_n']}) in {m['steps']} steps; {out_dir}/result.json")

@@ -1,0 +1,236 @@
+"""Load a policy for GRPO: a built-in tiny Gemma, a local Hugging Face directory, or a Hub id.
+
+    policy = load_policy("builtin:tiny-gemma", lora_rank=16)
+    policy.model       # a causal LM (a peft PeftModel when lora_rank > 0), on CPU, eval mode
+    policy.tokenizer   # fast tokenizer, pad/eos/bos set, padding_side="left" for generation
+    policy.prompt_style  # "plain" (base / built-in models) or "chat" (instruct models with a chat template)
+
+lora_rank 0 means full fine-tuning; > 0 wraps the model with a peft LoRA adapter so only the
+adapter trains, and `policy.reference()` (the adapter disabled) is the KL reference with no
+second copy of the weights. The caller moves the model to its device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+BUILTIN_PREFIX = "builtin:"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+_INSTRUCT_NAME = re.compile(r"(-it\b|-it-|instruct|chat)", re.IGNORECASE)
+_DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+class PolicyLoadError(ValueError):
+    """The model name cannot be loaded; the message says how to fix it."""
+
+
+@dataclass
+class Policy:
+    model: Any
+    tokenizer: Any
+    prompt_style: str  # "plain" | "chat"
+    name: str  # the name it was loaded by, e.g. "builtin:tiny-gemma"
+    path: str = ""  # directory the weights came from
+    lora_rank: int = 0
+
+    @contextlib.contextmanager
+    def reference(self) -> Iterator[Any]:
+        """The frozen reference policy (LoRA disabled) for the KL term: `with policy.reference() as ref:`."""
+        if self.lora_rank == 0:
+            raise ValueError("full fine-tuning has no adapter to disable: keep a frozen copy as the reference, or use lora_rank > 0")
+        with self.model.disable_adapter():
+            yield self.model
+
+    def trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+
+
+def load_policy(
+    model: str,
+    *,
+    lora_rank: int = 0,
+    lora_alpha: int = 32,
+    lora_dropout: float = 0.0,
+    target_modules: str | list[str] = "all-linear",
+    seed: int = 0,
+    dtype: str = "auto",
+) -> Policy:
+    """Resolve `model` to weights + tokenizer, optionally wrap with LoRA. Raises PolicyLoadError on bad names."""
+    if lora_rank < 0:
+        raise PolicyLoadError(f"lora_rank must be >= 0 (0 = full fine-tuning), got {lora_rank}")
+    if dtype not in _DTYPES:
+        raise PolicyLoadError(f"unknown dtype {dtype!r}: use one of {', '.join(_DTYPES)}")
+    path, builtin = _resolve(model, seed)
+    torch_dtype = _torch_dtype(dtype, builtin)
+    lm, tokenizer = _load_dir(path, torch_dtype)
+    style = "chat" if (not builtin and tokenizer.chat_template and _INSTRUCT_NAME.search(model)) else "plain"
+    if lora_rank > 0:
+        lm = _wrap_lora(lm, lora_rank, lora_alpha, lora_dropout, target_modules, seed)
+    lm.eval()
+    return Policy(model=lm, tokenizer=tokenizer, prompt_style=style, name=model, path=str(path), lora_rank=lora_rank)
+
+
+def _resolve(model: str, seed: int) -> tuple[Path | str, bool]:
+    """(directory or Hub id to load, whether it is a built-in). Builds a built-in on first use."""
+    if model.startswith(BUILTIN_PREFIX):
+        from rl_core.tiny_gemma import RECIPES, ensure_built
+
+        name = model[len(BUILTIN_PREFIX) :]
+        if name not in RECIPES:
+            choices = ", ".join(BUILTIN_PREFIX + n for n in sorted(RECIPES))
+            raise PolicyLoadError(f"unknown built-in model {model!r}: choose one of {choices}")
+        return ensure_built(name, seed=0), True  # one cached build serves every trial seed
+    imported = _imported_dir(model)
+    if imported is not None:
+        return Path(imported), False
+    local = Path(model).expanduser()
+    if local.exists() or _looks_like_path(model):
+        return _check_dir(local), False
+    if not _HUB_ID.match(model):
+        raise PolicyLoadError(
+            f"model {model!r} is neither a built-in (builtin:tiny-gemma), an existing local directory, "
+            "nor a Hub id like 'google/gemma-3-270m'"
+        )
+    return _hub_snapshot(model), False
+
+
+def _imported_dir(model: str) -> str | None:
+    """A GGUF file, a packaged model name or an earlier import, converted once by rl_core.gguf."""
+    try:
+        from rl_core.gguf import ModelImportError, resolve_model_name
+    except ImportError:  # the GGUF importer is optional
+        return None
+    try:
+        return resolve_model_name(model)
+    except ModelImportError as exc:
+        raise PolicyLoadError(str(exc)) from exc
+
+
+def imported_models() -> list[tuple[str, str]]:
+    """(name, directory) of every model imported into the cache (GGUF conversions)."""
+    try:
+        from rl_core.gguf import list_cached_models
+    except ImportError:
+        return []
+    return [(m.name, str(m.path)) for m in list_cached_models()]
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith(("/", "./", "../", "~")) or (os.sep in name and name.count("/") != 1)
+
+
+def _check_dir(path: Path) -> Path:
+    if not path.exists():
+        raise PolicyLoadError(f"model directory {str(path)!r} does not exist: pass a directory written by save_pretrained, or builtin:tiny-gemma")
+    if not path.is_dir() or not (path / "config.json").is_file():
+        raise PolicyLoadError(
+            f"{str(path)!r} is not a Hugging Face model directory (no config.json): "
+            "pass a directory written by save_pretrained (config.json, weights, tokenizer files)"
+        )
+    if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
+        raise PolicyLoadError(f"{str(path)!r} has a config.json but no weights (*.safetensors or *.bin): re-save the model with save_pretrained")
+    return path
+
+
+def _hub_snapshot(repo_id: str) -> Path:
+    """A local snapshot of a Hub model: the local HF cache first, the network only when reachable."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError):
+        pass
+    offline_hint = (
+        "download it where the Hub is reachable (e.g. `huggingface-cli download "
+        f"{repo_id} --local-dir DIR`) and pass that local directory instead, or use builtin:tiny-gemma"
+    )
+    endpoint = os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
+    if _offline_flag() or not _reachable(endpoint):
+        raise PolicyLoadError(f"the Hugging Face Hub ({endpoint}) is not reachable, so {repo_id!r} cannot be fetched: {offline_hint}")
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+    except (HfHubHTTPError, OSError) as exc:
+        raise PolicyLoadError(f"could not fetch {repo_id!r} from the Hub ({exc.__class__.__name__}: {exc}); {offline_hint}") from exc
+
+
+def _offline_flag() -> bool:
+    return any(os.environ.get(k, "").lower() in ("1", "true", "yes", "on") for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def _reachable(endpoint: str, timeout: float = 3.0) -> bool:
+    """One TCP connect with a short timeout, so an offline machine fails at once instead of retrying."""
+    url = urlparse(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _torch_dtype(dtype: str, builtin: bool):
+    """'auto': float32 for the built-ins; for other models bf16 on a GPU or CPU with native bf16, else float32.
+
+    CPUs without bf16 dot products run bf16 matmuls far slower than fp32, hence the check.
+    """
+    import torch
+
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    if builtin:
+        return torch.float32
+    if torch.cuda.is_available():
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    return torch.bfloat16 if _cpu_has_bf16() else torch.float32
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _load_dir(path: Path | str, torch_dtype) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+    except (OSError, ValueError, KeyError) as exc:
+        raise PolicyLoadError(f"could not load a causal LM from {str(path)!r}: {exc}") from exc
+    if not getattr(tokenizer, "is_fast", False):
+        raise PolicyLoadError(f"{str(path)!r} has no fast tokenizer (tokenizer.json): re-save it with a transformers fast tokenizer")
+    if tokenizer.eos_token_id is None:
+        raise PolicyLoadError(f"the tokenizer in {str(path)!r} defines no eos token: set eos_token in tokenizer_config.json")
+    if tokenizer.pad_token_id is None:  # generation pads; eos is the usual stand-in
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    gen = lm.generation_config
+    gen.pad_token_id = tokenizer.pad_token_id
+    if gen.eos_token_id is None:
+        gen.eos_token_id = tokenizer.eos_token_id
+    return lm, tokenizer
+
+
+def _wrap_lora(lm, rank: int, alpha: int, dropout: float, target_modules, seed: int):
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)  # adapter init (A is random) is then reproducible per trial seed
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, task_type="CAUSAL_LM")
+    try:
+        return get_peft_model(lm, config)
+    except ValueError as exc:
+        raise PolicyLoadError(f"LoRA target_modules={target_modules!r} do not fit this model ({exc}); use 'all-linear'") from exc

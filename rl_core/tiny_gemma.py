@@ -1,0 +1,253 @@
+"""The built-in policies: a Gemma 3 architecture small enough for GRPO on a 2-core CPU, no download.
+
+`builtin:tiny-gemma` = byte-level BPE trained on the built-in benchmark's text + a randomly
+initialised `Gemma3ForCausalLM` + a short supervised warm start on part of the train split, with
+the exact prompt the RL stage uses. The warm start is deliberately short: the point is headroom
+(greedy dev accuracy well below pass@8 at the rollout temperature) so GRPO has failures that
+sampling can find and fix (see ../shared/notes/grpo-calibration.md, round 3).
+`builtin:micro-gemma` = the same tokenizer and architecture family at micro size, random init,
+no warm start: a model that builds in seconds for tests.
+
+Both are built on first use into the cache (`models/<name>-<version>-s<seed>`), atomically, and
+saved with `save_pretrained`, so they load like any Hugging Face directory. Bump `version` in a
+recipe whenever the recipe changes: that is what makes a stale cache rebuild.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from rl_core.cache import build_once, models_dir
+
+SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>"]  # ids 0, 1, 2 as in Gemma's own vocabulary
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that determines a built model; `version` names it in the cache."""
+
+    name: str
+    version: str
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    intermediate_size: int
+    vocab_size: int  # BPE target size, special tokens included
+    sft_examples: int = 0  # train examples the warm start sees (0 = no warm start)
+    sft_steps: int = 0
+    sft_batch: int = 32
+    sft_lr: float = 2e-3
+    max_positions: int = 2048
+
+
+RECIPES: dict[str, Recipe] = {
+    "tiny-gemma": Recipe(
+        name="tiny-gemma", version="1",
+        hidden_size=192, num_layers=4, num_heads=4, num_kv_heads=2, head_dim=48, intermediate_size=576,
+        vocab_size=1024, sft_examples=500, sft_steps=60, sft_batch=32, sft_lr=2e-3,
+    ),
+    "micro-gemma": Recipe(
+        name="micro-gemma", version="1",
+        hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, head_dim=16, intermediate_size=64,
+        vocab_size=1024,
+    ),
+}
+
+
+@dataclass
+class BuildInfo:
+    """What a build produced; saved as build_info.json next to the weights."""
+
+    recipe: dict
+    seed: int
+    parameters: int
+    vocab_size: int
+    build_seconds: float
+    sft_losses: list[float] = field(default_factory=list)
+    prompt_tokens_mean: float = 0.0
+
+
+def cached_path(name: str, seed: int = 0) -> Path:
+    recipe = _recipe(name)
+    return models_dir() / f"{recipe.name}-v{recipe.version}-s{seed}"
+
+
+def ensure_built(name: str, seed: int = 0, log: Callable[[str], None] | None = None) -> Path:
+    """Directory of the built model `name` ("tiny-gemma" / "micro-gemma"), building it if needed."""
+    recipe = _recipe(name)
+    return build_once(cached_path(name, seed), lambda tmp: build(recipe, tmp, seed=seed, log=log))
+
+
+def _recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise ValueError(f"unknown built-in model {name!r}: choose one of {', '.join(sorted(RECIPES))}")
+    return RECIPES[name]
+
+
+# --------------------------------------------------------------------------- data
+
+
+def builtin_env():
+    """The built-in benchmark's environment with the plain prompt style the RL stage uses."""
+    from sql_env import SQLEnvironment
+
+    return SQLEnvironment(dataset="builtin", prompt_style="plain")
+
+
+def sft_pairs(env, ids) -> list[tuple[str, str]]:
+    """(prompt, gold SQL) for the warm start; the SFT code appends eos so the model learns to stop."""
+    return [(env.prompt(i), env.example(i).gold_sql) for i in ids]
+
+
+def tokenizer_corpus(env) -> list[str]:
+    """Train questions, gold SQL and every schema's DDL (through the prompts, which embed it)."""
+    ids = env.example_ids("train")
+    prompts = {env.example(i).db_id: env.prompt(i) for i in ids}  # one prompt per database carries its DDL
+    return [env.question(i) for i in ids] + [env.example(i).gold_sql for i in ids] + list(prompts.values())
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+def train_tokenizer(texts: list[str], vocab_size: int):
+    """Byte-level BPE (digits one per token, so numbers are copied digit by digit) as a HF fast tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 2)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", padding_side="left"
+    )
+
+
+def gemma_config(recipe: Recipe, vocab_size: int):
+    from transformers import Gemma3TextConfig
+
+    return Gemma3TextConfig(
+        vocab_size=vocab_size,
+        hidden_size=recipe.hidden_size,
+        intermediate_size=recipe.intermediate_size,
+        num_hidden_layers=recipe.num_layers,
+        num_attention_heads=recipe.num_heads,
+        num_key_value_heads=recipe.num_kv_heads,
+        head_dim=recipe.head_dim,
+        query_pre_attn_scalar=recipe.head_dim,
+        max_position_embeddings=recipe.max_positions,
+        sliding_window=recipe.max_positions,
+        # All layers global: prompts are far shorter than any window, and the hybrid sliding-window
+        # cache made CPU generation about 2x slower in our measurement.
+        layer_types=["full_attention"] * recipe.num_layers,
+        tie_word_embeddings=True,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
+    )
+
+
+def build(recipe: Recipe, out_dir: Path, *, seed: int = 0, log: Callable[[str], None] | None = None) -> BuildInfo:
+    """Train the tokenizer, initialise the model, run the warm start, save everything into out_dir."""
+    import torch
+    from transformers import Gemma3ForCausalLM, GenerationConfig
+
+    from rl_core.sft import SFTConfig, train_sft
+
+    say = log or (lambda _msg: None)
+    started = time.monotonic()
+    env = builtin_env()
+    train_ids = env.example_ids("train")
+    tokenizer = train_tokenizer(tokenizer_corpus(env), recipe.vocab_size)
+    say(f"tokenizer: {len(tokenizer)} tokens")
+
+    torch.manual_seed(seed)
+    model = Gemma3ForCausalLM(gemma_config(recipe, len(tokenizer))).float()
+    n_params = sum(p.numel() for p in model.parameters())
+    say(f"model: Gemma3ForCausalLM, {n_params:,} parameters")
+
+    chosen = random.Random(seed).sample(train_ids, min(recipe.sft_examples, len(train_ids)))
+    pairs = sft_pairs(env, sorted(chosen, key=train_ids.index))
+    prompt_tokens = [len(ids) for ids in tokenizer([env.prompt(i) for i in train_ids])["input_ids"]]
+    env.close()
+    losses: list[float] = []
+    if recipe.sft_steps and pairs:
+        cfg = SFTConfig(steps=recipe.sft_steps, batch_size=recipe.sft_batch, lr=recipe.sft_lr, seed=seed)
+
+        def on_step(step: int, loss: float) -> None:
+            if step % 10 == 0 or step == cfg.steps - 1:
+                say(f"warm start step {step + 1}/{cfg.steps} loss {loss:.3f}")
+
+        with _deterministic(torch):
+            losses = train_sft(model, tokenizer, pairs, cfg, on_step=on_step)
+    model.eval()
+    model.generation_config = GenerationConfig(
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id, do_sample=False,
+    )
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    info = BuildInfo(
+        recipe=asdict(recipe), seed=seed, parameters=n_params, vocab_size=len(tokenizer),
+        build_seconds=round(time.monotonic() - started, 2), sft_losses=[round(x, 4) for x in losses],
+        prompt_tokens_mean=round(sum(prompt_tokens) / len(prompt_tokens), 1),
+    )
+    (out_dir / "build_info.json").write_text(json.dumps(asdict(info), indent=1))
+    return info
+
+
+class _deterministic:
+    """Deterministic kernels during the build only (they are cheap on CPU), restored afterwards."""
+
+    def __init__(self, torch_module):
+        self.torch = torch_module
+
+    def __enter__(self):
+        self.previous = self.torch.are_deterministic_algorithms_enabled()
+        self.torch.use_deterministic_algorithms(True, warn_only=True)
+
+    def __exit__(self, *exc):
+        self.torch.use_deterministic_algorithms(self.previous)
+
+
+def read_build_info(path: Path) -> dict:
+    info = Path(path) / "build_info.json"
+    return json.loads(info.read_text()) if info.is_file() else {}
+
+
+def evaluate_dev(path: Path | str, *, limit: int = 400, pass_k: int = 0, temperature: float = 0.7,
+                 max_new_tokens: int = 128) -> dict:
+    """Greedy dev execution accuracy of a model directory on the built-in benchmark (and pass@k if asked)."""
+    from rl_core.engine import HFEngine
+    from rl_core.evaluate import greedy_accuracy, pass_at_k
+    from rl_core.policy import load_policy
+
+    policy = load_policy(str(path))
+    with builtin_env() as env:
+        ids = env.example_ids("dev")[:limit] if limit else env.example_ids("dev")
+        engine = HFEngine(policy.model, policy.tokenizer, stop_strings=getattr(env, "stop_strings", ()))
+        greedy = greedy_accuracy(engine, env, ids, max_new_tokens=max_new_tokens)
+        report = {"n": greedy.n, "greedy": greedy.accuracy, "greedy_stderr": greedy.stderr}
+        if pass_k:
+            import torch
+
+            torch.manual_seed(0)
+            report["pass_k"], report["sample_mean"] = pass_at_k(
+                engine, env, ids, k=pass_k, temperature=temperature, top_p=1.0, max_new_tokens=max_new_tokens)
+    return report

@@ -80,43 +80,60 @@ class HFEngine:
     def generate(self, prompts: Sequence[str], *, n: int, temperature: float, top_p: float,
                  max_new_tokens: int) -> list[list[Completion]]:
         prompt_ids = [encode_prompt(self.tokenizer, p) for p in prompts]
-        flat = [ids for ids in prompt_ids for _ in range(n)]
+        per_call = max(1, self.max_batch // n)
         out: list[Completion] = []
-        for start in range(0, len(flat), self.max_batch):
-            out.extend(self._generate_batch(flat[start:start + self.max_batch], temperature, top_p,
+        for start in range(0, len(prompt_ids), per_call):
+            out.extend(self._generate_batch(prompt_ids[start:start + per_call], n, temperature, top_p,
                                             max_new_tokens))
         return [out[i * n:(i + 1) * n] for i in range(len(prompts))]
 
-    def _generate_batch(self, batch: list[list[int]], temperature: float, top_p: float,
+    def _generate_batch(self, prompts: list[list[int]], n: int, temperature: float, top_p: float,
                         max_new_tokens: int) -> list[Completion]:
-        width = max(len(ids) for ids in batch)
+        width = max(len(ids) for ids in prompts)
         device = next(self.model.parameters()).device
-        input_ids_BL = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-        mask_BL = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, ids in enumerate(batch):  # left padding: every completion starts at column `width`
-            input_ids_BL[row, width - len(ids):] = torch.tensor(ids)
-            mask_BL[row, width - len(ids):] = 1
+        input_ids_PL = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        mask_PL = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, ids in enumerate(prompts):  # left padding: every completion starts at column `width`
+            input_ids_PL[row, width - len(ids):] = torch.tensor(ids)
+            mask_PL[row, width - len(ids):] = 1
+        input_ids_PL, mask_PL = input_ids_PL.to(device), mask_PL.to(device)
         sampling: dict[str, Any] = {"do_sample": False}
         if temperature > 0:
             sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
         was_training = self.model.training
         self.model.eval()
         try:
+            cache = self._shared_prefill(input_ids_PL, mask_PL, n) if n > 1 and width > 1 else None
             seq_BS = self.model.generate(
-                input_ids=input_ids_BL.to(device), attention_mask=mask_BL.to(device),
-                max_new_tokens=max_new_tokens, eos_token_id=self.stop_ids, pad_token_id=self.pad_id,
-                use_cache=True, **sampling)
+                input_ids=input_ids_PL.repeat_interleave(n, 0), attention_mask=mask_PL.repeat_interleave(n, 0),
+                cache=cache, max_new_tokens=max_new_tokens, eos_token_id=self.stop_ids,
+                pad_token_id=self.pad_id, use_cache=True, **sampling)
         finally:
             self.model.train(was_training)
         stops = set(self.stop_ids)
         completions = []
-        for row, ids in enumerate(batch):
+        for row, ids in enumerate(ids for ids in prompts for _ in range(n)):
             tokens = seq_BS[row, width:].tolist()
             end = next((i + 1 for i, t in enumerate(tokens) if t in stops), None)
             tokens = tokens[:end] if end is not None else tokens
             text = self.tokenizer.decode(tokens, skip_special_tokens=True)
             completions.append(Completion(list(ids), tokens, text, end is not None))
         return completions
+
+
+    def _shared_prefill(self, input_ids_PL: torch.Tensor, mask_PL: torch.Tensor, n: int) -> Any:
+        """KV cache of each prompt (all but its last token) computed once, then copied n times.
+
+        `generate` would otherwise encode every prompt n times; on CPU with schema-long prompts
+        that prefill is a large share of a step. `generate` then feeds only the last prompt token.
+        """
+        positions_PL = (mask_PL.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(input_ids=input_ids_PL[:, :-1], attention_mask=mask_PL[:, :-1],
+                         position_ids=positions_PL[:, :-1], use_cache=True)
+        cache = out.past_key_values
+        for layer in cache.layers:
+            layer.batch_repeat_interleave(n)
+        return cache
 
 
 class VLLMEngine:

@@ -127,8 +127,8 @@ class GRPOTrainer:
                                         temperature=hp.temperature, top_p=hp.top_p,
                                         max_new_tokens=hp.max_new_tokens)
             t1 = time.perf_counter()
-            groups = [Group(i, comps, self.env.score(i, [c.text for c in comps]))
-                      for i, comps in zip(ids, outs, strict=True)]
+            groups = [Group(i, comps, results) for i, comps, results
+                      in zip(ids, outs, self._score(ids, outs), strict=True)]
             t_gen, t_score = t_gen + t1 - t0, t_score + time.perf_counter() - t1
             generated.extend(groups)
             rewards_PG = torch.tensor([[r.reward for r in g.results] for g in groups], dtype=torch.float32)
@@ -136,6 +136,13 @@ class GRPOTrainer:
             if len(kept) >= hp.prompts_per_step:
                 break
         return generated, kept[:hp.prompts_per_step], {"t_generate": t_gen, "t_score": t_score}
+
+    def _score(self, ids: list[str], outs: list[list[Completion]]) -> list[list[StepResult]]:
+        texts = [[c.text for c in comps] for comps in outs]
+        score_many = getattr(self.env, "score_many", None)  # optional batched fast path
+        if score_many is not None:
+            return score_many(list(zip(ids, texts, strict=True)))
+        return [self.env.score(i, t) for i, t in zip(ids, texts, strict=True)]
 
     # ---- update ---------------------------------------------------------------------------
     def _collate(self, seqs: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:

@@ -139,8 +139,11 @@ def execute(spec: TrialSpec, out: TrialDir, *, resume: bool, t_start: float) -> 
     torch.manual_seed(spec.seed)
     policy = _load_policy(spec)
     env = _build_env(spec, policy)
-    train_ids = list(env.example_ids(spec.train_split))
-    dev_ids = list(env.example_ids(spec.eval.split))[: spec.eval.limit or None]
+    try:
+        train_ids = list(env.example_ids(spec.train_split))
+        dev_ids = list(env.example_ids(spec.eval.split))[: spec.eval.limit or None]
+    except (ValueError, FileNotFoundError) as exc:  # unknown dataset or split
+        raise TrialError("bad_spec", str(exc)) from exc
     for split, ids in ((spec.train_split, train_ids), (spec.eval.split, dev_ids)):
         if not ids:
             raise TrialError("bad_spec", f"split {split!r} of dataset {spec.dataset!r} is empty; pick another split")
@@ -226,9 +229,7 @@ def _build_env(spec: TrialSpec, policy: Any) -> Any:
     import sql_env
 
     try:
-        reward = sql_env.RewardSpec.from_json(spec.reward.to_json() if hasattr(spec.reward, "to_json")
-                                              else {"components": spec.reward.components,
-                                                    "params": spec.reward.params})
+        reward = sql_env.RewardSpec.from_json({"components": spec.reward.components, "params": spec.reward.params})
         return sql_env.SQLEnvironment(dataset=spec.dataset, reward=reward, prompt_style=policy.prompt_style,
                                       tokenizer=policy.tokenizer)
     except (ValueError, KeyError, FileNotFoundError) as exc:

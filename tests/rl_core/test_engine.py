@@ -84,3 +84,12 @@ def test_vllm_engine_missing_is_a_clear_error(setup):
             VLLMEngine(model, tok)
     else:
         pytest.skip("vllm is installed; the missing-vllm message is not reachable")
+
+
+def test_shared_prefill_gives_the_same_tokens_as_plain_generate(setup):
+    model, tok = setup
+    engine = HFEngine(model, tok)
+    prompts = ["ab", "select abc from t where x"]
+    shared = engine.generate(prompts, n=2, temperature=0.0, top_p=1.0, max_new_tokens=8)
+    plain = [[c] * 2 for (c,) in engine.generate(prompts, n=1, temperature=0.0, top_p=1.0, max_new_tokens=8)]
+    assert [[c.token_ids for c in g] for g in shared] == [[c.token_ids for c in g] for g in plain]

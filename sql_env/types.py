@@ -22,6 +22,8 @@ class Example:
     evidence: str | None = None
     difficulty: Difficulty | None = None
     family: str | None = None  # question family (built-in only), e.g. "filter_range"
+    # built-in dev/test only: what train lacks ("composition": schema x family, "phrasing")
+    holdout: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}

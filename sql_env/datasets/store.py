@@ -1,0 +1,122 @@
+"""Dataset folders on disk: `manifest.json`, `<split>.jsonl`, `databases/<db_id>.duckdb`.
+
+A folder is built in a staging sibling and renamed into place, so a reader never sees half a
+dataset and two processes building the same one at once both end up with one complete copy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterable
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from sql_env.types import Example
+
+MANIFEST = "manifest.json"
+
+
+class DatasetError(ValueError):
+    """A dataset name, path or split that does not exist; the message says what would work."""
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("OPENRL_AGENT_CACHE", "~/.cache/openrl-agent")).expanduser() / "datasets"
+
+
+def staging_dir(final: Path) -> Path:
+    staging = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "databases").mkdir(parents=True)
+    return staging
+
+
+def publish(staging: Path, final: Path, force: bool) -> Path:
+    """Move a finished staging folder to `final` (replacing it only when `force`)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.exists() and force:
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+        shutil.rmtree(old, ignore_errors=True)
+    try:
+        os.replace(staging, final)
+    except OSError:
+        # Someone else published first; theirs is complete, so keep it and drop ours.
+        if not (final / MANIFEST).exists():
+            raise
+        shutil.rmtree(staging, ignore_errors=True)
+    return final
+
+
+def write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def write_split(folder: Path, split: str, examples: Iterable[Example]) -> int:
+    tmp = folder / f"{split}.jsonl.tmp"
+    n = 0
+    with tmp.open("w") as fh:
+        for ex in examples:
+            fh.write(json.dumps(ex.to_json(), ensure_ascii=False) + "\n")
+            n += 1
+    os.replace(tmp, folder / f"{split}.jsonl")
+    return n
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / MANIFEST).read_text())
+
+
+def dataset_dir(name_or_path: str | os.PathLike) -> Path:
+    """Resolve 'builtin' (built on first use), a dataset folder, or a name under the cache."""
+    text = str(name_or_path)
+    if text == "builtin":
+        from sql_env.datasets.builtin.build import build_builtin
+
+        return build_builtin()
+    path = Path(text).expanduser()
+    if (path / MANIFEST).is_file():
+        return path
+    named = cache_root() / text
+    if "/" not in text and (named / MANIFEST).is_file():
+        return named
+    if path.exists():
+        raise DatasetError(f"{path} is not a dataset folder (no {MANIFEST}); "
+                           "build one with `openrl-agent data import`")
+    raise DatasetError(f"unknown dataset {text!r}: use 'builtin', a dataset folder with {MANIFEST}, "
+                       "or a name created by `openrl-agent data import`")
+
+
+def database_path(name_or_path: str | os.PathLike, db_id: str) -> Path:
+    folder = dataset_dir(name_or_path)
+    path = folder / "databases" / f"{db_id}.duckdb"
+    if not path.is_file():
+        known = sorted(p.stem for p in (folder / "databases").glob("*.duckdb"))
+        shown = ", ".join(known[:10]) + (" ..." if len(known) > 10 else "")
+        raise DatasetError(f"dataset {folder.name} has no database {db_id!r} (it has: {shown})")
+    return path
+
+
+def splits_of(folder: Path) -> list[str]:
+    return sorted(p.stem for p in folder.glob("*.jsonl"))
+
+
+@lru_cache(maxsize=32)
+def _read_split(path: str, mtime_ns: int) -> tuple[Example, ...]:
+    with open(path) as fh:
+        return tuple(Example.from_json(json.loads(line)) for line in fh if line.strip())
+
+
+def load_dataset(name_or_path: str | os.PathLike, split: str) -> list[Example]:
+    """Examples of one split: `load_dataset("builtin", "dev")` or `load_dataset("/data/spider", "dev")`."""
+    folder = dataset_dir(name_or_path)
+    path = folder / f"{split}.jsonl"
+    if not path.is_file():
+        raise DatasetError(f"dataset {folder.name} has no split {split!r} "
+                           f"(it has: {', '.join(splits_of(folder)) or 'none'})")
+    return list(_read_split(str(path), path.stat().st_mtime_ns))

@@ -94,7 +94,13 @@ def results_match(
     mode: MatchMode = "spider",
 ) -> bool:
     """True when the predicted result equals the gold result under `mode`'s rules (module docstring)."""
-    pred, gold = normalize_rows(pred_rows), normalize_rows(gold_rows)
+    return normalized_results_match(normalize_rows(pred_rows), normalize_rows(gold_rows), order_matters, mode)
+
+
+def normalized_results_match(
+    pred: list[tuple], gold: list[tuple], order_matters: bool, mode: MatchMode = "spider"
+) -> bool:
+    """`results_match` on rows already passed through `normalize_rows` (lets callers cache gold's)."""
     if mode == "bird":
         return set(pred) == set(gold)
     if mode != "spider":

@@ -240,8 +240,8 @@ class Sandbox:
             self._local.cursor = cursor
         return cursor
 
-    def _check(self, sql: str | bytes) -> tuple[str | None, Execution | None]:
-        """Text and statement checks; returns (sql, None) to run it or (None, verdict)."""
+    def _check(self, sql: str | bytes) -> tuple[duckdb.Statement | None, Execution | None]:
+        """Text and statement checks; returns (parsed statement, None) to run it or (None, verdict)."""
         if isinstance(sql, bytes):
             try:
                 sql = sql.decode("utf-8")
@@ -267,7 +267,7 @@ class Sandbox:
         if statements[0].type != duckdb.StatementType.SELECT or keyword not in _ALLOWED_FIRST_KEYWORDS:
             got = keyword.upper() if statements[0].type == duckdb.StatementType.SELECT else statements[0].type.name
             return None, Execution("forbidden", error=f"only a SELECT or WITH query may run, got {got or 'another statement'}")
-        return sql, None
+        return statements[0], None
 
     def _run(self, sql: str | bytes) -> Execution:
         checked, verdict = self._check(sql)
@@ -276,7 +276,7 @@ class Sandbox:
         conn = self._connection()
         token = self._watchdog.arm(conn, self.timeout_s)
         try:
-            result = conn.execute(checked)
+            result = conn.execute(checked)  # the parsed statement: DuckDB does not parse it again
             rows = result.fetchmany(self.max_rows + 1)
             columns = [d[0] for d in result.description or ()]
         except duckdb.Error as e:

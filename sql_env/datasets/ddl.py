@@ -7,6 +7,7 @@ this keeps only what helps write SQL: column names, a coarse type, primary and f
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -20,6 +21,11 @@ def _short(dtype: str) -> str:
     if dtype.startswith("DECIMAL"):
         return "REAL"
     return _SHORT_TYPES.get(dtype, dtype)
+
+
+def _ident(name: str) -> str:
+    """Quote only names that need it (imported databases have spaces and odd characters)."""
+    return name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) else '"' + name.replace('"', '""') + '"'
 
 
 def _literal(value: object) -> str:
@@ -46,7 +52,7 @@ def _schema_ddl(path: str, mtime_ns: int, sample_rows: int) -> str:
         for table in tables:
             lines.append(_table_line(con, table))
             if sample_rows > 0:
-                rows = con.execute(f'SELECT * FROM "{table}" LIMIT {int(sample_rows)}').fetchall()
+                rows = con.execute(f"SELECT * FROM {_ident(table)} LIMIT {int(sample_rows)}").fetchall()
                 shown = ", ".join("(" + ", ".join(_literal(v) for v in row) + ")" for row in rows)
                 lines.append(f"/* rows: {shown} */")
         return "\n".join(lines)
@@ -67,15 +73,18 @@ def _table_line(con: duckdb.DuckDBPyConnection, table: str) -> str:
            if kind == "FOREIGN KEY" and len(cols) == 1}
     parts = []
     for name, dtype in columns:
-        part = f"{name} {_short(dtype)}"
+        part = f"{_ident(name)} {_short(dtype)}"
         if pk == [name]:
             part += " PRIMARY KEY"
         if name in fks:
-            part += f" REFERENCES {fks[name][0]}({fks[name][1]})"
+            ref_table, ref_col = fks[name]
+            # `REFERENCES t` alone means t's primary key, which is the common case and shorter.
+            part += f" REFERENCES {_ident(ref_table)}" + ("" if ref_col == name else f"({_ident(ref_col)})")
         parts.append(part)
     if len(pk) > 1:
-        parts.append(f"PRIMARY KEY ({', '.join(pk)})")
+        parts.append(f"PRIMARY KEY ({', '.join(map(_ident, pk))})")
     for kind, cols, ref, ref_cols in constraints:
         if kind == "FOREIGN KEY" and len(cols) > 1:
-            parts.append(f"FOREIGN KEY ({', '.join(cols)}) REFERENCES {ref}({', '.join(ref_cols)})")
-    return f"CREATE TABLE {table} ({', '.join(parts)})"
+            parts.append(f"FOREIGN KEY ({', '.join(map(_ident, cols))}) "
+                         f"REFERENCES {_ident(ref)}({', '.join(map(_ident, ref_cols))})")
+    return f"CREATE TABLE {_ident(table)} ({', '.join(parts)})"

@@ -145,25 +145,53 @@ class GRPOTrainer:
         return [self.env.score(i, t) for i, t in zip(ids, texts, strict=True)]
 
     # ---- update ---------------------------------------------------------------------------
-    def _collate(self, seqs: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
-        """[left-padded prompt | right-padded completion], the layout `generate` itself uses."""
-        width_p = max(len(p) for p, _ in seqs)
-        width_c = max(max(len(c) for _, c in seqs), 1)
-        ids_BL = torch.full((len(seqs), width_p + width_c), self.pad_id, dtype=torch.long)
-        mask_BL = torch.zeros_like(ids_BL)
-        for row, (p, c) in enumerate(seqs):
-            ids_BL[row, width_p - len(p):width_p + len(c)] = torch.tensor(p + c)
-            mask_BL[row, width_p - len(p):width_p + len(c)] = 1
-        positions_BL = (mask_BL.cumsum(-1) - 1).clamp(min=0)
-        return {"input_ids": ids_BL.to(self.device), "attention_mask": mask_BL.to(self.device),
-                "position_ids": positions_BL.to(self.device),
-                "targets_BC": ids_BL[:, width_p:].to(self.device),
-                "comp_mask_BC": mask_BL[:, width_p:].float().to(self.device), "width_c": width_c}
+    def _collate(self, groups: list[tuple[list[int], list[list[int]]]]) -> dict[str, Any]:
+        """Prompts once per group (left-padded), completions per sample (right-padded).
+
+        The layout `generate` uses: every completion starts right after column `width_p`.
+        Every group must have the same number of completions.
+        """
+        sizes = {len(comps) for _, comps in groups}
+        if len(sizes) != 1:
+            raise ValueError("every group must have the same number of completions")
+        width_p = max(len(p) for p, _ in groups)
+        width_c = max(max(len(c) for _, comps in groups for c in comps), 1)
+        prompt_PL = torch.full((len(groups), width_p), self.pad_id, dtype=torch.long)
+        pmask_PL = torch.zeros_like(prompt_PL)
+        comps = [c for _, cs in groups for c in cs]
+        comp_BC = torch.full((len(comps), width_c), self.pad_id, dtype=torch.long)
+        cmask_BC = torch.zeros_like(comp_BC)
+        for row, (p, _) in enumerate(groups):
+            prompt_PL[row, width_p - len(p):] = torch.tensor(p)
+            pmask_PL[row, width_p - len(p):] = 1
+        for row, c in enumerate(comps):
+            comp_BC[row, :len(c)] = torch.tensor(c, dtype=torch.long)
+            cmask_BC[row, :len(c)] = 1
+        d = self.device
+        return {"prompt_PL": prompt_PL.to(d), "pmask_PL": pmask_PL.to(d), "targets_BC": comp_BC.to(d),
+                "comp_mask_BC": cmask_BC.float().to(d), "group": sizes.pop()}
 
     def _logits(self, model: Any, batch: dict[str, Any]) -> torch.Tensor:
-        # Only the last width_c + 1 positions are needed: skips the LM head over the prompt.
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                    position_ids=batch["position_ids"], logits_to_keep=batch["width_c"] + 1, use_cache=False)
+        """Tempered logits predicting each completion token, shape (B, C, V).
+
+        Each prompt is encoded once per group and its KV cache repeated G times: the gradient is
+        exact (it flows back through the repeat) but the prompt costs 1/G of a naive forward,
+        which on CPU with schema-long prompts is most of the training compute.
+        """
+        prompt_PL, pmask_PL, g = batch["prompt_PL"], batch["pmask_PL"], batch["group"]
+        ppos_PL = (pmask_PL.cumsum(-1) - 1).clamp(min=0)
+        cache = None
+        if prompt_PL.shape[1] > 1:
+            cache = model(input_ids=prompt_PL[:, :-1], attention_mask=pmask_PL[:, :-1],
+                          position_ids=ppos_PL[:, :-1], use_cache=True).past_key_values
+            for layer in cache.layers:
+                layer.batch_repeat_interleave(g)
+        comp_BC = batch["targets_BC"]
+        inputs_B1C = torch.cat([prompt_PL[:, -1:].repeat_interleave(g, 0), comp_BC], dim=1)
+        mask_BLC = torch.cat([pmask_PL.repeat_interleave(g, 0), batch["comp_mask_BC"].long()], dim=1)
+        pos_BLC = (mask_BLC.cumsum(-1) - 1).clamp(min=0)
+        out = model(input_ids=inputs_B1C, attention_mask=mask_BLC, position_ids=pos_BLC[:, -inputs_B1C.shape[1]:],
+                    cache=cache, use_cache=cache is not None)
         return out.logits[:, :-1] / self.hp.temperature
 
     def update(self, groups: list[Group]) -> dict[str, float]:
@@ -173,7 +201,8 @@ class GRPOTrainer:
         per_micro = math.ceil(len(groups) / hp.grad_accum)
         micro = [groups[i:i + per_micro] for i in range(0, len(groups), per_micro)]
         micro_adv = [adv_PG[i:i + per_micro].reshape(-1).to(self.device) for i in range(0, len(groups), per_micro)]
-        batches = [self._collate([(c.prompt_ids, c.token_ids) for g in mb for c in g.completions]) for mb in micro]
+        batches = [self._collate([(g.completions[0].prompt_ids, [c.token_ids for c in g.completions]) for g in mb])
+                   for mb in micro]
         sizes = BatchSizes(sequences=sum(len(g.completions) for g in groups),
                            tokens=int(sum(b["comp_mask_BC"].sum() for b in batches)), max_new_tokens=hp.max_new_tokens)
         old_logp: list[torch.Tensor] = []

@@ -50,18 +50,34 @@ def hp(**kw):
     return HParams(**base)
 
 
-def test_padded_batch_log_probs_equal_each_sequence_alone():
-    trainer, tok = make(hp())
-    seqs = [([2, 5, 6, 7, 8], [9, 10]), ([2, 5], [11, 12, 13, 1])]
-    batch = trainer._collate(seqs)
-    with torch.no_grad():
-        logp = selective_log_softmax(trainer._logits(trainer.model, batch), batch["targets_BC"])
-        for row, seq in enumerate(seqs):
-            alone = trainer._collate([seq])
-            ref = selective_log_softmax(trainer._logits(trainer.model, alone), alone["targets_BC"])
-            n = len(seq[1])
-            assert torch.allclose(logp[row, :n], ref[0, :n], atol=1e-5)
-    assert batch["comp_mask_BC"].sum().item() == 6
+def naive_logp(model, prompt, completion, temperature):
+    """log-probs of `completion` after `prompt` from one unpadded forward over the whole sequence."""
+    ids = torch.tensor([prompt + completion])
+    logits = model(input_ids=ids).logits[0, len(prompt) - 1:-1] / temperature
+    return torch.log_softmax(logits.float(), -1).gather(1, torch.tensor(completion)[:, None]).squeeze(1)
+
+
+def test_shared_prefix_batch_log_probs_and_grads_equal_each_sequence_alone():
+    trainer, tok = make(hp(temperature=0.7))
+    model = trainer.model
+    groups = [([2, 5, 6, 7, 8], [[9, 10], [11, 1]]), ([2, 5], [[11, 12, 13, 1], [3]])]
+    batch = trainer._collate(groups)
+    logp = selective_log_softmax(trainer._logits(model, batch), batch["targets_BC"])
+    (logp * batch["comp_mask_BC"]).sum().backward()
+    shared_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    total = 0
+    row = 0
+    for prompt, comps in groups:
+        for comp in comps:
+            ref = naive_logp(model, prompt, comp, 0.7)
+            assert torch.allclose(logp[row, :len(comp)], ref, atol=1e-5)
+            total = total + ref.sum()
+            row += 1
+    total.backward()
+    for shared, p in zip(shared_grads, model.parameters(), strict=True):
+        assert torch.allclose(shared, p.grad, atol=1e-5)
+    assert batch["comp_mask_BC"].sum().item() == 9
 
 
 def test_steps_raise_the_reward_and_report_metrics():

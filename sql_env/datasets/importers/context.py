@@ -1,0 +1,129 @@
+"""Per-example-context datasets (gretel synthetic text-to-SQL, sql-create-context): every row
+carries the `CREATE TABLE` + `INSERT` statements its question runs against.
+
+Rows with the same context share one DuckDB file named by the context's hash. The context is
+also loaded into an in-memory SQLite database, and when that works gold results are compared
+between the two engines as for Spider.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from pathlib import Path
+
+import duckdb
+import sqlglot
+
+from sql_env.datasets.importers.verify import ImportReport, Problem, check_gold
+from sql_env.datasets.store import DatasetError
+from sql_env.types import Example
+
+QUESTION_KEYS = ("sql_prompt", "question")
+CONTEXT_KEYS = ("sql_context", "context")
+SQL_KEYS = ("sql", "answer", "query", "SQL")
+SPLIT_NAMES = ("train", "dev", "validation", "test")
+
+
+def _pick(row: dict, keys: tuple[str, ...]) -> str | None:
+    return next((row[k] for k in keys if isinstance(row.get(k), str) and row[k].strip()), None)
+
+
+def read_rows(path: Path) -> list[dict]:
+    text = path.read_text()
+    try:
+        if path.suffix == ".jsonl":
+            return [json.loads(line) for line in text.splitlines() if line.strip()]
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(data, list):
+        raise DatasetError(f"{path} should hold a JSON list (or JSON lines) of rows")
+    return data
+
+
+def find_split_files(path: Path, split: str | None) -> dict[str, Path]:
+    if path.is_file():
+        name = split or (path.stem if path.stem in SPLIT_NAMES else "dev")
+        return {name: path}
+    found = {s: p for s in SPLIT_NAMES for p in (path / f"{s}.jsonl", path / f"{s}.json") if p.is_file()}
+    if not found:
+        raise DatasetError(f"no split files in {path} (looked for train/dev/test .json or .jsonl)")
+    return found
+
+
+def context_id(context: str) -> str:
+    normalized = "\n".join(line.strip() for line in context.strip().splitlines() if line.strip())
+    return "ctx_" + hashlib.sha256(normalized.encode()).hexdigest()[:12]
+
+
+def _load_duckdb(path: Path, context: str) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(str(path))
+    try:
+        con.execute(context)
+    except duckdb.Error:
+        # Contexts are written in loose, mostly-SQLite SQL: retry through sqlglot from scratch.
+        con.close()
+        path.unlink(missing_ok=True)
+        con = duckdb.connect(str(path))
+        for statement in sqlglot.transpile(context, read="sqlite", write="duckdb"):
+            con.execute(statement)
+    return con
+
+
+def _load_sqlite(context: str) -> sqlite3.Connection | None:
+    con = sqlite3.connect(":memory:")
+    try:
+        con.executescript(context)
+        return con
+    except sqlite3.Error:
+        con.close()
+        return None
+
+
+def import_context(path: Path, staging: Path, report: ImportReport, split: str | None = None,
+                   ) -> dict[str, list[Example]]:
+    splits: dict[str, list[Example]] = {}
+    cons: dict[str, tuple[duckdb.DuckDBPyConnection | None, sqlite3.Connection | None, str]] = {}
+    try:
+        for name, file in find_split_files(path, split).items():
+            splits[name] = [ex for i, row in enumerate(read_rows(file))
+                            if (ex := _one(f"{name}-{i:05d}", row, staging, cons, report))]
+    finally:
+        for duck, lite, _ in cons.values():
+            if duck is not None:
+                duck.close()
+            if lite is not None:
+                lite.close()
+    report.databases = sum(duck is not None for duck, _, _ in cons.values())
+    return splits
+
+
+def _one(ex_id: str, row: dict, staging: Path, cons: dict, report: ImportReport) -> Example | None:
+    report.total += 1
+    question, context, sql = _pick(row, QUESTION_KEYS), _pick(row, CONTEXT_KEYS), _pick(row, SQL_KEYS)
+    if not (question and context and sql):
+        report.problems.append(Problem(ex_id, "", "bad_row", "needs sql_prompt/question, sql_context/context "
+                                                             "and sql/answer"))
+        return None
+    db_id = context_id(context)
+    if db_id not in cons:
+        try:
+            duck = _load_duckdb(staging / "databases" / f"{db_id}.duckdb", context)
+            cons[db_id] = (duck, _load_sqlite(context), "")
+        except (duckdb.Error, sqlglot.errors.SqlglotError) as exc:
+            cons[db_id] = (None, None, str(exc).splitlines()[0][:200])
+    duck, lite, error = cons[db_id]
+    if duck is None:
+        report.problems.append(Problem(ex_id, db_id, "context_error", error))
+        return None
+    gold, reason, detail, matched = check_gold(sql, duck, lite)
+    report.ran += reason in (None, "mismatch")
+    report.compared += matched is not None
+    report.matched += bool(matched)
+    if gold is None:
+        report.problems.append(Problem(ex_id, db_id, reason or "duckdb_error", detail))
+        return None
+    family = row.get("sql_complexity") if isinstance(row.get("sql_complexity"), str) else None
+    return Example(id=ex_id, db_id=db_id, question=question.strip(), gold_sql=gold, family=family)

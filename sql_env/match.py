@@ -116,13 +116,20 @@ def _spider_equal(pred: list[tuple], gold: list[tuple], order_matters: bool) -> 
     n_cols = len(pred[0])
     if len(gold[0]) != n_cols or any(len(r) != n_cols for r in pred) or any(len(r) != n_cols for r in gold):
         return False
-    # Quick reject: compare each row's multiset of cells, which no column permutation changes.
-    pred_bags = [_cell_bag(r) for r in pred]
-    gold_bags = [_cell_bag(r) for r in gold]
-    if (pred_bags != gold_bags) if order_matters else (Counter(pred_bags) != Counter(gold_bags)):
-        return False
+    # The identity permutation first: it is how almost every right answer matches, at O(rows).
     pred_counter = None if order_matters else Counter(pred)
-    for perm in _column_permutations(pred, gold, n_cols):
+    if (pred == gold) if order_matters else (pred_counter == Counter(gold)):
+        return True
+    if n_cols == 1:
+        return False
+    permutations = _ColumnPermutations(pred, gold, n_cols)
+    if permutations.count > 1:
+        # Several candidate permutations: reject cheaply first by each row's multiset of cells,
+        # which no column permutation changes.
+        pred_bags, gold_bags = [_cell_bag(r) for r in pred], [_cell_bag(r) for r in gold]
+        if (pred_bags != gold_bags) if order_matters else (Counter(pred_bags) != Counter(gold_bags)):
+            return False
+    for perm in permutations:
         permuted = [tuple(row[j] for j in perm) for row in gold]
         if order_matters:
             if permuted == pred:
@@ -136,35 +143,40 @@ def _cell_bag(row: tuple) -> tuple:
     return tuple(sorted(Counter(row).items(), key=lambda kv: (type(kv[0]).__name__, repr(kv[0]))))
 
 
-def _column_permutations(pred: list[tuple], gold: list[tuple], n_cols: int) -> Iterator[tuple[int, ...]]:
+class _ColumnPermutations:
     """Injective maps pred column i -> gold column perm[i] whose column value multisets agree.
 
     Equal column multisets are necessary for any permutation to make the row multisets equal, so
-    pruning with them loses no match.
+    pruning with them loses no match. `count` bounds how many maps iteration can yield.
     """
-    pred_cols = [Counter(row[i] for row in pred) for i in range(n_cols)]
-    gold_cols = [Counter(row[j] for row in gold) for j in range(n_cols)]
-    candidates = [[j for j in range(n_cols) if gold_cols[j] == pred_cols[i]] for i in range(n_cols)]
-    produced = 0
-    perm: list[int] = []
-    used = [False] * n_cols
 
-    def extend(i: int) -> Iterator[tuple[int, ...]]:
-        nonlocal produced
-        if i == n_cols:
-            produced += 1
-            yield tuple(perm)
-            return
-        for j in candidates[i]:
-            if used[j] or produced >= _MAX_PERMUTATIONS:
-                continue
-            used[j] = True
-            perm.append(j)
-            yield from extend(i + 1)
-            perm.pop()
-            used[j] = False
+    def __init__(self, pred: list[tuple], gold: list[tuple], n_cols: int) -> None:
+        pred_cols = [Counter(row[i] for row in pred) for i in range(n_cols)]
+        gold_cols = [Counter(row[j] for row in gold) for j in range(n_cols)]
+        self.candidates = [[j for j in range(n_cols) if gold_cols[j] == pred_cols[i]] for i in range(n_cols)]
+        self.count = math.prod(len(c) for c in self.candidates)
 
-    yield from extend(0)
+    def __iter__(self) -> Iterator[tuple[int, ...]]:
+        n_cols, produced = len(self.candidates), 0
+        perm: list[int] = []
+        used = [False] * n_cols
+
+        def extend(i: int) -> Iterator[tuple[int, ...]]:
+            nonlocal produced
+            if i == n_cols:
+                produced += 1
+                yield tuple(perm)
+                return
+            for j in self.candidates[i]:
+                if used[j] or produced >= _MAX_PERMUTATIONS:
+                    continue
+                used[j] = True
+                perm.append(j)
+                yield from extend(i + 1)
+                perm.pop()
+                used[j] = False
+
+        return extend(0)
 
 
 def order_matters(gold_sql: str) -> bool:

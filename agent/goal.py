@@ -95,14 +95,14 @@ _RULES: dict[str, list[str]] = {
 _INTENT = re.compile(r"\b(raise|improve|increase|boost|maximi[sz]e|better|beat|optimi[sz]e|tune|train|"
                      r"accuracy|gain|research|find|search|push|lift)\b", re.I)
 _LOWER = re.compile(r"\b(lower|reduce|decrease|minimi[sz]e|worsen)\b[^.]*\baccuracy\b", re.I)
-_MODELS = [(re.compile(r"\b(builtin:[\w.-]+)", re.I), None),
+_MODELS = [(re.compile(r"\bmodel\s+(?:at\s+|from\s+)?((?:\.{0,2}/|~/)\S+)", re.I), None),
+           (re.compile(r"\b(builtin:[\w.-]+)", re.I), None),
            (re.compile(r"\bmicro[- ]gemma\b", re.I), "builtin:micro-gemma"),
            (re.compile(r"\btiny[- ]gemma\b", re.I), "builtin:tiny-gemma"),
-           (re.compile(r"\b(gemma-3-270m(?:-it)?)\b", re.I), "google/{0}"),
-           (re.compile(r"\bmodel\s+(?:at\s+|from\s+)?((?:\.{0,2}/|~/)\S+)", re.I), None)]
-_DATASETS = [(re.compile(r"\bspider\b", re.I), "spider"), (re.compile(r"\bbird\b", re.I), "bird"),
-             (re.compile(r"\bbuilt-?in\b", re.I), "builtin"),
-             (re.compile(r"\b(?:dataset|data)\s+(?:at\s+|from\s+)?((?:\.{0,2}/|~/)\S+)", re.I), None)]
+           (re.compile(r"\b(gemma-3-270m(?:-it)?)\b", re.I), "google/{0}")]
+_DATASETS = [(re.compile(r"\b(?:dataset|data)\s+(?:at\s+|from\s+)?((?:\.{0,2}/|~/)\S+)", re.I), None),
+             (re.compile(r"\bspider\b", re.I), "spider"), (re.compile(r"\bbird\b", re.I), "bird"),
+             (re.compile(r"\bbuilt-?in\b", re.I), "builtin")]
 
 
 def _first(rules: list[str], text: str) -> re.Match[str] | None:

@@ -50,8 +50,18 @@ class Research:
         self.emit = emit or (lambda event: None)
         self.poll_s = poll_s
         self.study = st.session_study(self.dir, plan)
+        self._forget_paused_runs()
         self._handles = {h.trial_id: h for h in _reattach(launcher, self.session)}
         self._progress: dict[str, int] = {}
+
+    def _forget_paused_runs(self) -> None:
+        """Trials a pause cancelled re-run from scratch: drop their old directories before the
+        launcher re-attaches (it would otherwise hand back the cancelled run)."""
+        for trial in st.by_state(self.study, TrialState.RUNNING):
+            tdir = trial_dir(self.dir, st.trial_id_of(trial))
+            state = read_json_quiet(tdir / "launcher.json").get("state")
+            if state == "cancelled" and read_result(tdir) is None:
+                shutil.rmtree(tdir)
 
     # --- propose -------------------------------------------------------------------------------
     def propose(self, state: dict[str, Any]) -> dict[str, Any]:
@@ -193,13 +203,17 @@ class Research:
                    "reward": line.get("reward_mean"), "eta_s": eta})
 
     def _should_prune(self, tid: str, number: int, tdir: Path) -> bool:
-        if self.plan.get("pruner", "median") == "none":
+        """Median pruning on intermediate dev evals. Only evals the plan asked for (every
+        `eval_every_steps`) and before the last step count: the final eval is written just before
+        result.json, and a finished trial must be collected, never cancelled."""
+        every = int(self.c.get("eval_every_steps") or 0)
+        if self.plan.get("pruner", "median") == "none" or every <= 0:
             return False
         from tools.trials import eval_points
 
-        points = eval_points(tdir)
-        for step, accuracy in points[1:]:  # the first is the untrained policy, the same for all
-            if st.report_eval(self.study, number, step, accuracy):
+        max_steps = (read_json_quiet(tdir / "launch_spec.json").get("budget") or {}).get("max_steps") or 0
+        for step, accuracy in eval_points(tdir):
+            if 0 < step < max_steps and step % every == 0 and st.report_eval(self.study, number, step, accuracy):
                 return True
         return False
 
@@ -212,7 +226,7 @@ class Research:
             return  # already told before a restart
         trial = st.find(self.study, number)
         self.emit({"type": "trial_finished", "trial_id": tid, "status": told,
-                   "score": trial.value if trial is not None else None,
+                   "score": trial.value if trial is not None and told == "succeeded" else None,
                    "error": (result or {}).get("error")})
         if told == "failed":
             self._surface_failures()

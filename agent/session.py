@@ -161,6 +161,7 @@ def open_study(session_dir: Path, sampler: optuna.samplers.BaseSampler | None = 
                pruner: optuna.pruners.BasePruner | None = None, direction: str = "maximize") -> optuna.Study:
     """The session's Optuna study, created on first use; the journal file survives `kill -9`."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # "using an existing study" on every open
+    Path(session_dir).mkdir(parents=True, exist_ok=True)
     storage = JournalStorage(JournalFileBackend(str(Path(session_dir) / JOURNAL_FILE)))
     return optuna.create_study(study_name=STUDY_NAME, storage=storage, sampler=sampler, pruner=pruner,
                                direction=direction, load_if_exists=True)

@@ -5,7 +5,8 @@ trials that take a controlled time. This script is a real subprocess launched by
 LocalLauncher; it writes metrics.jsonl, eval.jsonl, samples.jsonl and result.json per
 docs/contracts.md, with a dev accuracy that is a smooth function of the hyperparameters (best near
 lr 1e-4, temperature 0.7). Behaviour comes from the SCRIPTED_TRIAL environment variable (JSON):
-{"step_s": seconds per step, "steps": n, "fail_if": {"param": value}, "fail_kind": "nan_loss"}.
+{"step_s": seconds per step, "steps": n, "slow_if": [param, value, step_s], "fail_if": {"param": value},
+"fail_all": true, "fail_kind": "nan_loss"}. Every step also writes a dev eval line (for the pruner).
 """
 
 import json
@@ -40,9 +41,17 @@ def main() -> int:
     with open(out / "eval.jsonl", "a") as ev:
         ev.write(json.dumps({"step": 0, "split": "dev", "accuracy": 0.4, "stderr": 0.02, "n": 400,
                              "elapsed_s": 0.0}) + "\n")
-    with open(out / "metrics.jsonl", "a") as m, open(out / "samples.jsonl", "a") as s:
+    step_s = float(control.get("step_s", 0.05))
+    slow = control.get("slow_if")
+    if slow and h.get(slow[0]) == slow[1]:
+        step_s = float(slow[2])
+    with open(out / "metrics.jsonl", "a") as m, open(out / "samples.jsonl", "a") as s, \
+            open(out / "eval.jsonl", "a") as ev:
         for step in range(1, steps + 1):
-            time.sleep(float(control.get("step_s", 0.05)))
+            time.sleep(step_s)
+            ev.write(json.dumps({"step": step, "split": "dev", "accuracy": 0.4 + (final - 0.4) * step / steps,
+                                 "stderr": 0.02, "n": 400, "elapsed_s": time.time() - started}) + "\n")
+            ev.flush()
             m.write(json.dumps({"step": step, "reward_mean": 0.3 + 0.05 * step, "batch_accuracy": 0.3,
                                 "kl": 0.01, "grad_norm": 1.0, "loss": 0.1, "completion_len": 20,
                                 "elapsed_s": time.time() - started}) + "\n")
@@ -50,13 +59,13 @@ def main() -> int:
             s.write(json.dumps({"step": step, "example_id": "d1", "question": "how many?", "completion": "x",
                                 "sql": "SELEC 1", "status": "syntax_error", "correct": False, "reward": 0.0,
                                 "error": "syntax"}) + "\n")
-    for name, value in control.get("fail_if", {}).items():
-        if h.get(name) == value or spec.get("budget", {}).get(name) == value:
-            write_json_atomic(out / "result.json", {
-                "trial_id": spec["trial_id"], "status": "failed", "metrics": {}, "adapter_path": None,
-                "spec": spec, "error": {"kind": control.get("fail_kind", "nan_loss"),
-                                        "message": f"loss became NaN at step {steps}"}})
-            return 1
+    fail = control.get("fail_all", False) or any(h.get(k) == v for k, v in control.get("fail_if", {}).items())
+    if fail:
+        write_json_atomic(out / "result.json", {
+            "trial_id": spec["trial_id"], "status": "failed", "metrics": {}, "adapter_path": None,
+            "spec": spec, "error": {"kind": control.get("fail_kind", "nan_loss"),
+                                    "message": f"loss became NaN at step {steps}"}})
+        return 1
     write_json_atomic(out / "result.json", {
         "trial_id": spec["trial_id"], "status": "succeeded", "error": None, "adapter_path": "adapter",
         "spec": spec, "metrics": {"dev_accuracy_before": 0.4, "dev_accuracy_after": final,

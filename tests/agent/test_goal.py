@@ -1,0 +1,77 @@
+from pathlib import Path
+
+import pytest
+
+from agent.goal import GoalError, Plan, parse_goal_rules, plan_goal
+
+
+@pytest.fixture(autouse=True)
+def _no_api_key(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
+    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
+
+
+def test_the_design_example_goal():
+    plan = plan_goal("raise dev execution accuracy of gemma-3-270m on our warehouse questions, "
+                     "12 trials, 2 at a time", {})
+    c = plan.constraints
+    assert (c.trials, c.parallel, c.model) == (12, 2, "google/gemma-3-270m")
+    assert plan.objective.metric == "dev_accuracy_after" and plan.objective.target is None
+    assert plan.planner == {"name": "offline"} and plan.launcher == {"name": "local"}
+    assert plan.sources["trials"] == "goal" and plan.sources["dataset"] == "default"
+    assert "learning_rate" in plan.search_space["params"]
+
+
+@pytest.mark.parametrize("goal, expected", [
+    ("get tiny-gemma to 60% dev accuracy within 30 minutes, 6 experiments, 3 in parallel",
+     {"model": "builtin:tiny-gemma", "target": 0.6, "budget_minutes": 30, "trials": 6, "parallel": 3}),
+    ("improve accuracy by 10 points on spider in 2 hours", {"metric": "gain", "target": 0.1,
+                                                            "dataset": "spider", "budget_minutes": 120}),
+    ("maximize accuracy above 0.75 with builtin:micro-gemma, parallelism of 4",
+     {"target": 0.75, "model": "builtin:micro-gemma", "parallel": 4}),
+    ("tune the model from ./weights/gemma on dataset ./data/bird.jsonl", {"model": "./weights/gemma",
+                                                                          "dataset": "./data/bird.jsonl"}),
+])
+def test_regex_rules(goal: str, expected: dict):
+    found = parse_goal_rules(goal)
+    assert {k: found.get(k) for k in expected} == expected
+
+
+def test_overrides_win_and_are_recorded():
+    plan = plan_goal("raise accuracy, 12 trials, 4 at a time", {"trials": 3, "model": "builtin:micro-gemma",
+                                                                 "budget_minutes": 10, "target": 70})
+    assert plan.constraints.trials == 3 and plan.sources["trials"] == "override"
+    assert plan.constraints.parallel == 3 and any("parallel 4 > trials 3" in n for n in plan.notes)
+    assert plan.objective.target == 0.7
+    assert plan.constraints.trial_seconds == 10 * 60 * 3 / 3  # fair share of the budget per slot
+    assert Plan.from_json(plan.to_json()) == plan
+
+
+def test_max_steps_override_pins_the_steps():
+    plan = plan_goal("raise accuracy", {"max_steps": 2})
+    assert "max_steps" not in plan.search_space["params"]
+    assert plan.search_space["fixed"]["budget.max_steps"] == 2
+
+
+@pytest.mark.parametrize("goal, overrides, message", [
+    ("", {}, "the goal is empty"),
+    ("make me a sandwich", {}, "could not understand the goal"),
+    ("lower the accuracy please", {}, "cannot aim to lower it"),
+    ("raise accuracy", {"trials": 0}, "trials must be a whole number >= 1"),
+    ("raise accuracy", {"parallel": "two"}, "parallel must be a whole number"),
+    ("raise accuracy", {"planner": "gemini"}, "needs an API key: export GEMINI_API_KEY"),
+    ("raise accuracy", {"planner": "gpt"}, "planner 'gpt' is unknown"),
+    ("raise accuracy", {"launcher": "slurm"}, "launcher 'slurm' is unknown"),
+    ("raise accuracy", {"metric": "loss"}, "metric 'loss' is unknown"),
+    ("raise accuracy", {"colour": "red"}, "unknown setting 'colour'"),
+])
+def test_goal_errors_say_the_fix(goal: str, overrides: dict, message: str):
+    with pytest.raises(GoalError, match=message):
+        plan_goal(goal, overrides)
+
+
+def test_a_bad_search_space_file_is_a_goal_error(tmp_path: Path):
+    bad = tmp_path / "space.toml"
+    bad.write_text("[params.nope]\nlow = 1\nhigh = 2\n")
+    with pytest.raises(GoalError, match="unknown parameter 'nope'"):
+        plan_goal("raise accuracy", {"config": str(bad)})

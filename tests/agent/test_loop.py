@@ -1,0 +1,163 @@
+"""The research loop end to end: real LangGraph graph, real Optuna journal, real LocalLauncher
+running scripted trial subprocesses (tests/agent/scripted_trial.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+
+from agent.api import create_session, load_session, plan_goal, request_pause, resume_session, run_session
+from agent.session import load_rounds, open_study
+from tests.agent.support import ListPlanner, scripted_launcher
+from tools.leaderboard import leaderboard
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
+    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
+    monkeypatch.setenv("SCRIPTED_TRIAL", json.dumps({"step_s": 0.02, "steps": 2}))
+
+
+def _session(tmp_path: Path, goal: str = "raise dev accuracy", **overrides) -> Path:
+    return create_session(plan_goal(goal, {"planner": "offline", **overrides}), tmp_path / "runs")
+
+
+def _run(session_dir: Path, events: list | None = None, planner=None, resume: bool = False, **kw):
+    fn = resume_session if resume else run_session
+    on_event = (events.append if events is not None else None)
+    parallel = load_session(session_dir)["constraints"]["parallel"]
+    return fn(session_dir, on_event, launcher=scripted_launcher(session_dir, parallel), planner=planner,
+              poll_s=0.05, **kw)
+
+
+def _finished(session_dir: Path) -> list:
+    study = open_study(session_dir)
+    return [t for t in study.get_trials() if t.state in (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)]
+
+
+def test_session_runs_to_its_trial_budget(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("SCRIPTED_TRIAL", json.dumps({"step_s": 0.2, "steps": 2}))  # slow enough to see progress
+    session_dir = _session(tmp_path, "raise dev accuracy, 4 trials, 2 at a time")
+    events: list[dict] = []
+    summary = _run(session_dir, events)
+    assert summary["state"] == "done" and summary["reason"] == "trial budget spent"
+    assert summary["finished"] == 4 and summary["best"]["trial_id"] == "t0000"  # the calibrated baseline
+    study = open_study(session_dir)
+    assert len(study.trials) == 4 and all(t.state == TrialState.COMPLETE for t in study.trials)
+    types = [e["type"] for e in events]
+    assert types[0] == "plan" and types[-1] == "session_done"
+    assert types.count("trial_started") == 4 and types.count("trial_finished") == 4
+    first_round = next(e for e in events if e["type"] == "round")
+    assert [p["trial_id"] for p in first_round["proposals"]] == ["t0000", "t0001"]
+    assert all(p["rationale"] and "learning_rate" in p["params"] and "execution_match" in p["reward"]
+               for p in first_round["proposals"])
+    assert any(e["type"] == "trial_progress" and e["max_steps"] for e in events)
+    rows = leaderboard(session_dir)
+    assert [r["rank"] for r in rows] == [1, 2, 3, 4] and rows[0]["rationale"].startswith("baseline")
+    assert [r["round"] for r in load_rounds(session_dir)] == sorted({r["round"] for r in rows})
+    assert load_session(session_dir)["status"]["state"] == "done"
+    # Resuming a finished session does nothing more.
+    assert _run(session_dir, resume=True)["finished"] == 4 and len(open_study(session_dir).trials) == 4
+
+
+def test_slots_are_refilled_as_trials_finish_not_in_lock_step(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("SCRIPTED_TRIAL", json.dumps({"step_s": 0.02, "steps": 2,
+                                                     "slow_if": ["learning_rate", 1e-4, 0.8]}))
+    session_dir = _session(tmp_path, "raise accuracy, 4 trials, 2 at a time")
+    events: list[dict] = []
+    _run(session_dir, events, planner=ListPlanner([{"learning_rate": 1e-4}, {"learning_rate": 2e-4},
+                                                   {"learning_rate": 3e-4}, {"learning_rate": 4e-4}]))
+    order = [(e["type"], e.get("trial_id")) for e in events if e["type"] in ("trial_started", "trial_finished")]
+    slow_done = order.index(("trial_finished", "t0000"))
+    assert order.index(("trial_started", "t0003")) < slow_done  # two trials ran beside the slow one
+
+
+def test_failed_trials_never_end_the_session_and_repeats_are_surfaced(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("SCRIPTED_TRIAL", json.dumps({"step_s": 0.01, "steps": 1, "fail_all": True}))
+    session_dir = _session(tmp_path, "raise accuracy, 3 trials, 1 at a time")
+    events: list[dict] = []
+    summary = _run(session_dir, events)
+    assert summary["reason"] == "trial budget spent" and summary["failed"] == 3 and summary["best"] is None
+    repeated = [e for e in events if e["type"] == "repeated_failure"]
+    assert repeated[-1]["count"] == 3 and repeated[-1]["error"]["kind"] == "nan_loss"
+    assert repeated[-1]["signature"] == "nan_loss: loss became NaN at step #"
+    status = load_session(session_dir)["status"]
+    assert list(status["repeated_failures"].values())[0]["trial_ids"] == ["t0000", "t0001", "t0002"]
+    assert all(r["error"]["kind"] == "nan_loss" for r in leaderboard(session_dir))
+
+
+def test_goal_met_stops_early(tmp_path: Path):
+    session_dir = _session(tmp_path, "get accuracy to 60%, 6 trials, 1 at a time")
+    summary = _run(session_dir)
+    assert summary["reason"] == "goal met" and summary["finished"] == 1  # the baseline scores 0.70
+
+
+def test_time_budget_stops_launching(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("SCRIPTED_TRIAL", json.dumps({"step_s": 0.5, "steps": 2}))
+    session_dir = _session(tmp_path, "raise accuracy, 6 trials, 1 at a time", budget_minutes=0.01)
+    summary = _run(session_dir)
+    assert summary["reason"] == "time budget spent" and summary["finished"] == 1
+
+
+def test_pause_cancels_local_trials_and_resume_reruns_them_once(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("SCRIPTED_TRIAL", json.dumps({"step_s": 0.3, "steps": 4}))
+    session_dir = _session(tmp_path, "raise accuracy, 3 trials, 2 at a time")
+    events: list[dict] = []
+
+    def pause_on_progress(event: dict) -> None:
+        events.append(event)
+        if event["type"] == "trial_progress" and not (session_dir / "pause").exists():
+            request_pause(session_dir)
+
+    summary = run_session(session_dir, pause_on_progress, launcher=scripted_launcher(session_dir, 2), poll_s=0.05)
+    assert summary["state"] == "paused" and summary["finished"] == 0
+    assert load_session(session_dir)["status"]["state"] == "paused"
+    assert {r["status"] for r in leaderboard(session_dir)} == {"interrupted"}
+    assert not (session_dir / "pause").exists()
+
+    monkeypatch.setenv("SCRIPTED_TRIAL", json.dumps({"step_s": 0.02, "steps": 2}))
+    summary = _run(session_dir, resume=True)
+    assert summary["state"] == "done" and summary["finished"] == 3
+    study = open_study(session_dir)
+    assert len(study.trials) == 3 and all(t.state == TrialState.COMPLETE for t in study.trials)
+    for trial_dir in (session_dir / "trials").iterdir():  # re-run from scratch: one clean run each
+        lines = (trial_dir / "metrics.jsonl").read_text().splitlines()
+        assert [json.loads(x)["step"] for x in lines] == [1, 2]
+
+
+def test_a_proposal_enqueued_before_a_crash_is_used_not_lost(tmp_path: Path):
+    session_dir = _session(tmp_path, "raise accuracy, 2 trials, 1 at a time")
+    open_study(session_dir).enqueue_trial({"learning_rate": 3e-4}, user_attrs={"rationale": "left over", "round": 1})
+    _run(session_dir)
+    study = open_study(session_dir)
+    assert len(study.trials) == 2 and study.trials[0].params["learning_rate"] == 3e-4
+    assert study.trials[0].user_attrs["rationale"] == "left over"
+
+
+def test_pruner_stops_a_clearly_worse_trial(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("SCRIPTED_TRIAL", json.dumps({"step_s": 0.25, "steps": 4}))
+    session_dir = _session(tmp_path, "raise accuracy, 3 trials, 1 at a time", eval_every_steps=1)
+    events: list[dict] = []
+    _run(session_dir, events, planner=ListPlanner([{"learning_rate": 1e-4}, {"learning_rate": 1.1e-4},
+                                                   {"learning_rate": 1e-5}]))
+    rows = {r["trial_id"]: r for r in leaderboard(session_dir)}
+    assert rows["t0002"]["status"] == "pruned" and rows["t0002"]["pruned_at_step"] is not None
+    assert {"type": "trial_finished", "trial_id": "t0002", "status": "pruned", "score": None,
+            "error": None} in events
+    assert len(_finished(session_dir)) == 3
+
+
+def test_a_second_loop_on_the_same_session_is_refused(tmp_path: Path):
+    import fcntl
+
+    from agent.session import SessionError
+
+    session_dir = _session(tmp_path)
+    with open(session_dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(SessionError, match="already running"):
+            _run(session_dir)

@@ -1,0 +1,175 @@
+"""Reward throughput: how many completions per second SQLEnvironment verifies against DuckDB.
+
+Scores >= 5,000 completions for the built-in dev set, grouped 8 per prompt like a GRPO group, with
+a mix of correct SQL (the gold, written three distinct ways), wrong SQL (runs, other answer),
+erroneous SQL (syntax, unknown table, forbidden, no SQL at all) and slow SQL (a cross join of a
+million pairs that finishes in milliseconds; `--runaway N` adds never-ending queries, each of which
+holds a worker for the whole timeout).
+Every completion's SQL text is distinct within its group and the cross-call execution cache is off,
+so the figures are for real executions, not cache hits.
+
+The naive baseline verifies a prefix of the same completions the obvious way: one thread, a new
+DuckDB connection per completion, the gold query re-run every time.
+
+    nice -n 10 .venv/bin/python benchmarks/reward_throughput.py [--n 5000] [--workers 2]
+
+Prints figures only (the machine may be shared: the CPU time per completion is the steadier one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import re
+import statistics
+import threading
+import time
+
+import duckdb
+
+from sql_env.datasets import database_path, load_dataset
+from sql_env.environment import SQLEnvironment
+from sql_env.match import order_matters, results_match
+from sql_env.prompts import extract_sql
+from sql_env.types import Example
+
+GROUP = 8
+RUNAWAY_SQL = "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r"
+
+
+def first_table(sql: str) -> str:
+    return re.search(r"\bFROM\s+(\w+)", sql, re.IGNORECASE).group(1)
+
+
+def group_for(ex: Example, rng: random.Random, slow: bool) -> list[tuple[str, str]]:
+    """Eight (kind, completion) pairs for one prompt, each with a distinct SQL text."""
+    gold, table = ex.gold_sql, first_table(ex.gold_sql)
+    correct = [gold, gold.replace(" FROM ", "\nFROM ", 1), "select" + gold[len("SELECT"):]]
+    wrong = [f"SELECT * FROM ({gold}) AS s LIMIT 1 OFFSET 1", f"SELECT count(*) + 1 FROM {table}"]
+    errors = [
+        gold.replace("SELECT", "SELEC", 1),
+        gold.replace(f"FROM {table}", f"FROM {table}_archive", 1),
+        rng.choice([f"DROP TABLE {table}", "I am not sure which table holds this."]),
+    ]
+    pairs = [("correct", f"```sql\n{sql}\n```") for sql in correct]
+    pairs += [("wrong", sql + ";") for sql in wrong]
+    pairs += [("error", sql) for sql in errors[: 3 - int(slow)]]
+    if slow:
+        # A cross join with a computed condition: a million pair evaluations, ~10x a normal query.
+        sub = f"(SELECT rowid AS k FROM {table} LIMIT 1000)"
+        pairs.append(("slow", f"SELECT count(*) FROM {sub} a, {sub} b WHERE (a.k + b.k) % 7 = 0"))
+    return pairs
+
+
+def build_groups(examples: list[Example], n: int, runaway: int, seed: int) -> list[tuple[Example, list[tuple[str, str]]]]:
+    rng = random.Random(seed)
+    groups = []
+    for i in range(-(-n // GROUP)):
+        ex = examples[i % len(examples)]
+        groups.append((ex, group_for(ex, rng, slow=rng.random() < 0.25)))
+    for i in rng.sample(range(len(groups)), min(runaway, len(groups))):
+        ex, pairs = groups[i]
+        pairs[-1] = ("runaway", RUNAWAY_SQL)
+    return groups
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def run_fast(dataset: str, groups, workers: int, timeout_s: float, batch: int) -> dict:
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    env = SQLEnvironment(dataset, workers=workers, timeout_s=timeout_s, exec_cache_size=0)
+    env.example_ids("dev")
+    call_ms, verdicts = [], []
+    for start in range(0, len(groups), batch):
+        chunk = groups[start : start + batch]
+        t = time.perf_counter()
+        scores = env.score_many([(ex.id, [c for _, c in pairs]) for ex, pairs in chunk])
+        call_ms.append((time.perf_counter() - t) * 1e3)
+        verdicts += [s for group in scores for s in group]
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    env.close()
+    exec_ms = [s.metrics["exec_s"] * 1e3 for s in verdicts]
+    return {"n": len(verdicts), "wall": wall, "cpu": cpu, "call_ms": call_ms, "exec_ms": exec_ms,
+            "correct": [s.correct for s in verdicts], "statuses": [s.metrics["status"] for s in verdicts]}
+
+
+def naive_one(db_path: str, ex: Example, completion: str, timeout_s: float, max_rows: int) -> bool:
+    sql = extract_sql(completion)
+    if not sql:
+        return False
+    con = duckdb.connect(db_path, read_only=True)
+    timer = threading.Timer(timeout_s, con.interrupt)
+    timer.start()
+    try:
+        gold = con.execute(ex.gold_sql).fetchmany(max_rows + 1)
+        pred = con.execute(sql).fetchmany(max_rows + 1)
+        return len(pred) <= max_rows and results_match(pred, gold, order_matters(ex.gold_sql))
+    except duckdb.Error:
+        return False
+    finally:
+        timer.cancel()
+        con.close()
+
+
+def run_naive(dataset: str, groups, n: int, timeout_s: float) -> dict:
+    items = [(ex, c) for ex, pairs in groups for _, c in pairs][:n]
+    paths = {db: str(database_path(dataset, db)) for db in {ex.db_id for ex, _ in items}}
+    lat_ms, verdicts = [], []
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    for ex, completion in items:
+        t = time.perf_counter()
+        verdicts.append(naive_one(paths[ex.db_id], ex, completion, timeout_s, 10_000))
+        lat_ms.append((time.perf_counter() - t) * 1e3)
+    return {"n": len(items), "wall": time.perf_counter() - wall0, "cpu": time.process_time() - cpu0,
+            "lat_ms": lat_ms, "correct": verdicts}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="builtin")
+    parser.add_argument("--n", type=int, default=5000, help="completions to score (>= 5000 for the figure)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--timeout", type=float, default=1.0, help="sandbox timeout per query, seconds")
+    parser.add_argument("--runaway", type=int, default=0, help="never-ending queries in the mix")
+    parser.add_argument("--batch", type=int, default=8, help="groups per score_many call (a GRPO step's prompts)")
+    parser.add_argument("--naive-n", type=int, default=400, help="completions for the naive baseline")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    examples = load_dataset(args.dataset, "dev")
+    groups = build_groups(examples, args.n, args.runaway, args.seed)
+    kinds = [k for _, pairs in groups for k, _ in pairs]
+    cores = len(os.sched_getaffinity(0))
+    mix = ", ".join(f"{k} {kinds.count(k)}" for k in ("correct", "wrong", "error", "slow", "runaway"))
+    print(f"reward throughput: {args.dataset} dev ({len(examples)} examples), {len(kinds)} completions "
+          f"in groups of {GROUP} ({mix}); {args.workers} workers, {cores} cores visible, load "
+          f"{os.getloadavg()[0]:.1f}, timeout {args.timeout:g} s, duckdb {duckdb.__version__}")
+
+    fast = run_fast(args.dataset, groups, args.workers, args.timeout, args.batch)
+    expected = [k == "correct" for k in kinds]
+    agree = sum(a == b for a, b in zip(fast["correct"], expected, strict=True))
+    fast_rate = fast["n"] / fast["wall"]
+    print(f"fast : {fast_rate:8.0f} verified completions/s  ({fast['n']} in {fast['wall']:.2f} s, "
+          f"cpu {fast['cpu'] / fast['n'] * 1e3:.3f} ms/completion, cold start and gold included)")
+    print(f"       latency per score_many call ({args.batch} groups = {args.batch * GROUP} completions): "
+          f"p50 {pct(fast['call_ms'], 0.5):.1f} ms  p99 {pct(fast['call_ms'], 0.99):.1f} ms")
+    print(f"       latency per completion (sandbox run): p50 {pct(fast['exec_ms'], 0.5):.2f} ms  "
+          f"p99 {pct(fast['exec_ms'], 0.99):.2f} ms; verdicts as intended: {agree}/{fast['n']}")
+
+    naive = run_naive(args.dataset, groups, args.naive_n, args.timeout)
+    naive_rate = naive["n"] / naive["wall"]
+    same = sum(a == b for a, b in zip(naive["correct"], fast["correct"], strict=False))
+    print(f"naive: {naive_rate:8.0f} verified completions/s  ({naive['n']} in {naive['wall']:.2f} s, "
+          f"cpu {naive['cpu'] / naive['n'] * 1e3:.3f} ms/completion; new connection per query, one thread)")
+    print(f"       latency per completion: p50 {pct(naive['lat_ms'], 0.5):.2f} ms  p99 {pct(naive['lat_ms'], 0.99):.2f} ms; "
+          f"same verdicts as fast: {same}/{naive['n']}")
+    print(f"speedup: {fast_rate / naive_rate:.1f}x (targets: >= 2000/s on 2 cores, >= 10x naive); "
+          f"mean naive latency {statistics.fmean(naive['lat_ms']):.1f} ms")
+
+
+if __name__ == "__main__":
+    main()

@@ -163,8 +163,11 @@ def open_study(session_dir: Path, sampler: optuna.samplers.BaseSampler | None = 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # "using an existing study" on every open
     Path(session_dir).mkdir(parents=True, exist_ok=True)
     storage = JournalStorage(JournalFileBackend(str(Path(session_dir) / JOURNAL_FILE)))
-    return optuna.create_study(study_name=STUDY_NAME, storage=storage, sampler=sampler, pruner=pruner,
-                               direction=direction, load_if_exists=True)
+    try:  # load first: create_study(load_if_exists=True) appends a CREATE_STUDY op on every open
+        return optuna.load_study(study_name=STUDY_NAME, storage=storage, sampler=sampler, pruner=pruner)
+    except KeyError:
+        return optuna.create_study(study_name=STUDY_NAME, storage=storage, sampler=sampler, pruner=pruner,
+                                   direction=direction)
 
 
 def trial_dir(session_dir: Path, trial_id: str) -> Path:

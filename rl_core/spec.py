@@ -74,6 +74,7 @@ class HParams:
     # Dynamic sampling draws up to this many candidate batches per step to fill it with mixed groups.
     sampling_rounds: int = 3
     sft_learning_rate: float = 1e-3
+    sft_batch_size: int = 32
 
     def __post_init__(self) -> None:
         p = "hparams."
@@ -108,6 +109,7 @@ class HParams:
         _number(p + "sft_steps", self.sft_steps, lo=0, integer=True)
         _number(p + "sampling_rounds", self.sampling_rounds, lo=1, hi=16, integer=True)
         _number(p + "sft_learning_rate", self.sft_learning_rate, lo=0, hi=1, lo_open=True)
+        _number(p + "sft_batch_size", self.sft_batch_size, lo=1, integer=True)
 
 
 @dataclass

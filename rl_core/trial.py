@@ -108,8 +108,8 @@ def run_trial(spec: TrialSpec | dict[str, Any], out_dir: str | Path, *, resume: 
             write_json_atomic(out.root / "result.json", result)
             return result
     done = out.read_result()
-    if resume and done is not None and done.get("status") == "succeeded":
-        return done  # nothing left to do
+    if resume and done is not None and done.get("status") == "succeeded" and done.get("spec") == spec.to_json():
+        return done  # nothing left to do (a changed spec, e.g. a larger budget, continues instead)
     (out.root / "result.json").unlink(missing_ok=True)
     spec.save(out.root / "spec.json")
     previous = signal.signal(signal.SIGTERM, _raise_stop) if _in_main_thread() else None
@@ -137,8 +137,9 @@ def execute(spec: TrialSpec, out: TrialDir, *, resume: bool, t_start: float) -> 
 
     hp = spec.hparams
     torch.manual_seed(spec.seed)
+    reward = _reward_spec(spec)  # fail on a bad reward before paying for the model
     policy = _load_policy(spec)
-    env = _build_env(spec, policy)
+    env = _build_env(spec, policy, reward)
     try:
         train_ids = list(env.example_ids(spec.train_split))
         dev_ids = list(env.example_ids(spec.eval.split))[: spec.eval.limit or None]
@@ -225,11 +226,19 @@ def _load_policy(spec: TrialSpec) -> Any:
     return policy
 
 
-def _build_env(spec: TrialSpec, policy: Any) -> Any:
+def _reward_spec(spec: TrialSpec) -> Any:
     import sql_env
 
     try:
-        reward = sql_env.RewardSpec.from_json({"components": spec.reward.components, "params": spec.reward.params})
+        return sql_env.RewardSpec.from_json({"components": spec.reward.components, "params": spec.reward.params})
+    except ValueError as exc:
+        raise TrialError("bad_spec", f"reward: {exc}") from exc
+
+
+def _build_env(spec: TrialSpec, policy: Any, reward: Any) -> Any:
+    import sql_env
+
+    try:
         return sql_env.SQLEnvironment(dataset=spec.dataset, reward=reward, prompt_style=policy.prompt_style,
                                       tokenizer=policy.tokenizer)
     except (ValueError, KeyError, FileNotFoundError) as exc:
@@ -246,7 +255,7 @@ def _sft_stage(spec: TrialSpec, env: Any, policy: Any, out: TrialDir) -> None:
     t0 = time.time()
     losses = train_sft(policy.model, policy.tokenizer, pairs,
                        SFTConfig(steps=spec.hparams.sft_steps, lr=spec.hparams.sft_learning_rate,
-                                 schedule="constant", seed=spec.seed))
+                                 batch_size=spec.hparams.sft_batch_size, schedule="constant", seed=spec.seed))
     print(f"sft {len(losses)} steps loss={losses[-1]:.3f} t={time.time() - t0:.1f}s", flush=True)
 
 

@@ -1,0 +1,113 @@
+"""End-to-end trials on builtin:micro-gemma with the real sql_env (DuckDB) environment."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from rl_core.spec import TrialSpec
+from rl_core.trial import classify, main, run_trial
+
+METRIC_KEYS = ("step", "reward_mean", "reward/execution_match", "reward/length_penalty", "batch_accuracy", "kl",
+               "entropy", "clip_frac", "completion_len", "grad_norm", "loss", "t_generate", "t_score", "t_train", "lr",
+               "elapsed_s")
+SANDBOX_STATUSES = {"ok", "syntax_error", "schema_error", "timeout", "too_many_rows", "forbidden", "runtime_error"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Two cores shared by many processes: one torch thread avoids spin-waiting on busy cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def micro_spec(**budget) -> dict:
+    return {
+        "trial_id": "micro", "model": "builtin:micro-gemma",
+        # A short SFT stage makes the random micro model write SELECT ... so DuckDB really runs it;
+        # the length term keeps rewards varied so every group carries a gradient.
+        "hparams": {"group_size": 4, "prompts_per_step": 2, "max_new_tokens": 16, "learning_rate": 1e-3,
+                    "warmup_steps": 0, "dynamic_sampling": False, "sft_steps": 30, "sft_batch_size": 8,
+                    "sft_learning_rate": 1e-2, "temperature": 1.0},
+        "reward": {"components": {"execution_match": 1.0, "length_penalty": 1.0},
+                   "params": {"length_free_chars": 0, "length_scale_chars": 1000}},
+        "budget": {"max_seconds": 300, "checkpoint_every": 1, **budget},
+        "eval": {"limit": 6, "samples": 8},
+    }
+
+
+def lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_two_step_trial_then_resume_writes_the_contract_directory(tmp_path):
+    out = tmp_path / "trial"
+    first = run_trial(micro_spec(max_steps=1), out)
+    assert first["status"] == "succeeded", first["error"]
+    step1 = torch.load(out / "checkpoints" / "step_1.pt", weights_only=False)["model"]
+
+    result = run_trial(micro_spec(max_steps=2), out, resume=True)  # extend the budget: resume at step 1
+    assert result["status"] == "succeeded", result["error"]
+    assert json.loads((out / "result.json").read_text()) == result
+    m = result["metrics"]
+    assert m["steps"] == 2 and m["dev_n"] == 6
+    for key in ("dev_accuracy_before", "dev_accuracy_after", "dev_stderr_after", "gain", "wall_s", "reward_mean_last"):
+        assert isinstance(m[key], float) and math.isfinite(m[key]), key
+    assert TrialSpec.from_json(result["spec"]) == TrialSpec.load(out / "spec.json")
+
+    rows = lines(out / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2]
+    for row in rows:
+        for key in METRIC_KEYS:
+            assert isinstance(row[key], int | float) and math.isfinite(row[key]), key
+    assert [r["step"] for r in lines(out / "eval.jsonl")] == [0, 1, 2]  # before, after run 1, after run 2
+
+    # the GRPO step after the checkpoint changed the weights that were saved
+    from safetensors.torch import load_file
+
+    saved = load_file(out / "adapter" / "model.safetensors")
+    changed = [n for n, w in step1.items() if n in saved and not torch.equal(saved[n], w)]
+    assert changed, "step 2 did not change any weight"
+
+    # rewards came from executing SQL in DuckDB: DuckDB's own error messages are in the verdicts
+    samples = lines(out / "samples.jsonl")
+    assert samples and {s["status"] for s in samples} <= SANDBOX_STATUSES
+    executed = [s for s in samples if s["sql"] is not None]
+    assert executed, "no sample reached the sandbox"
+    assert any("Error" in (s["error"] or "") or s["status"] == "ok" for s in executed)
+    for key in ("step", "example_id", "question", "completion", "sql", "status", "correct", "reward", "error"):
+        assert key in samples[0]
+
+
+def test_bad_spec_fails_before_any_work(tmp_path, capsys):
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"trial_id": "bad", "hparams": {"group_size": 1}}))
+    assert main([str(spec), "--out", str(tmp_path / "out")]) == 2
+    assert "at least 2 completions per prompt" in capsys.readouterr().err
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert result["status"] == "failed" and result["error"]["kind"] == "bad_spec"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["result.json"]
+
+
+def test_bad_reward_and_missing_model_are_classified(tmp_path):
+    bad_reward = run_trial({"trial_id": "r", "reward": {"components": {"vibes": 1.0}}}, tmp_path / "r")
+    assert bad_reward["error"]["kind"] == "bad_spec" and "vibes" in bad_reward["error"]["message"]
+    assert not (tmp_path / "r" / "metrics.jsonl").exists()
+    missing = run_trial({"trial_id": "m", "model": str(tmp_path / "no-such-model")}, tmp_path / "m")
+    assert missing["status"] == "failed" and missing["error"]["kind"] == "model_load"
+
+
+def test_error_classification():
+    from rl_core.trainer import NonFiniteLoss
+    from rl_core.trial import TrialError, _Stop
+
+    assert classify(NonFiniteLoss("loss became nan"))[0] == "nan_loss"
+    assert classify(MemoryError())[0] == "oom"
+    assert classify(RuntimeError("CUDA out of memory. Tried to allocate"))[0] == "oom"
+    assert classify(_Stop())[0] == "timeout"
+    assert classify(TrialError("model_load", "x")) == ("model_load", "x")
+    kind, message = classify(KeyError("boom"))
+    assert kind == "crash" and "KeyError" in message

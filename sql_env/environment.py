@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from sql_env.datasets import DatasetError, database_path, load_dataset, schema_ddl
+from sql_env.datasets import DatasetError, database_path, dataset_dir, load_dataset, schema_ddl
 from sql_env.match import normalize_rows, normalized_results_match, order_matters
 from sql_env.prompts import extract_sql, render_prompt
 from sql_env.rewards import RewardSpec, ScoreInput
@@ -67,6 +67,11 @@ class SQLEnvironment:
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
+        if prompt_style not in ("plain", "chat"):
+            raise ValueError(f"unknown prompt style {prompt_style!r}: use 'plain' or 'chat'")
+        if prompt_style == "chat" and not getattr(tokenizer, "chat_template", None):
+            raise ValueError("prompt style 'chat' needs a tokenizer with a chat template; use 'plain' for base models")
+        dataset_dir(dataset)  # fail now, with the dataset's own message, not at the first prompt
         self.dataset = dataset
         self.reward = RewardSpec.from_json(reward)
         self.prompt_style = prompt_style

@@ -57,6 +57,19 @@ def test_ids_prompt_and_question(env: SQLEnvironment) -> None:
     assert env.question("q4") == "Department of each employee in Lyon."
 
 
+def test_bad_settings_fail_at_construction_with_the_fix(dataset: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown dataset"):
+        SQLEnvironment("no-such-dataset")
+    with pytest.raises(ValueError, match="not a dataset folder"):
+        SQLEnvironment(str(tmp_path))
+    with pytest.raises(ValueError, match="'plain' or 'chat'"):
+        SQLEnvironment(str(dataset), prompt_style="fancy")
+    with pytest.raises(ValueError, match="chat template"):
+        SQLEnvironment(str(dataset), prompt_style="chat")
+    with pytest.raises(ValueError, match="unknown reward component 'exact'"):
+        SQLEnvironment(str(dataset), reward={"components": {"exact": 1}})
+
+
 def test_unknown_example_says_where_ids_come_from(env: SQLEnvironment) -> None:
     with pytest.raises(KeyError, match="example_ids"):
         env.prompt("nope")

@@ -27,9 +27,23 @@ def cache_root() -> Path:
     return Path(os.environ.get("OPENRL_AGENT_CACHE", "~/.cache/openrl-agent")).expanduser() / "datasets"
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def staging_dir(final: Path) -> Path:
+    """An empty `.NAME.tmp-PID` sibling of `final`; leftovers of dead builders are removed."""
+    for old in final.parent.glob(f".{final.name}.tmp-*"):
+        pid = old.name.rsplit("-", 1)[1]
+        if pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
+            shutil.rmtree(old, ignore_errors=True)
     staging = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
     (staging / "databases").mkdir(parents=True)
     return staging
 

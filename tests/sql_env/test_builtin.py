@@ -6,7 +6,7 @@ import duckdb
 import pytest
 
 from sql_env.datasets import build_builtin, load_dataset
-from sql_env.datasets.builtin.build import SCHEMAS
+from sql_env.datasets.builtin.build import SCHEMAS, VERSION
 from sql_env.datasets.builtin.registry import FAMILIES
 
 REQUIRED_FAMILIES = {"projection", "filter_compare", "filter_range", "filter_like", "filter_in", "filter_null",
@@ -120,4 +120,23 @@ def test_same_seed_same_dataset(builtin_dir, tmp_path):
 def test_cached_build_is_reused(builtin_dir):
     stamp = (builtin_dir / "manifest.json").stat().st_mtime_ns
     assert build_builtin(seed=0) == builtin_dir
+    assert builtin_dir.name == f"builtin-v{VERSION}-seed0"
     assert (builtin_dir / "manifest.json").stat().st_mtime_ns == stamp
+
+
+# Output of seed 0 at the current VERSION. If this fails, the generated content changed: bump
+# VERSION in sql_env/datasets/builtin/build.py (so caches rebuild) and update the hashes here.
+PINNED = {"version": 2, "python": (3, 11),
+          "sha256_16": {"train": "e0544d3fded365cd", "dev": "18054b78730b0d0f", "test": "1f146eddde55aa87"}}
+
+
+def test_content_change_bumps_version(builtin_dir):
+    import hashlib
+    import sys
+
+    from sql_env.datasets.builtin.build import VERSION
+
+    if sys.version_info[:2] != PINNED["python"]:
+        pytest.skip("random's sequences are pinned for one Python version")
+    digests = {s: hashlib.sha256((builtin_dir / f"{s}.jsonl").read_bytes()).hexdigest()[:16] for s in PINNED["sha256_16"]}
+    assert (VERSION, digests) == (PINNED["version"], PINNED["sha256_16"])

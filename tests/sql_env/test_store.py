@@ -73,3 +73,10 @@ def test_builtin_ddl_matches_schema(builtin_dir):
     ddl = schema_ddl(builtin_dir / "databases" / "retail.duckdb")
     assert "CREATE TABLE orders (order_id INT PRIMARY KEY, customer_id INT REFERENCES customers," in ddl
     assert len(ddl.splitlines()) == 4 and "--" not in ddl
+
+
+def test_staging_leftovers_of_dead_builders_are_removed(tmp_path):
+    dead = tmp_path / ".d.tmp-999999999"
+    (dead / "databases").mkdir(parents=True)
+    fresh = staging_dir(tmp_path / "d")
+    assert not dead.exists() and fresh.is_dir()

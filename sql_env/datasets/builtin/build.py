@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -27,7 +28,9 @@ from sql_env.datasets.builtin.spec import Schema
 from sql_env.datasets.store import cache_root, publish, staging_dir, write_json, write_split
 from sql_env.types import Example
 
-VERSION = 1
+# Bump whenever generated content changes: the cache folder is keyed by it, so a stale build
+# is never reused (test_builtin.py pins a hash of the output to catch a forgotten bump).
+VERSION = 2
 SCHEMAS: tuple[Schema, ...] = (retail.SCHEMA, flights.SCHEMA, university.SCHEMA, hr.SCHEMA)
 SIZES = {"train": 3200, "dev": 400, "test": 400}
 MAX_GOLD_ROWS = 1000  # keeps gold comparisons cheap for the reward loop
@@ -54,9 +57,13 @@ def build_builtin(seed: int = 0, out_dir: str | Path | None = None, force: bool 
             cons[schema.db_id], tables[schema.db_id] = create_database(
                 staging / "databases" / f"{schema.db_id}.duckdb", schema, rng)
         splits, held = Generator(cons, rng).all_splits()
-    finally:
+    except BaseException:
         for con in cons.values():
             con.close()
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    for con in cons.values():
+        con.close()
     counts = {name: write_split(staging, name, examples) for name, examples in splits.items()}
     write_json(staging / "manifest.json", {
         "name": "builtin", "source": "builtin", "version": VERSION, "seed": seed,

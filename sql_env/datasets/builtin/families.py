@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sql_env.datasets.builtin.spec import Entity, Schema
+from sql_env.datasets.builtin.spec import Entity, Num, Schema
 
 
 @dataclass(frozen=True)
@@ -142,9 +142,13 @@ def d_count(e: Entity, rng: random.Random) -> Draw | None:
 AGGS = (("AVG", "average"), ("MAX", "highest"), ("MIN", "lowest"), ("SUM", "total"))
 
 
+def aggs(num: Num) -> tuple[tuple[str, str], ...]:
+    return AGGS if num.additive else AGGS[:3]
+
+
 def d_aggregate(e: Entity, rng: random.Random) -> Draw | None:
     num = rng.choice(e.nums)
-    fn, word = rng.choice(AGGS)
+    fn, word = rng.choice(aggs(num))
     cond = condition(e, rng, skip=num.col)
     if cond is None:
         return None
@@ -155,7 +159,7 @@ def d_aggregate(e: Entity, rng: random.Random) -> Draw | None:
 def d_group(e: Entity, rng: random.Random) -> Draw:
     cat = rng.choice([c for c in e.cats if c.col != e.label])
     options = [("COUNT(*)", f"number of {e.plural}")]
-    options += [(f"{fn}({n.col})", f"{w} {n.word}") for n in e.nums for fn, w in AGGS]
+    options += [(f"{fn}({n.col})", f"{w} {n.word}") for n in e.nums for fn, w in aggs(n)]
     expr, measure = rng.choice(options)
     return Draw({**base(e), "cat": cat.word, "measure": measure},
                 f"SELECT {cat.col}, {expr} FROM {e.table} GROUP BY {cat.col}")

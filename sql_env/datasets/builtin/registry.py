@@ -71,7 +71,7 @@ FAMILIES: tuple[Family, ...] = (
         "Among {plural} {cond}, what is the {agg} {num}?")),
     Family("group_by", "medium", entities(lambda e: any(c.col != e.label for c in e.cats)), f.d_group, (
         "For each {cat}, show the {measure}.",
-        "List every {cat} with the {measure}.",
+        "List every {cat} with its {measure}.",
         "What is the {measure} per {cat}?",
         "Show the {measure} for each {cat}.",
         "For every {cat}, what is the {measure}?")),

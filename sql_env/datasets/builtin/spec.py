@@ -20,6 +20,7 @@ class Num:
     col: str
     word: str
     values: tuple[int | float, ...]
+    additive: bool = True  # False where a total means nothing (years, levels, grades)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from agent.cli.common import console, fail
 
@@ -113,8 +114,11 @@ def show(
         examples = [e for e in examples if e.family == family]
     rows = Table("id", "db", "family", "question", "gold SQL", title=f"{name} / {split}", show_lines=True)
     for ex in examples[:limit]:
-        rows.add_row(ex.id, ex.db_id, ex.family or "-", ex.question + (f"\n[dim]{ex.evidence}[/]" if ex.evidence else ""),
-                     ex.gold_sql)
+        # Text cells: questions and SQL may hold [brackets] that Rich would read as markup.
+        question = Text(ex.question)
+        if ex.evidence:
+            question.append("\n" + ex.evidence, style="dim")
+        rows.add_row(ex.id, ex.db_id, ex.family or "-", question, Text(ex.gold_sql))
     if limit:
         console.print(rows)
     console.print(_counts_table(examples))

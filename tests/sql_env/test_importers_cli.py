@@ -33,3 +33,15 @@ def test_import_user_errors(tmp_path):
                           (["parquet", str(tmp_path)], "unknown format 'parquet'")):
         result = runner.invoke(app, ["data", "import", *args, "--name", "x"])
         assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+
+
+def test_show_prints_brackets_verbatim(tmp_path):
+    """Evidence and SQL are data, not Rich markup."""
+    from tests.fixtures.text2sql_fixtures import write_bird
+
+    out = tmp_path / "bird-out"
+    assert runner.invoke(app, ["data", "import", "bird", str(write_bird(tmp_path / "b")), "--name", "b",
+                               "--out", str(out)]).exit_code == 0
+    shown = runner.invoke(app, ["data", "show", str(out), "--split", "dev", "--limit", "3"])
+    assert shown.exit_code == 0, shown.output
+    assert "[Charter] = 1" in shown.output

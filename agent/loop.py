@@ -140,15 +140,7 @@ class Research:
         return handle
 
     def spec_for(self, trial: Any) -> dict[str, Any]:
-        base: dict[str, Any] = {"trial_id": st.trial_id_of(trial), "session": self.session,
-                                "model": self.c["model"], "dataset": self.c["dataset"], "seed": self.c.get("seed", 0)}
-        if self.c.get("eval_limit"):
-            base["eval.limit"] = self.c["eval_limit"]
-        if self.c.get("eval_every_steps"):
-            base["eval.every_steps"] = self.c["eval_every_steps"]
-        if self.c.get("trial_seconds"):
-            base["budget.max_seconds"] = self.c["trial_seconds"]
-        return self.space.build_spec(trial.params, base=base)
+        return trial_spec(self.space, self.c, self.session, st.trial_id_of(trial), trial.params)
 
     # --- collect -------------------------------------------------------------------------------
     def collect(self, state: dict[str, Any]) -> dict[str, Any]:
@@ -296,6 +288,21 @@ class Research:
                 row["summary"] = summarize_trial(trial_dir(self.dir, row["trial_id"]))
                 rows.append(row)
         return rows
+
+
+def trial_spec(space: SearchSpace, constraints: dict[str, Any], session: str, trial_id: str,
+               params: dict[str, Any]) -> dict[str, Any]:
+    """The spec of one trial: the search-space point plus the session's model, data and limits."""
+    c = constraints
+    base: dict[str, Any] = {"trial_id": trial_id, "session": session, "model": c["model"],
+                            "dataset": c["dataset"], "seed": c.get("seed", 0)}
+    if c.get("eval_limit"):
+        base["eval.limit"] = c["eval_limit"]
+    if c.get("eval_every_steps"):
+        base["eval.every_steps"] = c["eval_every_steps"]
+    if c.get("trial_seconds"):
+        base["budget.max_seconds"] = c["trial_seconds"]
+    return space.build_spec(params, base=base)
 
 
 def _reattach(launcher: Any, session: str) -> list[TrialHandle]:

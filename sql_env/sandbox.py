@@ -11,7 +11,10 @@ Defences, in the order a query meets them:
    directory (nothing spills to disk), `memory_limit` and `threads` set, and the configuration locked
    so a query cannot undo any of it. These hold even if step 2 had a hole.
 4. Wall time: DuckDB has no statement timeout, so one watchdog thread per sandbox interrupts the
-   connection of any query past its deadline (`Connection.interrupt`).
+   connection of any query past its deadline (`Connection.interrupt`). DuckDB checks for an
+   interrupt between vectors, so one scalar call on one huge value (list_sort(range(25000000)))
+   finishes its vector first: such a query still ends as `timeout`, seconds late, and
+   `memory_limit` bounds how large that value, hence how late, it can be.
 5. Rows are fetched from a streaming result and capped at `max_rows`, so a huge cross join stops
    after `max_rows + 1` rows instead of materialising.
 

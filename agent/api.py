@@ -2,8 +2,10 @@
 
 - `plan_goal(goal, overrides) -> Plan`: parse a free-text goal (agent/goal.py); raises GoalError.
   overrides (CLI flags): trials, parallel, budget_minutes, model, dataset, planner (gemini|offline),
-  launcher (local|k8s), launcher_options (dict), config (search-space TOML), seed, eval_limit,
-  eval_every_steps, trial_seconds, max_steps, metric, target, pruner (median|none).
+  launcher (local|k8s), launcher_options (dict), seed, eval_limit, eval_every_steps, trial_seconds,
+  max_steps, metric, target, pruner (median|none), gemini_model, gemini_base_url, and config: a
+  TOML/JSON file with any of these keys plus search-space sections ([params.<name>], [fixed]).
+  Precedence: flags > config file > goal text > defaults; Plan.sources says which applied.
 - `create_session(plan, runs_dir="runs") -> Path`: runs/<session-id>/ with session.json and an
   empty study journal.
 - `run_session(session_dir, on_event=None) -> dict`: runs the loop until the session is done

@@ -153,12 +153,17 @@ def api_key() -> str | None:
 
 
 def plan_goal(goal: str, overrides: dict[str, Any] | None = None) -> Any:
-    """Parse a goal into a Plan (see the module docstring); overrides (CLI flags) win.
+    """Parse a goal into a Plan (see the module docstring). Precedence: overrides (CLI flags) >
+    the `config` file > the goal text > defaults.
 
-    Raises GoalError for a goal or override that cannot be understood."""
+    `config` names a TOML or JSON file holding any override key (trials = 12, launcher = "k8s" or
+    a [launcher] table with its options, ...) and/or search-space sections ([params.<name>],
+    [fixed]; see tools/search_space.py). Raises GoalError for anything that cannot be understood."""
     from tools.search_space import SearchSpace, SearchSpaceError
 
-    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    cli = {k: v for k, v in (overrides or {}).items() if v is not None}
+    file_options, space_sections = _read_config(cli["config"]) if cli.get("config") else ({}, {})
+    overrides = {**file_options, **cli}
     unknown = set(overrides) - _OVERRIDES
     if unknown:
         raise GoalError(f"unknown setting {sorted(unknown)[0]!r}; known: {', '.join(sorted(_OVERRIDES))}")
@@ -174,12 +179,14 @@ def plan_goal(goal: str, overrides: dict[str, Any] | None = None) -> Any:
     found, source = _read_goal(goal, planner)
     values = {**found, **{k: v for k, v in overrides.items() if k in _VALUE_KEYS}}
     for key in _VALUE_KEYS:
-        plan.sources[key] = "override" if key in overrides else (source if key in found else "default")
+        origin = "override" if key in cli else ("config" if key in file_options else None)
+        plan.sources[key] = origin or (source if key in found else "default")
     _apply(plan, values)
     try:
-        space = SearchSpace.load(overrides.get("config"))
+        space = SearchSpace()
+        space.apply_overrides(space_sections)
     except SearchSpaceError as exc:
-        raise GoalError(str(exc)) from None
+        raise GoalError(f"{cli.get('config')}: {exc}") from None
     if plan.constraints.max_steps is not None:
         space.params.pop("max_steps", None)
         space.fixed["budget.max_steps"] = plan.constraints.max_steps
@@ -188,6 +195,32 @@ def plan_goal(goal: str, overrides: dict[str, Any] | None = None) -> Any:
     if plan.pruner not in ("median", "none"):
         raise GoalError(f"pruner {plan.pruner!r} is unknown; use median or none")
     return plan
+
+
+def _read_config(path: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(option keys, search-space sections) of a TOML or JSON config file."""
+    import json
+    import tomllib
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError:
+        raise GoalError(f"config file {path} not found; check the --config path") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        raise GoalError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {exc}") from None
+    if not isinstance(data, dict):
+        raise GoalError(f"{path} must hold a table/object of settings")
+    space = {k: data.pop(k) for k in ("params", "fixed") if k in data}
+    data.pop("config", None)
+    if isinstance(data.get("launcher"), dict):  # [launcher] name = "k8s", namespace = ...
+        table = dict(data.pop("launcher"))
+        data["launcher"] = table.pop("name", "local")
+        data["launcher_options"] = {**table, **data.get("launcher_options", {})}
+    return data, space
 
 
 _VALUE_KEYS = ("trials", "parallel", "budget_minutes", "model", "dataset", "seed", "eval_limit",

@@ -75,3 +75,24 @@ def test_a_bad_search_space_file_is_a_goal_error(tmp_path: Path):
     bad.write_text("[params.nope]\nlow = 1\nhigh = 2\n")
     with pytest.raises(GoalError, match="unknown parameter 'nope'"):
         plan_goal("raise accuracy", {"config": str(bad)})
+
+
+def test_config_file_holds_options_and_search_space_and_flags_win(tmp_path: Path):
+    config = tmp_path / "research.toml"
+    config.write_text('trials = 6\nparallel = 3\nmodel = "builtin:micro-gemma"\n'
+                      '[launcher]\nname = "k8s"\nnamespace = "research"\n'
+                      '[params.lora_rank]\nchoices = [0, 16]\n[fixed]\n"eval.limit" = 50\n')
+    plan = plan_goal("raise accuracy, 10 trials", {"config": str(config), "parallel": 2})
+    assert plan.constraints.trials == 6 and plan.sources["trials"] == "config"  # file beats goal text
+    assert plan.constraints.parallel == 2 and plan.sources["parallel"] == "override"
+    assert plan.launcher == {"name": "k8s", "namespace": "research"}
+    assert plan.search_space["params"]["lora_rank"]["choices"] == [0, 16]
+    assert plan.search_space["fixed"] == {"eval.limit": 50}
+    json_config = tmp_path / "research.json"
+    json_config.write_text('{"trials": 3, "pruner": "none"}')
+    assert plan_goal("raise accuracy", {"config": str(json_config)}).pruner == "none"
+    json_config.write_text('{"trails": 3}')
+    with pytest.raises(GoalError, match="unknown setting 'trails'"):
+        plan_goal("raise accuracy", {"config": str(json_config)})
+    with pytest.raises(GoalError, match="not found"):
+        plan_goal("raise accuracy", {"config": str(tmp_path / "missing.toml")})

@@ -33,6 +33,8 @@ def _literal(value: object) -> str:
         return "NULL"
     if isinstance(value, int | float):
         return repr(value)
+    if isinstance(value, bytes):
+        return "<blob>"
     return "'" + str(value).replace("'", "''")[:40] + "'"
 
 
@@ -44,29 +46,38 @@ def schema_ddl(db_path: str | os.PathLike, sample_rows: int = 0) -> str:
 
 @lru_cache(maxsize=256)
 def _schema_ddl(path: str, mtime_ns: int, sample_rows: int) -> str:
-    con = duckdb.connect(path, read_only=True)
+    # ATTACH into a private in-memory instance rather than `connect(path)`: DuckDB refuses a second
+    # in-process open of one file with a different configuration (the sandbox has its own).
+    con = duckdb.connect(":memory:")
     try:
+        con.execute("ATTACH ? AS src (READ_ONLY)", [path])
         tables = [r[0] for r in con.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' ORDER BY table_oid").fetchall()]
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = 'src' AND schema_name = 'main' "
+            "ORDER BY table_oid").fetchall()]
         lines = []
         for table in tables:
             lines.append(_table_line(con, table))
             if sample_rows > 0:
-                rows = con.execute(f"SELECT * FROM {_ident(table)} LIMIT {int(sample_rows)}").fetchall()
-                shown = ", ".join("(" + ", ".join(_literal(v) for v in row) + ")" for row in rows)
-                lines.append(f"/* rows: {shown} */")
+                rows = con.execute(f"SELECT * FROM src.main.{_quoted(table)} LIMIT {int(sample_rows)}").fetchall()
+                if rows:
+                    shown = ", ".join("(" + ", ".join(_literal(v) for v in row) + ")" for row in rows)
+                    lines.append(f"/* rows: {shown} */")
         return "\n".join(lines)
     finally:
         con.close()
 
 
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
 def _table_line(con: duckdb.DuckDBPyConnection, table: str) -> str:
     columns = con.execute(
-        "SELECT column_name, data_type FROM duckdb_columns() WHERE schema_name = 'main' AND table_name = ? "
-        "ORDER BY column_index", [table]).fetchall()
+        "SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = 'src' AND schema_name = 'main' "
+        "AND table_name = ? ORDER BY column_index", [table]).fetchall()
     constraints = con.execute(
         "SELECT constraint_type, constraint_column_names, referenced_table, referenced_column_names "
-        "FROM duckdb_constraints() WHERE schema_name = 'main' AND table_name = ? "
+        "FROM duckdb_constraints() WHERE database_name = 'src' AND schema_name = 'main' AND table_name = ? "
         "AND constraint_type IN ('PRIMARY KEY', 'FOREIGN KEY') ORDER BY constraint_index", [table]).fetchall()
     pk = next((cols for kind, cols, _, _ in constraints if kind == "PRIMARY KEY"), [])
     fks = {cols[0]: (ref, ref_cols[0]) for kind, cols, ref, ref_cols in constraints

@@ -80,3 +80,15 @@ def test_staging_leftovers_of_dead_builders_are_removed(tmp_path):
     (dead / "databases").mkdir(parents=True)
     fresh = staging_dir(tmp_path / "d")
     assert not dead.exists() and fresh.is_dir()
+
+
+def test_schema_ddl_while_another_reader_holds_the_file(tmp_path):
+    """The sandbox keeps its own connections open; DDL must still be readable in-process."""
+    folder = make_dataset(tmp_path / "mine", ROWS)
+    db = database_path(str(folder), "shop")
+    other = duckdb.connect(str(db), read_only=True, config={"threads": 1})
+    try:
+        assert schema_ddl(db, sample_rows=5).count("CREATE TABLE") == 2
+        assert "/* rows:" not in schema_ddl(db, sample_rows=5).splitlines()[-1]  # empty table: no rows line
+    finally:
+        other.close()

@@ -84,9 +84,16 @@ def make_launcher(plan: dict[str, Any], session_dir: Path) -> Any:
         return LocalLauncher(runs_dir=Path(session_dir).parent, slots=int(plan["constraints"]["parallel"]),
                              **settings)
     if name == "k8s":
-        from cluster.k8s import KubernetesLauncher  # type: ignore[import-not-found]
+        from cluster.base import LauncherError
+        from cluster.k8s_launcher import KubernetesLauncher
+        from cluster.k8s_manifests import KubernetesConfig
 
-        return KubernetesLauncher(**settings)
+        try:
+            return KubernetesLauncher(KubernetesConfig(**settings), runs_dir=Path(session_dir).parent)
+        except TypeError as exc:
+            raise SessionError(f"launcher settings: {exc}; see cluster/k8s_manifests.py KubernetesConfig") from None
+        except LauncherError as exc:
+            raise SessionError(str(exc)) from None
     raise SessionError(f"launcher {name!r} is unknown; use local or k8s")
 
 

@@ -161,3 +161,41 @@ def test_a_second_loop_on_the_same_session_is_refused(tmp_path: Path):
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         with pytest.raises(SessionError, match="already running"):
             _run(session_dir)
+
+
+def test_bad_kubernetes_settings_are_one_clear_error(tmp_path: Path):
+    from agent.api import make_launcher
+    from agent.session import SessionError
+
+    plan = plan_goal("raise accuracy", {"launcher": "k8s", "launcher_options": {"namespace": "Bad_NS"}}).to_json()
+    with pytest.raises(SessionError, match="not a valid Kubernetes name"):
+        make_launcher(plan, tmp_path / "runs" / "s-1")
+    plan["launcher"] = {"name": "k8s", "colour": "red"}
+    with pytest.raises(SessionError, match="launcher settings"):
+        make_launcher(plan, tmp_path / "runs" / "s-1")
+
+
+def test_gemini_planner_in_the_loop_feedback_and_fallback_recorded(tmp_path: Path, gemini_server, monkeypatch):
+    from agent.session import save_session
+
+    monkeypatch.setenv("OPENRL_AGENT_GEMINI_BASE_URL", gemini_server.url)
+    gemini_server.replies += [
+        ("json", {"understood": True, "trials": 2, "parallel": 1}),  # the goal
+        ("json", {"proposals": [{"params": {"learning_rate": 0.5, "lora_rank": 16}, "rationale": "go big"}]}),
+        ("status", 503), ("status", 503),  # round 2: retries exhausted -> offline
+    ]
+    plan = plan_goal("make the warehouse model better with two tries, one at a time", {"pruner": "none"})
+    session_dir = create_session(plan, tmp_path / "runs")
+    data = load_session(session_dir)
+    data["planner"].update(retries=1, backoff_s=0.01, timeout_s=5)
+    save_session(session_dir, data)
+    summary = run_session(session_dir, None, launcher=scripted_launcher(session_dir, 1), poll_s=0.05)
+    assert summary["finished"] == 2
+    rounds = load_rounds(session_dir)
+    assert rounds[0]["planner"] == "gemini" and "clamped to 0.001" in " ".join(rounds[0]["notes"])
+    assert rounds[0]["proposals"][0]["params"]["learning_rate"] == 1e-3
+    assert rounds[0]["proposals"][0]["rationale"] == "go big"
+    assert rounds[1]["planner"] == "offline (fallback)" and "gemini failed" in rounds[1]["fallback"]
+    assert "clamped to 0.001" in gemini_server.prompt(2)  # round 1's correction went back to Gemini
+    rows = {r["trial_id"]: r for r in leaderboard(session_dir)}
+    assert rows["t0001"]["planner"] == "offline (fallback)"

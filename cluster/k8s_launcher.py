@@ -78,11 +78,13 @@ class KubernetesLauncher:
         configmap, job = build_manifests(spec, self.config)
         name, ns = job["metadata"]["name"], self.config.namespace
         trial_dir = self._trial_dir(session, trial_id)
+        handle = TrialHandle(session=session, trial_id=trial_id, backend=self.backend, ref=f"{ns}/{name}")
+        if (trial_dir / STATE_FILE).exists():  # resubmitted after a restart: the same trial, never a rerun
+            self._status(handle)
+            return handle
         trial_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(trial_dir / SPEC_FILE, spec)
-        if not (trial_dir / STATE_FILE).exists():
-            self._save(trial_dir, name, "queued")
-        handle = TrialHandle(session=session, trial_id=trial_id, backend=self.backend, ref=f"{ns}/{name}")
+        self._save(trial_dir, name, "queued")
         self._tracked[name] = handle
         self._created(self.core.create_namespaced_config_map, configmap, "create configmaps")
         created = self._created(self.batch.create_namespaced_job, job, "create jobs")

@@ -29,7 +29,7 @@ KUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 GKE_ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 SPEC_MOUNT = "/etc/openrl-agent"
-WORK_MOUNT = "/work"
+WORK_MOUNT = "/openrl-work"  # unusual on purpose: the test node rewrites it in every argument
 CONTAINER = "trial"
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENRL_TORCH_THREADS")
 
@@ -147,7 +147,7 @@ def _pod_spec(spec: dict[str, Any], name: str, session: str, trial_id: str,
     requests: dict[str, Any] = {"cpu": config.cpu, "memory": config.memory}
     limits: dict[str, Any] = {"memory": config.memory}
     if config.gpus:
-        limits["nvidia.com/gpu"] = config.gpus
+        limits["nvidia.com/gpu"] = str(config.gpus)  # quantities are strings in the API
     mounts = [{"name": "spec", "mountPath": SPEC_MOUNT, "readOnly": True}]
     volumes: list[dict[str, Any]] = [{"name": "spec", "configMap": {"name": name}}]
     if config.runs_pvc:

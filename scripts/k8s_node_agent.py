@@ -118,6 +118,9 @@ class NodeAgent:
 
     def _pod_event(self, kind: str, pod: client.V1Pod) -> None:
         uid = pod.metadata.uid
+        if os.environ.get("OPENRL_NODE_DEBUG"):
+            print(f"event {kind} {pod.metadata.name} {pod.status.phase} del={pod.metadata.deletion_timestamp}",
+                  file=sys.stderr, flush=True)
         with self.lock:
             proc = self.pods.get(uid)
         if kind == "DELETED" or pod.metadata.deletion_timestamp:
@@ -170,8 +173,9 @@ class NodeAgent:
     def _remove(self, pod: client.V1Pod) -> None:
         """Finish a graceful deletion the way a kubelet does: delete with grace 0 once stopped."""
         try:
-            self.core.delete_namespaced_pod(pod.metadata.name, pod.metadata.namespace, grace_period_seconds=0,
-                                            body={"preconditions": {"uid": pod.metadata.uid}})
+            # Options go in the body: with a body, the API server ignores the query's gracePeriodSeconds.
+            self.core.delete_namespaced_pod(pod.metadata.name, pod.metadata.namespace,
+                                            body={"gracePeriodSeconds": 0, "preconditions": {"uid": pod.metadata.uid}})
         except ApiException as exc:
             if exc.status not in (404, 409):
                 raise

@@ -107,8 +107,8 @@ def check(
 
     items = check_cluster(_k8s_config(kubeconfig, context, namespace, gpus, gpu_type))
     for item in items:
-        mark = "[green]ok[/]" if item.ok else ("[red]FAIL[/]" if item.fatal else "[yellow]warn[/]")
-        console.print(f"{mark:>16} {item.name:<10} {item.detail}", highlight=False)
+        mark = "[green]  ok[/]" if item.ok else ("[red]FAIL[/]" if item.fatal else "[yellow]warn[/]")
+        console.print(f"{mark} {item.name:<10} {item.detail}", highlight=False, soft_wrap=True)
     if any(not i.ok and i.fatal for i in items):
         raise typer.Exit(1)
 

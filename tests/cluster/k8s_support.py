@@ -6,6 +6,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +56,8 @@ class K8sCluster:
         return connect(str(self.kubeconfig))
 
     def namespace(self, name: str) -> str:
-        ns = "t-" + hashlib.sha256(name.encode()).hexdigest()[:10]
+        """A fresh namespace per test (job names are deterministic, so tests must not share one)."""
+        ns = "t-" + hashlib.sha256(name.encode()).hexdigest()[:6] + "-" + uuid.uuid4().hex[:6]
         try:
             client.CoreV1Api(self.api()).create_namespace({"metadata": {"name": ns}})
         except client.ApiException as exc:

@@ -42,7 +42,7 @@ def test_job_carries_labels_spec_configmap_and_limits() -> None:
 def test_gpu_trials_get_gke_selector_toleration_and_kueue() -> None:
     _, job = build_manifests(fake_spec("t1"), KubernetesConfig(gpus=1, gpu_type="nvidia-l4", kueue_queue="team-a"))
     pod = job["spec"]["template"]["spec"]
-    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert pod["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
     assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"

@@ -121,6 +121,9 @@ def run_session(session_dir: str | os.PathLike[str], on_event: OnEvent | None = 
             config = {"configurable": {"thread_id": plan["id"]}, "recursion_limit": 1_000_000}
             with _sigint_pauses(session_dir, emit):
                 final = graph.invoke(_input_for(graph, config), config, durability="sync")
+        except KeyboardInterrupt:  # a second Ctrl-C: trials run on detached; resume re-attaches them
+            update_status(session_dir, state="interrupted", stop_reason="interrupted", pid=None)
+            raise
         finally:
             conn.close()
         reason = final.get("stop_reason") or "stopped"

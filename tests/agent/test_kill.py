@@ -87,3 +87,21 @@ def test_kill_9_from_outside_at_arbitrary_moments(tmp_path: Path):
     final = _agent(session_dir)
     assert final.returncode == 0, final.stdout + final.stderr
     _check_counted_once(session_dir)
+
+
+def test_sigint_pauses_a_running_agent_process_and_resume_finishes(tmp_path: Path):
+    session_dir = create_session(plan_goal(f"raise accuracy, {TRIALS} trials, 2 at a time",
+                                           {"planner": "offline", "pruner": "none"}), tmp_path / "runs")
+    proc = subprocess.Popen([sys.executable, str(AGENT), str(session_dir)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:  # Ctrl-C once the first trial is running
+        if line.startswith("event trial_progress"):
+            proc.send_signal(signal.SIGINT)
+            break
+    out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 0 and "summary paused paused" in out, out
+    status = json.loads((session_dir / "session.json").read_text())["status"]
+    assert status["state"] == "paused"
+    final = _agent(session_dir)
+    assert "summary done trial budget spent" in final.stdout, final.stdout + final.stderr
+    _check_counted_once(session_dir)

@@ -6,14 +6,17 @@ Splits (see ../shared/notes/grpo-calibration.md for why dev looks like this):
   `composition` - a (schema, family) pair train never shows (each family is held out on one schema),
   `phrasing`    - a trained pair asked with the family's held-out phrasing,
   in-distribution - a trained pair and phrasing with values train did not combine this way.
-Values in every split come from the same value sets, every question is distinct across all
-splits, and every gold query is executed here and must return at least one non-trivial row.
+Every literal a dev or test gold query needs (a city, a threshold, a date, a LIKE prefix) also
+occurs in some train gold query, so no dev failure is a token training never produced; every
+question is distinct across all splits; every gold query is executed here and must return at
+least one non-trivial row.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import random
+import re
 import shutil
 import time
 from collections import Counter
@@ -30,13 +33,21 @@ from sql_env.types import Example
 
 # Bump whenever generated content changes: the cache folder is keyed by it, so a stale build
 # is never reused (test_builtin.py pins a hash of the output to catch a forgotten bump).
-VERSION = 2
+VERSION = 3
 SCHEMAS: tuple[Schema, ...] = (retail.SCHEMA, flights.SCHEMA, university.SCHEMA, hr.SCHEMA)
 SIZES = {"train": 3200, "dev": 400, "test": 400}
 MAX_GOLD_ROWS = 1000  # keeps gold comparisons cheap for the reward loop
 GIVE_UP_AFTER = 60  # consecutive failed draws before a combination counts as exhausted
 
 Combo = tuple[str, str]  # (db_id, family name)
+_STRING = re.compile(r"'((?:[^']|'')*)'")
+_NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?")
+
+
+def literals(sql: str) -> set[str]:
+    """The values a gold query copies from its question: strings (LIKE wildcards dropped), numbers."""
+    strings = {m.replace("''", "'").strip("%") for m in _STRING.findall(sql)}
+    return strings | set(_NUMBER.findall(_STRING.sub("", sql)))
 
 
 def builtin_dir(seed: int = 0) -> Path:
@@ -118,6 +129,7 @@ class Generator:
         self.families = {f.name: f for f in FAMILIES}
         self.candidates = {(s.db_id, f.name): f.candidates(s) for s in SCHEMAS for f in FAMILIES}
         self.questions: set[str] = set()
+        self.train_literals: set[str] = set()
         self.gold_ok: dict[str, bool] = {}
 
     def all_splits(self) -> tuple[dict[str, list[Example]], set[Combo]]:
@@ -125,12 +137,12 @@ class Generator:
         held = held_out(eligible)
         trained = [(db, f) for f, dbs in eligible.items() for db in dbs if (db, f) not in held]
         comp = sorted(held)
-        splits = {"train": self.fill("train", SIZES["train"], trained, "train", None)}
+        splits = {"train": self.fill("train", SIZES["train"], trained, "train", "train")}
         for split in ("dev", "test"):
             third = SIZES[split] // 3
             part = (self.fill(split, SIZES[split] - 2 * third, comp, "any", "composition")
                     + self.fill(split, third, trained, "held", "phrasing")
-                    + self.fill(split, third, trained, "train", None))
+                    + self.fill(split, third, trained, "train", ""))
             self.rng.shuffle(part)
             splits[split] = [Example(**{**ex.to_json(), "id": f"{split}-{i:04d}"}) for i, ex in enumerate(part)]
         self.rng.shuffle(splits["train"])
@@ -138,8 +150,9 @@ class Generator:
                            for i, ex in enumerate(splits["train"])]
         return splits, held
 
-    def fill(self, split: str, target: int, combos: list[Combo], phrasings: str, tag: str | None) -> list[Example]:
-        """Round-robin over combinations so each gets an even share until its pool runs dry."""
+    def fill(self, split: str, target: int, combos: list[Combo], phrasings: str, tag: str) -> list[Example]:
+        """Round-robin over combinations so each gets an even share until its pool runs dry.
+        `tag`: "train", or what a dev/test item holds out ("composition", "phrasing", "" for none)."""
         out: list[Example] = []
         active = list(combos)
         self.rng.shuffle(active)
@@ -160,7 +173,7 @@ class Generator:
             raise RuntimeError(f"built-in {split}: only {len(out)} of {target} distinct questions")
         return out
 
-    def draw(self, combo: Combo, phrasings: str, tag: str | None) -> Example | None:
+    def draw(self, combo: Combo, phrasings: str, tag: str) -> Example | None:
         db, fam_name = combo
         fam: Family = self.families[fam_name]
         n = len(fam.phrasings)
@@ -169,11 +182,16 @@ class Generator:
         if drawn is None:
             return None
         question = fam.phrasings[index].format(**drawn.slots)
-        if question in self.questions or not self.check(db, drawn):
+        values = literals(drawn.sql)
+        if question in self.questions or (tag != "train" and not values <= self.train_literals):
+            return None
+        if not self.check(db, drawn):
             return None
         self.questions.add(question)
+        if tag == "train":
+            self.train_literals |= values
         return Example(id="", db_id=db, question=question, gold_sql=drawn.sql,
-                       difficulty=fam.difficulty, family=fam.name, holdout=tag)
+                       difficulty=fam.difficulty, family=fam.name, holdout=None if tag in ("train", "") else tag)
 
     def check(self, db: str, drawn: Draw) -> bool:
         """Gold must run, return 1..MAX_GOLD_ROWS rows, not be a zero/NULL aggregate, and (for top-k)

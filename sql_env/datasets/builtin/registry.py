@@ -68,7 +68,7 @@ FAMILIES: tuple[Family, ...] = (
         "Find the {agg} {num} among {plural} {cond}.",
         "Show the {agg} {num} for {plural} {cond}.",
         "Compute the {agg} {num} of all {plural} {cond}.",
-        "Among {plural} {cond}, what is the {agg} {num}?")),
+        "For {plural} {cond}, show the {agg} {num}.")),
     Family("group_by", "medium", entities(lambda e: any(c.col != e.label for c in e.cats)), f.d_group, (
         "For each {cat}, show the {measure}.",
         "List every {cat} with its {measure}.",
@@ -92,7 +92,7 @@ FAMILIES: tuple[Family, ...] = (
         "Which different {cats} appear among {plural} {cond}?",
         "Show each distinct {cat} of {plural} {cond}.",
         "What different {cats} do {plural} {cond} have?",
-        "Give the distinct {cats} found among {plural} {cond}.")),
+        "Give the distinct {cats} of all {plural} {cond}.")),
     Family("dates", "medium", entities(lambda e: e.date is not None), f.d_dates, (
         "How many {plural} have {a_date} {when}?",
         "Count the {plural} with {a_date} {when}.",

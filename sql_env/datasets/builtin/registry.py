@@ -74,7 +74,7 @@ FAMILIES: tuple[Family, ...] = (
         "List every {cat} with its {measure}.",
         "What is the {measure} per {cat}?",
         "Show the {measure} for each {cat}.",
-        "For every {cat}, what is the {measure}?")),
+        "Give the {measure} for every {cat}.")),
     Family("group_having", "hard", entities(lambda e: any(c.col != e.label for c in e.cats)), f.d_having, (
         "Which {cats} have {having}?",
         "List the {cats} with {having}.",

@@ -29,7 +29,8 @@ class LiveView:
     def __init__(self, session_dir: Path, console: Console):
         self.session_dir = Path(session_dir)
         self.console = console
-        self._lock = threading.Lock()
+        # Re-entrant: the SIGINT handler emits "pausing" on the main thread, possibly mid-event.
+        self._lock = threading.RLock()
         self._running: dict[str, dict[str, Any]] = {}
         self._rows: list[dict[str, Any]] = []
         self._round: dict[str, Any] | None = None
@@ -38,20 +39,29 @@ class LiveView:
 
     def on_event(self, event: Event) -> None:
         handler = _HANDLERS.get(event.get("type", ""))
-        if handler:
-            with self._lock:
-                handler(self, event)
+        if handler is None:
+            return
+        with self._lock:
+            lines = handler(self, event) or []
+        # Printed outside the lock: printing redraws the live view, whose rendering takes the lock.
+        for line in lines:
+            self.console.print(line)
 
-    # -- event handlers (called under the lock) --
-    def _on_round(self, ev: Event) -> None:
+    # -- event handlers: update state under the lock, return the lines to print --
+    def _on_round(self, ev: Event) -> list[RenderableType]:
         self._round = ev
-        self.console.print(Text(f"Round {ev.get('round', '?')}", style="bold magenta"))
+        lines: list[RenderableType] = [Text(f"Round {ev.get('round', '?')} ({ev.get('planner', 'planner')})",
+                                            style="bold magenta")]  # fmt: skip
+        if ev.get("fallback"):
+            lines.append(Text(f"  fallback: {ev['fallback']}", style="yellow"))
         for p in ev.get("proposals") or []:
-            params = fmt.params({k: v for k, v in (p.get("params") or {}).items()})
-            line = Text.assemble(("  " + str(p.get("trial_id", "")), "bold"), f"  {params}")
+            line = Text.assemble(
+                ("  " + str(p.get("trial_id", "")), "bold"), f"  {fmt.params(p.get('params') or {})}"
+            )
             if p.get("rationale"):
                 line.append(f"\n    {p['rationale']}", style="italic dim")
-            self.console.print(line)
+            lines.append(line)
+        return lines
 
     def _on_started(self, ev: Event) -> None:
         self._running[ev["trial_id"]] = {
@@ -65,7 +75,7 @@ class LiveView:
         state = self._running.setdefault(ev["trial_id"], {})
         state.update({k: ev.get(k) for k in ("step", "max_steps", "reward", "eta_s")})
 
-    def _on_finished(self, ev: Event) -> None:
+    def _on_finished(self, ev: Event) -> list[RenderableType]:
         self._running.pop(ev["trial_id"], None)
         self._rows = [r for r in leaderboard(self.session_dir) if r["status"] in ("succeeded", "failed")]
         row = next((r for r in self._rows if r["trial_id"] == ev["trial_id"]), None)
@@ -77,7 +87,16 @@ class LiveView:
         else:
             msg = ""
         style = "green" if status == "succeeded" else "red"
-        self.console.print(Text.assemble(f"  {ev['trial_id']} ", (status, style), f"  {msg}"))
+        return [Text.assemble(f"  {ev['trial_id']} ", (status, style), f"  {msg}")]
+
+    def _on_pausing(self, ev: Event) -> list[RenderableType]:
+        return [Text.from_markup("[yellow]pausing[/]: no new trials start; running local trials stop and re-run "
+                                 "on resume (Ctrl-C again stops at once)")]  # fmt: skip
+
+    def _on_repeated_failure(self, ev: Event) -> list[RenderableType]:
+        ids = ", ".join(ev.get("trial_ids") or [])
+        return [Text.from_markup(f"[yellow]{ev.get('count')} trials failed the same way[/] ({ids}): ")
+                + Text(str(ev.get("signature")))]  # fmt: skip
 
     def _on_done(self, ev: Event) -> None:
         self.done = ev
@@ -117,11 +136,13 @@ class LiveView:
         return table
 
 
-_HANDLERS: dict[str, Callable[[LiveView, Event], None]] = {
+_HANDLERS: dict[str, Callable[[LiveView, Event], list[RenderableType] | None]] = {
     "round": LiveView._on_round,
     "trial_started": LiveView._on_started,
     "trial_progress": LiveView._on_progress,
     "trial_finished": LiveView._on_finished,
+    "pausing": LiveView._on_pausing,
+    "repeated_failure": LiveView._on_repeated_failure,
     "session_done": LiveView._on_done,
 }
 
@@ -133,21 +154,12 @@ def _bar(step: int, total: int | None, width: int = 20) -> str:
     return "█" * filled + "░" * (width - filled)
 
 
-def run_live(
-    session_dir: Path, run: Callable[[Path, Callable[[Event], None]], Any], console: Console
-) -> LiveView:
-    """Run `run(session_dir, on_event)` (run_session or resume_session) under the live view."""
+def run_live(session_dir: Path, run: Callable[..., Any], console: Console) -> Any:
+    """Run `run(session_dir, on_event)` (run_session or resume_session) under the live view; returns its summary."""
     view = LiveView(session_dir, console)
-    with Live(
-        view,
-        console=console,
-        refresh_per_second=4,
-        transient=True,
-        redirect_stdout=False,
-        redirect_stderr=False,
-    ):
-        run(session_dir, view.on_event)
-    return view
+    with Live(view, console=console, refresh_per_second=4, transient=True, redirect_stdout=False,
+              redirect_stderr=False):  # fmt: skip
+        return run(session_dir, view.on_event)
 
 
 def plan_renderable(plan: Any) -> RenderableType:

@@ -150,19 +150,25 @@ def _run_and_report(session_dir: Path, run: Any) -> None:
     from agent.report import build_report
     from agent.report.terminal import leaderboard_table, verdict_text
 
+    name = session_dir.name
     try:
         with _as_user_error():
-            run_live(session_dir, run, console)
-    except KeyboardInterrupt:
+            summary = run_live(session_dir, run, console) or {}
+    except KeyboardInterrupt:  # the second Ctrl-C: trials keep running detached and are re-attached on resume
         console.print(
-            f"\n[yellow]interrupted[/]: finished trials are saved in {session_dir}; "
-            f"continue with `openrl-agent resume {session_dir.name}`"
+            f"\n[yellow]stopped[/]: nothing finished is lost; continue with `openrl-agent resume {name}`"
         )
         raise typer.Exit(130) from None
-    facts = build_report(session_dir)
+    facts = build_report(session_dir, importances=False)
     console.print(leaderboard_table(facts["leaderboard"]))
+    if summary.get("state") == "paused":
+        console.print(f"[yellow]paused[/]: continue with `openrl-agent resume {name}`")
+        return
     console.print(verdict_text(facts))
-    console.print(f"full report: `openrl-agent report {session_dir.name}`")
+    console.print(
+        f"session {name} {summary.get('state', 'done')} ({summary.get('reason', '')}); "
+        f"full report: `openrl-agent report {name}`"
+    )
 
 
 @app.command(epilog=_examples("openrl-agent status", "openrl-agent status s-20261125-181500"))

@@ -12,6 +12,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from agent.report import format as fmt
 from agent.report.files import TrialFiles, base_eval, load_trials, read_json
 from agent.report.importance import param_importances
 
@@ -89,7 +90,7 @@ def _row(r: dict[str, Any], t: TrialFiles | None, shown: list[str]) -> dict[str,
         "gain": r.get("gain") if ok else None,
         "gain_stderr": r.get("gain_stderr") if ok else None,
         "params": {k: (r.get("key_params") or {}).get(k) for k in shown},
-        "reward": r.get("reward_summary") or "-",
+        "reward": fmt.reward(r.get("reward") or r.get("reward_summary") or "-"),
         "reward_mean_last": m.get("reward_mean_last", last.get("reward_mean")),
         "steps": r.get("steps") if r.get("steps") is not None else last.get("step"),
         "max_steps": ((t.spec if t else {}).get("budget") or {}).get("max_steps"),

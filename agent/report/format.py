@@ -23,9 +23,20 @@ def is_signal(gain: float | None, stderr: float | None) -> bool:
 
 
 def value(v: Any) -> str:
+    """Numbers to 3 significant digits; small ones as `1.3e-4` (learning rates)."""
     if isinstance(v, float):
-        return f"{v:.0e}".replace("e-0", "e-") if 0 < abs(v) < 1e-2 else f"{v:g}"
+        if 0 < abs(v) < 1e-2:
+            mantissa, exp = f"{v:.1e}".split("e")
+            return f"{mantissa.removesuffix('.0')}e{int(exp)}"
+        return f"{v:.3g}"
     return "-" if v is None else str(v)
+
+
+def reward(components: dict[str, Any] | str) -> str:
+    """`execution_match 1 + format 0.174`: the reward spec in one short line."""
+    if isinstance(components, str):
+        return components
+    return " + ".join(f"{name} {value(float(w))}" for name, w in components.items()) or "-"
 
 
 def params(p: dict[str, Any]) -> str:

@@ -15,12 +15,12 @@ def reasons(report):
 
 def test_spider_import_converts_verifies_and_reports(tmp_path, cache_dir):
     report = import_dataset("spider", write_spider(tmp_path / "spider"), "fx-spider", force=True)
-    assert (report.total, report.ran, report.compared, report.matched) == (14, 12, 12, 11)
+    assert (report.total, report.ran, report.compared, report.matched) == (15, 13, 13, 12)
     assert reasons(report) == [("train-00006", "mismatch"), ("train-00007", "source_error"),
                                ("train-00008", "missing_database")]
-    assert report.kept == {"train": 7, "dev": 4}
+    assert report.kept == {"train": 8, "dev": 4}  # train_spider.json + train_others.json
     folder = cache_dir / "datasets" / "fx-spider"
-    assert json.loads((folder / REPORT_FILE).read_text())["matched"] == 11
+    assert json.loads((folder / REPORT_FILE).read_text())["matched"] == 12
     assert "train-00006 [concert_singer] mismatch" in report.summary()
 
     golds = {e.question: e.gold_sql for e in load_dataset("fx-spider", "train")}

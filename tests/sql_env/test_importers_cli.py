@@ -12,7 +12,7 @@ def test_import_prints_the_report_and_show_reads_it(tmp_path, cache_dir):
     src = write_spider(tmp_path / "spider")
     result = runner.invoke(app, ["data", "import", "spider", str(src), "--name", "cli-spider"])
     assert result.exit_code == 0, result.output
-    assert "ran in DuckDB: 12/14; matched SQLite: 11/12" in result.output
+    assert "ran in DuckDB: 13/15; matched SQLite: 12/13" in result.output
     assert "missing_database" in result.output
     again = runner.invoke(app, ["data", "import", "spider", str(src), "--name", "cli-spider"])
     assert again.exit_code == 1 and "--force" in again.output

@@ -19,8 +19,10 @@ from sql_env.datasets.importers.verify import ImportReport, Problem, check_gold
 from sql_env.datasets.store import DatasetError
 from sql_env.types import Example
 
+# Per split, alternatives in order of preference; a tuple inside means "all of these that exist"
+# (Spider's train is train_spider.json plus train_others.json).
 SPLIT_FILES = {
-    "train": ("train_spider.json", "train.json", "train/train.json"),
+    "train": (("train_spider.json", "train_others.json"), "train.json", "train/train.json"),
     "dev": ("dev.json", "dev/dev.json", "validation.json"),
     "test": ("test.json", "test/test.json"),
 }
@@ -30,15 +32,18 @@ DIFFICULTY = {"simple": "easy", "easy": "easy", "moderate": "medium", "medium": 
               "challenging": "hard", "hard": "hard", "extra": "hard"}
 
 
-def find_split_files(root: Path) -> dict[str, Path]:
+def find_split_files(root: Path) -> dict[str, list[Path]]:
     found = {}
-    for split, names in SPLIT_FILES.items():
-        path = next((root / n for n in names if (root / n).is_file()), None)
-        if path is not None:
-            found[split] = path
+    for split, options in SPLIT_FILES.items():
+        for option in options:
+            names = option if isinstance(option, tuple) else (option,)
+            paths = [root / n for n in names if (root / n).is_file()]
+            if paths:
+                found[split] = paths
+                break
     if not found:
-        wanted = ", ".join(n for names in SPLIT_FILES.values() for n in names[:2])
-        raise DatasetError(f"no question files in {root} (looked for {wanted})")
+        raise DatasetError(f"no question files in {root} (looked for train_spider.json, train.json, dev.json, "
+                           "dev/dev.json, test.json)")
     return found
 
 
@@ -67,7 +72,7 @@ def import_spider(root: Path, staging: Path, report: ImportReport) -> dict[str, 
     if tables_json.is_file():
         known = {t["db_id"] for t in read_rows(tables_json)}
         report.notes.append(f"tables.json lists {len(known)} databases")
-    raw = {split: read_rows(path) for split, path in split_files.items()}
+    raw = {split: [row for path in paths for row in read_rows(path)] for split, paths in split_files.items()}
     db_ids = sorted({str(r.get("db_id")) for rows in raw.values() for r in rows})
     cons: dict[str, tuple[duckdb.DuckDBPyConnection, sqlite3.Connection]] = {}
     try:

@@ -72,6 +72,26 @@ def _check_start_inputs(launcher: Launcher) -> None:
         )
 
 
+def _check_plan_inputs(plan: Any) -> None:
+    """A model or dataset the goal or a flag names that cannot exist: say so now, not in every trial's error."""
+    model, dataset = plan.constraints.model, plan.constraints.dataset
+    if model.startswith("builtin:"):
+        from rl_core.tiny_gemma import RECIPES  # torch-free
+
+        if model.removeprefix("builtin:") not in RECIPES:
+            choices = ", ".join(f"builtin:{n}" for n in sorted(RECIPES))
+            raise UserError(
+                f"unknown built-in model {model}; choose one of {choices}, or a local model directory"
+            )
+    elif model.startswith(("/", "./", "../", "~")) and not Path(model).expanduser().is_dir():
+        raise UserError(f"model directory {model} does not exist; give a local Hugging Face model directory "
+                        "(config.json + weights; see `openrl-agent model --help`) or builtin:tiny-gemma")  # fmt: skip
+    if dataset.startswith(("/", "./", "../", "~")) and not Path(dataset).expanduser().exists():
+        raise UserError(
+            f"dataset {dataset} does not exist; `openrl-agent data --help` shows how to import one"
+        )
+
+
 def _has_kubeconfig() -> bool:
     paths = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
     paths = paths or [str(Path.home() / ".kube" / "config")]
@@ -82,7 +102,7 @@ def _has_kubeconfig() -> bool:
     epilog=_examples(
         'openrl-agent start "raise dev execution accuracy of the tiny policy" --trials 4 --parallel 2',
         'openrl-agent start "beat 60% dev accuracy in 30 minutes" --model ~/models/gemma-3-270m --planner gemini',
-        'openrl-agent start "tune the learning rate" --config research.json --launcher k8s',
+        'openrl-agent start "tune the learning rate, 12 trials, 4 at a time" --config space.toml --launcher k8s',
     )
 )
 def start(
@@ -106,7 +126,9 @@ def start(
     ),
     launcher: Launcher = typer.Option(Launcher.local, "--launcher", help="Where trials run."),
     config: Path | None = typer.Option(
-        None, "--config", help="A JSON/TOML file with the same keys as the options."
+        None,
+        "--config",
+        help="A search-space TOML file: parameter ranges, pinned values, fixed spec keys (README, config reference).",
     ),
     budget_minutes: float | None = typer.Option(None, "--budget-minutes", min=0.1, help="Wall-clock budget."),
     runs_dir: Path = RUNS_DIR,
@@ -128,6 +150,7 @@ def start(
     }
     with _as_user_error():
         plan = api.plan_goal(goal, {k: v for k, v in overrides.items() if v is not None})
+        _check_plan_inputs(plan)
         console.print(_plan_table(plan))
         session_dir = api.create_session(plan, runs_dir)
     console.print(f"session [bold]{session_dir.name}[/] in {session_dir}")

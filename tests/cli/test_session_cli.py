@@ -139,3 +139,27 @@ def test_help_has_examples(command):
     result = invoke(command, "--help")
     assert result.exit_code == 0
     assert "Examples" in result.output and f"openrl-agent {command}" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--planner", "gemini"], "GEMINI_API_KEY"),
+        (["--config", "/nonexistent/space.toml"], "/nonexistent/space.toml"),
+        (["--model", "/nonexistent/gemma"], "model directory /nonexistent/gemma does not exist"),
+        (["--model", "builtin:huge-gemma"], "unknown built-in model builtin:huge-gemma"),
+        (["--trials", "0"], "--trials"),
+    ],
+)
+def test_start_mistakes_are_one_line_and_create_nothing(tmp_path, monkeypatch, args, message):
+    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
+    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
+    result = invoke("start", "raise dev accuracy", *args, "--runs-dir", str(tmp_path / "runs"))
+    assert result.exit_code != 0
+    assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_goal_it_cannot_understand(tmp_path):
+    result = invoke("start", "lower the accuracy please", "--planner", "offline", "--runs-dir", str(tmp_path))
+    assert result.exit_code == 1 and "error:" in result.output and "Traceback" not in result.output

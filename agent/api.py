@@ -23,7 +23,7 @@
 
 Events passed to on_event (dicts, each with "type"):
   plan {session, plan} | round {round, planner, fallback, notes, proposals: [{trial_id, params,
-  reward, rationale, planner}]} | trial_started {trial_id, params} | trial_progress {trial_id,
+  reward, rationale, planner}]} | trial_started {trial_id, params, max_steps} | trial_progress {trial_id,
   step, max_steps, reward, eta_s} | trial_finished {trial_id, status, score, error} |
   repeated_failure {signature, count, trial_ids, error} | pausing {} | session_done {reason, state}
 """

@@ -136,7 +136,8 @@ class Research:
             return None
         handle = self.launcher.submit(spec)
         self._handles[tid] = handle
-        self.emit({"type": "trial_started", "trial_id": tid, "params": trial.params})
+        self.emit({"type": "trial_started", "trial_id": tid, "params": trial.params,
+                   "max_steps": spec["budget"].get("max_steps")})
         return handle
 
     def spec_for(self, trial: Any) -> dict[str, Any]:

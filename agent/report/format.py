@@ -15,7 +15,7 @@ def change(gain: float | None, stderr: float | None) -> str:
     """A change in percentage points with its standard error, e.g. `+4.5 ± 2.1`."""
     if gain is None:
         return "-"
-    return f"{100 * gain:+.1f} ± {100 * stderr:.1f}" if stderr else f"{100 * gain:+.1f}"
+    return f"{100 * gain:+.1f}" if stderr is None else f"{100 * gain:+.1f} ± {100 * stderr:.1f}"
 
 
 def is_signal(gain: float | None, stderr: float | None) -> bool:
@@ -32,11 +32,24 @@ def value(v: Any) -> str:
     return "-" if v is None else str(v)
 
 
+_SHORT_REWARD = {"execution_match": "exec", "partial_credit": "partial", "length_penalty": "length",
+                 "schema_link": "schema"}  # fmt: skip
+
+
 def reward(components: dict[str, Any] | str) -> str:
-    """`execution_match 1 + format 0.174`: the reward spec in one short line."""
+    """`exec 1 + format 0.17`: the reward spec's components and weights in one short line."""
     if isinstance(components, str):
         return components
-    return " + ".join(f"{name} {value(float(w))}" for name, w in components.items()) or "-"
+    parts = [f"{_SHORT_REWARD.get(name, name)} {float(w):.2g}" for name, w in components.items() if w]
+    return " + ".join(parts) or "-"
+
+
+def kv(d: dict[str, Any]) -> str:
+    return " ".join(f"{k}={value(v)}" for k, v in d.items())
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 def params(p: dict[str, Any]) -> str:

@@ -123,7 +123,14 @@ def _rounds(rounds: list[dict[str, Any]]) -> str:
         for r in rounds
     ]
     header = ["round", "planner", "trials", "ok", "failed", "best", "mean", "notes"]
-    return "## Rounds\n\n" + _table(header, body)
+    reasons = [
+        f"- {tid} (round {r['round']}): {text}" for r in rounds for tid, text in r["rationales"].items()
+    ]
+    return (
+        "## Rounds\n\n"
+        + _table(header, body)
+        + ("\n\nPlanner rationale:\n\n" + "\n".join(reasons) if reasons else "")
+    )
 
 
 def _importances(imp: dict[str, Any]) -> str:

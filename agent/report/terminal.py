@@ -11,6 +11,7 @@ from rich.text import Text
 
 from agent.report import format as fmt
 
+RATIONALE_CHARS = 64  # the leaderboard shows the start; the Rounds section has every rationale in full
 STATUS_STYLE = {
     "succeeded": "green",
     "failed": "red",
@@ -93,7 +94,7 @@ def leaderboard_table(rows: list[dict[str, Any]], title: str = "Leaderboard") ->
     table.add_column("reward", overflow="fold")
     table.add_column("steps", justify="right")
     table.add_column("wall", justify="right")
-    table.add_column("rationale", max_width=48, overflow="fold")
+    table.add_column("rationale", max_width=36, overflow="fold")
     for r in rows:
         signal = fmt.is_signal(r["gain"], r["gain_stderr"])
         table.add_row(
@@ -106,15 +107,13 @@ def leaderboard_table(rows: list[dict[str, Any]], title: str = "Leaderboard") ->
             r["reward"],
             fmt.steps(r["steps"], r["max_steps"]),
             fmt.duration(r["wall_s"]),
-            r["rationale"] or (r["error"] or {}).get("kind", ""),
+            fmt.clip(r["rationale"], RATIONALE_CHARS) or (r["error"] or {}).get("kind", ""),
         )
     return table
 
 
 def best_panel(best: dict[str, Any]) -> Panel:
     spec = best["spec"]
-    hp = spec.get("hparams") or {}
-    config = " ".join(f"{k}={fmt.value(v)}" for k, v in hp.items())
     adapter = best["adapter_path"] or "(none saved)"
     if best["adapter_path"] and not best["adapter_exists"]:
         adapter += " [red](missing)[/]"
@@ -123,16 +122,17 @@ def best_panel(best: dict[str, Any]) -> Panel:
             f"dev accuracy {fmt.pct(best['accuracy'])} (Δ {fmt.change(best['gain'], best['gain_stderr'])} points)"
             f", {best['steps']} steps, {fmt.duration(best['wall_s'])}",
             f"model: {spec.get('model')}   dataset: {spec.get('dataset')}   seed: {spec.get('seed')}",
-            f"reward: {spec.get('reward')}",
-            f"budget: {spec.get('budget')}",
-            f"hparams: {config}",
+            f"reward: {fmt.reward((spec.get('reward') or {}).get('components') or {})}"
+            + (f" {fmt.kv(spec['reward']['params'])}" if (spec.get("reward") or {}).get("params") else ""),
+            f"budget: {fmt.kv(spec.get('budget') or {})}   eval: {fmt.kv(spec.get('eval') or {})}",
+            f"hparams: {fmt.kv(spec.get('hparams') or {})}",
             f"adapter: {adapter}",
         ]
     )
     return Panel(body, title=f"Best trial {best['trial_id']}", title_align="left")
 
 
-def rounds_table(rounds: list[dict[str, Any]]) -> Table:
+def rounds_table(rounds: list[dict[str, Any]]) -> RenderableType:
     table = Table(title="Rounds", title_justify="left")
     for col in ("round", "planner", "trials", "ok", "failed", "best", "mean", "notes"):
         table.add_column(col, overflow="fold", max_width=60 if col == "notes" else None)
@@ -147,7 +147,10 @@ def rounds_table(rounds: list[dict[str, Any]]) -> Table:
             fmt.pct(r["mean_accuracy"]),
             fmt.round_notes(r),
         )
-    return table
+    reasons = [
+        Text.assemble((f"  {tid}  ", "bold"), text) for r in rounds for tid, text in r["rationales"].items()
+    ]
+    return Group(table, Text("Planner rationale", style="italic"), *reasons) if reasons else table
 
 
 def importances_text(imp: dict[str, Any]) -> RenderableType:

@@ -39,7 +39,7 @@ def test_leaderboard_ranks_by_dev_accuracy_and_puts_failures_last(clear_win):
     # two independent 400-item evals: sqrt(se_before^2 + se_after^2)
     assert top["gain_stderr"] == pytest.approx(((0.4 * 0.6 + 0.62 * 0.38) / 400) ** 0.5)
     assert top["params"] == {"learning_rate": 1e-4, "lora_rank": 0}
-    assert top["reward"] == "execution_match 1"
+    assert top["reward"] == "exec 1"
     assert rows[-1]["error"]["kind"] == "nan_loss"
 
 

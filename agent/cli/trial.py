@@ -11,6 +11,11 @@ from agent.cli.common import console, fail
 app = typer.Typer(help="Run a single GRPO trial from a JSON spec.", no_args_is_help=True)
 
 
+@app.callback()
+def _group() -> None:
+    """Run a single GRPO trial from a JSON spec (keeps `run` a subcommand even when alone)."""
+
+
 @app.command("run")
 def run(
     spec: Path = typer.Argument(..., help="trial spec JSON (see examples/trial.json)"),

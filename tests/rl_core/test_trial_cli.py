@@ -1,0 +1,30 @@
+"""`openrl-agent trial run`: the Typer group in agent/cli/trial.py (mounted by agent/cli/__init__.py)."""
+
+import json
+
+from typer.testing import CliRunner
+
+from agent.cli.trial import app
+
+
+def test_bad_spec_is_one_red_line_and_exit_1(tmp_path):
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"hparams": {"loss_type": "ppo"}}))
+    result = CliRunner().invoke(app, ["run", str(spec), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    assert "loss_type must be one of" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()  # nothing started
+
+
+def test_missing_spec_file_says_so(tmp_path):
+    result = CliRunner().invoke(app, ["run", str(tmp_path / "nope.json")])
+    assert result.exit_code == 1 and "cannot read spec" in result.output
+
+
+def test_failed_trial_reports_its_error_kind(tmp_path):
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"trial_id": "m", "model": str(tmp_path / "missing-model")}))
+    result = CliRunner().invoke(app, ["run", str(spec), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1 and "model_load" in result.output
+    assert json.loads((tmp_path / "out" / "result.json").read_text())["error"]["kind"] == "model_load"

@@ -81,11 +81,15 @@ class HFEngine:
                  max_new_tokens: int) -> list[list[Completion]]:
         prompt_ids = [encode_prompt(self.tokenizer, p) for p in prompts]
         per_call = max(1, self.max_batch // n)
-        out: list[Completion] = []
-        for start in range(0, len(prompt_ids), per_call):
-            out.extend(self._generate_batch(prompt_ids[start:start + per_call], n, temperature, top_p,
-                                            max_new_tokens))
-        return [out[i * n:(i + 1) * n] for i in range(len(prompts))]
+        # Similar lengths share a call so little compute goes to padding (schemas differ in length).
+        order = sorted(range(len(prompts)), key=lambda i: len(prompt_ids[i]))
+        groups: list[list[Completion]] = [[] for _ in prompts]
+        for start in range(0, len(order), per_call):
+            chunk = order[start:start + per_call]
+            flat = self._generate_batch([prompt_ids[i] for i in chunk], n, temperature, top_p, max_new_tokens)
+            for j, i in enumerate(chunk):
+                groups[i] = flat[j * n:(j + 1) * n]
+        return groups
 
     def _generate_batch(self, prompts: list[list[int]], n: int, temperature: float, top_p: float,
                         max_new_tokens: int) -> list[Completion]:

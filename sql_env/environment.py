@@ -182,8 +182,11 @@ class SQLEnvironment:
 
     @staticmethod
     def _extract(completion: str) -> str | None:
-        sql = extract_sql(completion)
-        return sql.strip() if sql and sql.strip() else None
+        try:
+            sql = extract_sql(completion)
+        except Exception:  # whatever a model writes, scoring must not raise: no SQL found
+            return None
+        return sql.strip() if isinstance(sql, str) and sql.strip() else None
 
     def _sandbox(self, db_id: str) -> Sandbox:
         box = self._sandboxes.get(db_id)
@@ -248,6 +251,8 @@ class SQLEnvironment:
         total, parts = self.reward.score(x)
         metrics = {"status": execution.status, "sql": sql, "exec_s": round(execution.elapsed_s, 6),
                    "error": execution.error[:_MAX_ERROR_CHARS] if execution.error else None}
+        if not x.gold.ok:  # a dataset problem, not the model's: say so next to the verdict
+            metrics["gold_error"] = f"{x.gold.status}: {x.gold.error}"[:_MAX_ERROR_CHARS]
         return Score(total, parts, correct, metrics)
 
 

@@ -185,3 +185,18 @@ def test_format_rewards_sql_where_the_prompt_asked_for_it(dataset: Path) -> None
     assert chatty.components["executes"] == 1.0 and chatty.metrics["sql"] == "SELECT count(*) FROM employees"
     assert prose.metrics == {"status": "syntax_error", "sql": None, "exec_s": 0.0, "error": "no SQL found in the completion"}
     assert prose.reward == 0.0 and empty.reward == 0.0
+
+
+def test_broken_gold_is_reported_not_raised(dataset: Path, tmp_path: Path) -> None:
+    import shutil
+
+    folder = tmp_path / "broken"
+    shutil.copytree(dataset, folder)
+    bad = Example("b1", "company", "Anything?", "SELECT nothing FROM nowhere")
+    (folder / "dev.jsonl").write_text(json.dumps(bad.to_json()) + "\n")
+    with SQLEnvironment(str(folder)) as env:
+        (score,) = env.score("b1", [fence("SELECT 1")])
+        assert score.correct is False and score.metrics["status"] == "ok"
+        assert score.metrics["gold_error"].startswith("schema_error: ")
+        (odd,) = env.score("b1", [None])  # type: ignore[list-item]
+        assert odd.metrics["status"] == "syntax_error" and odd.reward == 0.0

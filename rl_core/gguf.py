@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import importlib
+import importlib.util
 import json
 import os
 import re
@@ -96,6 +97,20 @@ def list_cached_models() -> list[CachedModel]:
             size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
             found.append(CachedModel(path.name, path, source, size))
     return found
+
+
+def known_model_states() -> list[tuple[str, str]]:
+    """(name, state) of each packaged model, for `model list`: cached, installed, or how to install."""
+    states = []
+    for name, pkg in KNOWN_MODELS.items():
+        if _read_source(models_dir() / name) is not None:
+            state = str(models_dir() / name)
+        elif importlib.util.find_spec(pkg.module) is not None:
+            state = "installed; converted on first use (~2 min, once)"
+        else:
+            state = f"needs the {pkg.extra} extra: {INSTALL_HINT}"
+        states.append((name, state))
+    return states
 
 
 def resolve_model_name(name: str) -> str | None:

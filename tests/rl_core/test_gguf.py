@@ -224,3 +224,19 @@ def test_known_name_is_assembled_by_its_package_converted_once_and_the_gguf_drop
     assert not list((cache / "models").rglob("*.gguf"))  # the assembled file is not kept
     source = rg.list_cached_models()[0].source
     assert (source["kind"], source["version"], source["sha256"]) == ("package", "1.2", "abc")
+
+
+def test_known_model_states_say_cached_installed_or_how_to_install(cache, tiny_gguf, monkeypatch):
+    monkeypatch.setattr(rg, "KNOWN_MODELS", {
+        "absent": rg.PackagedGGUF("openrl-no-such-dist", "openrl_no_such_module", "gemma", "x", "t"),
+        "present": rg.PackagedGGUF("gguf", "gguf", "gemma", "x", "t"),
+    })
+    states = dict(rg.known_model_states())
+    assert states["absent"] == "needs the gemma extra: pip install 'openrl-agent[gemma]'"
+    assert states["present"].startswith("installed; converted on first use")
+    path, _ = tiny_gguf
+    monkeypatch.setattr(rg, "KNOWN_MODELS", {})
+    rg.import_gguf(path, "present")  # a finished import under the name counts as cached
+    monkeypatch.setattr(rg, "KNOWN_MODELS", {
+        "present": rg.PackagedGGUF("gguf", "gguf", "gemma", "x", "t")})
+    assert dict(rg.known_model_states())["present"] == str(cache / "models" / "present")

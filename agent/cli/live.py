@@ -173,9 +173,7 @@ def plan_renderable(plan: Any) -> RenderableType:
     table.add_column(style="dim")
     table.add_row("goal", data.get("goal", ""), "")
     target = o.get("target")
-    objective = f"{o.get('direction', 'maximize')} {o.get('metric')}" + (
-        f", stop at {fmt.pct(target)}" if target else ""
-    )
+    objective = fmt.objective({"objective": o.get("metric"), "target": target})
     table.add_row("objective", objective, sources.get("metric", ""))
     for key in ("trials", "parallel", "budget_minutes", "trial_seconds", "model", "dataset", "max_steps"):
         if c.get(key) is not None:

@@ -158,14 +158,9 @@ def session_state(session_dir: Path, session: dict[str, Any]) -> str:
 def _base(trials: list[TrialFiles]) -> dict[str, Any] | None:
     """The base policy's dev accuracy: every trial measures it on the same split before training."""
     for t in trials:
-        acc, stderr = base_eval(t)
+        acc, stderr, n = base_eval(t)
         if acc is not None:
-            return {
-                "accuracy": acc,
-                "stderr": stderr,
-                "n": t.result_metrics.get("dev_n"),
-                "trial_id": t.trial_id,
-            }
+            return {"accuracy": acc, "stderr": stderr, "n": n, "trial_id": t.trial_id}
     return None
 
 

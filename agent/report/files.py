@@ -93,14 +93,14 @@ def binomial_stderr(p: float | None, n: int | None) -> float | None:
     return math.sqrt(max(p * (1 - p), 0.0) / n)
 
 
-def base_eval(trial: TrialFiles) -> tuple[float | None, float | None]:
-    """Dev accuracy of the policy before RL, with its standard error, for one trial."""
+def base_eval(trial: TrialFiles) -> tuple[float | None, float | None, int | None]:
+    """Dev accuracy of the policy before RL, its standard error and n, for one trial (from result.json
+    once the trial finished, else from its step-0 evaluation)."""
     m = trial.result_metrics
-    before = m.get("dev_accuracy_before")
-    step0 = [e for e in trial.evals if e.get("step") == 0]
-    if before is None and step0:
-        before = step0[0].get("accuracy")
-    stderr = step0[0].get("stderr") if step0 else None
+    step0 = next((e for e in trial.evals if e.get("step") == 0), {})
+    before = m.get("dev_accuracy_before", step0.get("accuracy"))
+    n = m.get("dev_n") or step0.get("n")
+    stderr = m.get("dev_stderr_before", step0.get("stderr"))
     if stderr is None:
-        stderr = binomial_stderr(before, m.get("dev_n") or (step0[0].get("n") if step0 else None))
-    return before, stderr
+        stderr = binomial_stderr(before, n)
+    return before, stderr, n

@@ -127,7 +127,8 @@ def objective(session: dict[str, Any]) -> str:
 
 
 def state(session: dict[str, Any]) -> str:
-    return session["state"] + (f" ({session['stop_reason']})" if session.get("stop_reason") else "")
+    reason = session.get("stop_reason")
+    return session["state"] + (f" ({reason})" if reason and reason != session["state"] else "")
 
 
 def round_notes(r: dict[str, Any]) -> str:

@@ -23,9 +23,11 @@ def write_plot(facts: dict[str, Any], path: Path) -> Path:
         ]
         if pts:
             ax_reward.plot(*zip(*pts, strict=True), label=trial_id, linewidth=1)
-        evals = [(e["step"], 100 * e["accuracy"]) for e in c["eval"] if e.get("accuracy") is not None]
+        evals = [e for e in c["eval"] if e.get("accuracy") is not None]
         if evals:
-            ax_acc.plot(*zip(*evals, strict=True), marker="o", label=trial_id, linewidth=1)
+            ax_acc.errorbar([e["step"] for e in evals], [100 * e["accuracy"] for e in evals],
+                            yerr=[100 * (e.get("stderr") or 0) for e in evals], marker="o", capsize=3,
+                            label=trial_id, linewidth=1)  # fmt: skip
     ax_reward.set(title="Mean reward per step", xlabel="step", ylabel="reward")
     ax_acc.set(title="Dev execution accuracy", xlabel="step", ylabel="accuracy (%)")
     if facts["base"]:
@@ -37,7 +39,8 @@ def write_plot(facts: dict[str, Any], path: Path) -> Path:
     ax_best.step(xs, [100 * b["best"] for b in bsf], where="post", label="best so far", color="tab:orange")
     if facts["base"]:
         ax_best.axhline(100 * facts["base"]["accuracy"], color="grey", linestyle="--", label="base policy")
-    ax_best.set(title="Best so far", xlabel="finished trials", ylabel="dev accuracy (%)")
+    ax_best.set(title="Best so far", xlabel="succeeded trials, in launch order", ylabel="dev accuracy (%)")
+    ax_best.set_xticks(xs, [b["trial_id"] for b in bsf], rotation=45 if len(xs) > 8 else 0)
     for ax in (ax_reward, ax_acc, ax_best):
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="small")

@@ -8,7 +8,11 @@ Two trial backends:
 - real (default): `python -m rl_core.trial` on the built-in benchmark. Cost: trials x methods x
   seeds runs; with the defaults below (6 trials, 3 methods, 3 seeds, 2 slots, tiny-gemma,
   max 20 steps, eval limit 100) that is 54 trials, roughly 1-2 minutes each on 2 idle cores:
-  about 30-60 minutes. Shrink with --trials/--seeds/--max-steps/--eval-limit.
+  about 30-60 minutes. Shrink with --trials/--seeds/--max-steps/--eval-limit. Measured on
+  25 Nov 2026 on the shared 2-core machine (load ~9 from other jobs): the first two agent trials
+  (max 8 steps, eval limit 60, 150 s budget) took ~11 minutes together, including the one-time
+  tiny-gemma build, at 60-70 s per GRPO step; the tiny-gemma of that day scored 0% on dev before
+  and after, so the run was stopped: real figures need a base policy with headroom.
 - --surrogate: each "trial" is this script in --as-trial mode, scoring a response surface written
   from ../shared/notes/grpo-calibration.md (best near lr 1.2e-4 for full fine-tuning, ~8x higher
   for LoRA, divergence above ~4e-4, T ~0.75, more steps help, partial credit invites reward

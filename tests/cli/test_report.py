@@ -58,6 +58,7 @@ def test_verdict_says_when_the_gain_is_real(clear_win):
     verdict = build_report(clear_win)["verdict"]
     assert verdict["beats_base"]
     assert "t0000 beats the base policy: 62.0% vs 40.0% (+22.0 ± 3.4 points" in verdict["text"]
+    assert verdict["text"].endswith("2 other trials also beat it.")  # t0004 +15, t0001 +8; t0002 +1 is noise
 
 
 def test_verdict_says_plainly_when_no_trial_beats_noise(tmp_path):

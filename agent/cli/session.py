@@ -117,12 +117,12 @@ def start(
         None, "--model", help="builtin:<name>, or a local Hugging Face model dir."
     ),
     dataset: str | None = typer.Option(
-        None, "--dataset", help="A dataset name (`openrl-agent data list`) or path."
+        None, "--dataset", help="builtin, an imported dataset name (`openrl-agent data import`), or a path."
     ),
     planner: Planner | None = typer.Option(
         None,
         "--planner",
-        help="Who proposes trials [default: gemini when GEMINI_API_KEY is set, else offline].",
+        help="Who proposes trials (default: gemini when GEMINI_API_KEY is set, else offline).",
     ),
     launcher: Launcher = typer.Option(Launcher.local, "--launcher", help="Where trials run."),
     config: Path | None = typer.Option(

@@ -56,7 +56,7 @@ class LiveView:
             lines.append(Text(f"  fallback: {ev['fallback']}", style="yellow"))
         for p in ev.get("proposals") or []:
             line = Text.assemble(
-                ("  " + str(p.get("trial_id", "")), "bold"), f"  {fmt.params(p.get('params') or {})}"
+                ("  " + str(p.get("trial_id", "")), "bold"), f"  {fmt.params(_shown(p.get('params') or {}))}"
             )
             if p.get("rationale"):
                 line.append(f"\n    {p['rationale']}", style="italic dim")
@@ -145,6 +145,11 @@ _HANDLERS: dict[str, Callable[[LiveView, Event], list[RenderableType] | None]] =
     "repeated_failure": LiveView._on_repeated_failure,
     "session_done": LiveView._on_done,
 }
+
+
+def _shown(params: dict[str, Any]) -> dict[str, Any]:
+    """A proposal's parameters minus reward components switched off (weight 0), which only add noise."""
+    return {k: v for k, v in params.items() if not (k.startswith("reward_") and not v)}
 
 
 def _bar(step: int, total: int | None, width: int = 20) -> str:

@@ -24,13 +24,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def grpo_seed(seed: int, seconds: float, dev_limit: int, pass_k: int, out: Path) -> dict:
+def grpo_seed(seed: int, seconds: float, dev_limit: int, pass_k: int, pass_limit: int, out: Path) -> dict:
     from rl_core.spec import Budget, EvalConfig, TrialSpec
     from rl_core.trial import run_trial
 
     spec = TrialSpec(trial_id=f"grpo-s{seed}", seed=seed, budget=Budget(max_steps=None, max_seconds=seconds,
                                                                          checkpoint_every=0),
-                     eval=EvalConfig(limit=dev_limit, pass_k=pass_k, samples=16))
+                     eval=EvalConfig(limit=dev_limit, pass_k=pass_k, pass_limit=pass_limit, samples=16))
     t0 = time.time()
     result = run_trial(spec, out / f"grpo-s{seed}")
     if result["status"] != "succeeded":
@@ -42,7 +42,7 @@ def grpo_seed(seed: int, seconds: float, dev_limit: int, pass_k: int, out: Path)
             "steps": m["steps"], "train_s": m["train_s"], "wall_s": round(time.time() - t0, 1)}
 
 
-def sft_seed(seed: int, seconds: float, dev_limit: int, pass_k: int) -> dict:
+def sft_seed(seed: int, seconds: float, dev_limit: int, pass_k: int, pass_limit: int) -> dict:
     """The same start trained on gold SQL for the same wall seconds, evaluated identically."""
     import torch
 
@@ -77,7 +77,7 @@ def sft_seed(seed: int, seconds: float, dev_limit: int, pass_k: int) -> dict:
     engine = HFEngine(policy.model, policy.tokenizer)
     dev = env.example_ids("dev")[:dev_limit]
     greedy = greedy_accuracy(engine, env, dev, max_new_tokens=hp.max_new_tokens)
-    passk, _ = pass_at_k(engine, env, dev, k=pass_k, temperature=hp.temperature, top_p=hp.top_p,
+    passk, _ = pass_at_k(engine, env, dev[:pass_limit or None], k=pass_k, temperature=hp.temperature, top_p=hp.top_p,
                          max_new_tokens=hp.max_new_tokens)
     return {"after": greedy.accuracy, "after_se": greedy.stderr, "pass_after": passk, "steps": steps}
 
@@ -92,13 +92,18 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=300.0, help="GRPO training seconds per seed")
     parser.add_argument("--dev-limit", type=int, default=400)
     parser.add_argument("--pass-k", type=int, default=8)
+    parser.add_argument("--pass-limit", type=int, default=100, help="dev items for pass@k (greedy uses all)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 avoids spin-waits on a shared box)")
     parser.add_argument("--no-sft", action="store_true", help="skip the supervised comparison")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/grpo_learns"))
     args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
     rows = []
     for seed in args.seeds:  # one after another: the machine has 2 cores
-        g = grpo_seed(seed, args.seconds, args.dev_limit, args.pass_k, args.out)
-        s = None if args.no_sft else sft_seed(seed, g["train_s"], args.dev_limit, args.pass_k)
+        g = grpo_seed(seed, args.seconds, args.dev_limit, args.pass_k, args.pass_limit, args.out)
+        s = None if args.no_sft else sft_seed(seed, g["train_s"], args.dev_limit, args.pass_k, args.pass_limit)
         rows.append((seed, g, s))
         print(f"seed {seed}: GRPO dev greedy {pct(g['before'])} ±{pct(g['before_se'])} -> {pct(g['after'])} "
               f"±{pct(g['after_se'])} (gain {100 * (g['after'] - g['before']):+.1f}); pass@{args.pass_k} "

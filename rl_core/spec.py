@@ -149,6 +149,7 @@ class EvalConfig:
     limit: int = 400  # dev items evaluated greedily (0 = all)
     every_steps: int = 0  # intermediate evals; 0 = only before and after
     pass_k: int = 0  # >0: also pass@k at the rollout temperature before and after
+    pass_limit: int = 0  # dev items for pass@k (the first ones; 0 = the same items as greedy)
     samples: int = 32  # sample completions with verdicts written to samples.jsonl per logged step
     before: bool = True  # the "before" eval; skipping it saves time when the start is known
 
@@ -157,6 +158,7 @@ class EvalConfig:
         _number("eval.limit", self.limit, lo=0, integer=True)
         _number("eval.every_steps", self.every_steps, lo=0, integer=True)
         _number("eval.pass_k", self.pass_k, lo=0, hi=256, integer=True)
+        _number("eval.pass_limit", self.pass_limit, lo=0, integer=True)
         _number("eval.samples", self.samples, lo=0, integer=True)
         _check(isinstance(self.before, bool), "eval.before must be true or false")
 

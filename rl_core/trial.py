@@ -132,14 +132,26 @@ def execute(spec: TrialSpec, out: TrialDir, *, resume: bool, t_start: float) -> 
     """Set up, evaluate, train within budget, evaluate again; returns result.json's metrics."""
     import torch
 
-    from rl_core.engine import HFEngine
-    from rl_core.trainer import GRPOTrainer
-
-    hp = spec.hparams
     torch.manual_seed(spec.seed)
     reward = _reward_spec(spec)  # fail on a bad reward before paying for the model
     policy = _load_policy(spec)
     env = _build_env(spec, policy, reward)
+    try:
+        return _train_and_evaluate(spec, out, policy, env, resume=resume, t_start=t_start)
+    finally:
+        close = getattr(env, "close", None)
+        if close is not None:  # sandboxes hold DuckDB connections and worker threads
+            close()
+
+
+def _train_and_evaluate(spec: TrialSpec, out: TrialDir, policy: Any, env: Any, *, resume: bool,
+                        t_start: float) -> dict[str, Any]:
+    import torch
+
+    from rl_core.engine import HFEngine
+    from rl_core.trainer import GRPOTrainer
+
+    hp = spec.hparams
     try:
         train_ids = list(env.example_ids(spec.train_split))
         dev_ids = list(env.example_ids(spec.eval.split))[: spec.eval.limit or None]
@@ -269,8 +281,10 @@ def _evaluate(spec: TrialSpec, engine: Any, env: Any, dev_ids: list[str], out: T
                            "stderr": round(result.stderr, 4), "n": result.n}
     if pass_k and spec.eval.pass_k:
         k = spec.eval.pass_k
+        pass_ids = dev_ids[: spec.eval.pass_limit or None]
         row[f"pass@{k}"], row["sample_accuracy"] = pass_at_k(
-            engine, env, dev_ids, k=k, temperature=hp.temperature, top_p=hp.top_p, max_new_tokens=hp.max_new_tokens)
+            engine, env, pass_ids, k=k, temperature=hp.temperature, top_p=hp.top_p, max_new_tokens=hp.max_new_tokens)
+        row["pass_n"] = len(pass_ids)
     row["elapsed_s"] = round(time.time() - t_start, 2)
     out.append("eval.jsonl", row)
     print(f"eval step {step} {spec.eval.split} acc={row['accuracy']:.3f}±{row['stderr']:.3f} n={row['n']}", flush=True)

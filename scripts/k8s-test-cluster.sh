@@ -9,8 +9,9 @@
 #   scripts/k8s-test-cluster.sh run  -- CMD... up, run CMD with KUBECONFIG set, down (even on failure)
 #   scripts/k8s-test-cluster.sh bin-dir        print where the cached binaries live
 #
-# Every step is idempotent: `build` reuses cached binaries (first build about 10-15 minutes of CPU
-# on a 2-core box), `up` on a running state dir is refused, `down` on a stopped one is a no-op.
+# Every step is idempotent: `build` reuses cached binaries (the first build takes about 7 minutes
+# on a busy 2-core box and needs root for apt-get; OPENRL_K8S_KEEP_SRC=1 keeps the source tree),
+# `up` on a running state dir is refused, `down` on a stopped one is a no-op.
 # The node agent (scripts/k8s_node_agent.py) stands in for a kubelet: it runs pod commands as
 # local processes. Only for tests: the API server has token auth on 127.0.0.1 and no admission
 # plugins that need a real node network.
@@ -107,6 +108,10 @@ cmd_build() {
   done
   printf '%s\n%s\n' "$stamp_want" "$(basename "$tree")" > "$BIN/VERSION"
   log "built in $((SECONDS - start))s; cached in $BIN"
+  # The unpacked tree and Go build cache take ~2.6 GB; keep them only when asked to.
+  if [ "${OPENRL_K8S_KEEP_SRC:-0}" != 1 ]; then
+    rm -rf "$tree" "$work"/kubernetes_*.tar.* "$work"/kubernetes_*.dsc "$work/gocache" "$work/home"
+  fi
 }
 
 free_port() { "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }

@@ -19,6 +19,10 @@ from typing import Any, Protocol
 import torch
 
 
+class EngineUnavailable(RuntimeError):
+    """The requested engine cannot run here (e.g. vllm not installed); the message says the fix."""
+
+
 @dataclass
 class Completion:
     prompt_ids: list[int]
@@ -152,7 +156,7 @@ class VLLMEngine:
         try:
             import vllm
         except ImportError:
-            raise RuntimeError("VLLMEngine needs vllm: install the gpu extra "
+            raise EngineUnavailable("VLLMEngine needs vllm: install the gpu extra "
                                "(pip install 'openrl-agent[gpu]') or use the default HFEngine") from None
         self.model = model
         self.tokenizer = tokenizer

@@ -23,6 +23,7 @@ from typing import Any
 
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo")
 SCHEDULES = ("constant", "cosine")
+ENGINES = ("hf", "vllm")
 
 
 class SpecError(ValueError):
@@ -63,7 +64,7 @@ class HParams:
     ppo_epochs: int = 2
     temperature: float = 0.7
     top_p: float = 1.0
-    max_new_tokens: int = 96
+    max_new_tokens: int = 64  # built-in gold SQL is at most 64 tokens with EOS; long tails cost whole batches
     loss_type: str = "grpo"
     scale_rewards: bool = False
     dynamic_sampling: bool = True
@@ -75,6 +76,7 @@ class HParams:
     sampling_rounds: int = 3
     sft_learning_rate: float = 1e-3
     sft_batch_size: int = 32
+    engine: str = "hf"  # rollouts: "hf" (transformers generate) or "vllm" (gpu extra; unverified)
 
     def __post_init__(self) -> None:
         p = "hparams."
@@ -110,6 +112,7 @@ class HParams:
         _number(p + "sampling_rounds", self.sampling_rounds, lo=1, hi=16, integer=True)
         _number(p + "sft_learning_rate", self.sft_learning_rate, lo=0, hi=1, lo_open=True)
         _number(p + "sft_batch_size", self.sft_batch_size, lo=1, integer=True)
+        _check(self.engine in ENGINES, f"{p}engine must be one of {ENGINES}, got {self.engine!r}")
 
 
 @dataclass

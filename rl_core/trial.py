@@ -148,7 +148,7 @@ def _train_and_evaluate(spec: TrialSpec, out: TrialDir, policy: Any, env: Any, *
                         t_start: float) -> dict[str, Any]:
     import torch
 
-    from rl_core.engine import HFEngine
+    from rl_core.engine import EngineUnavailable, HFEngine, VLLMEngine
     from rl_core.trainer import GRPOTrainer
 
     hp = spec.hparams
@@ -160,7 +160,11 @@ def _train_and_evaluate(spec: TrialSpec, out: TrialDir, policy: Any, env: Any, *
     for split, ids in ((spec.train_split, train_ids), (spec.eval.split, dev_ids)):
         if not ids:
             raise TrialError("bad_spec", f"split {split!r} of dataset {spec.dataset!r} is empty; pick another split")
-    engine = HFEngine(policy.model, policy.tokenizer, stop_strings=getattr(env, "stop_strings", ()))
+    engine_cls = VLLMEngine if hp.engine == "vllm" else HFEngine
+    try:
+        engine = engine_cls(policy.model, policy.tokenizer, stop_strings=getattr(env, "stop_strings", ()))
+    except EngineUnavailable as exc:
+        raise TrialError("bad_spec", str(exc)) from exc
     ref_model = None
     if hp.kl_beta > 0 and hp.lora_rank == 0:  # full fine-tuning: the reference is a frozen copy
         import copy

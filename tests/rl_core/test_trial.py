@@ -98,6 +98,12 @@ def test_bad_reward_and_missing_model_are_classified(tmp_path):
     assert not (tmp_path / "r" / "metrics.jsonl").exists()
     missing = run_trial({"trial_id": "m", "model": str(tmp_path / "no-such-model")}, tmp_path / "m")
     assert missing["status"] == "failed" and missing["error"]["kind"] == "model_load"
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        no_vllm = run_trial({"trial_id": "v", "model": "builtin:micro-gemma", "hparams": {"engine": "vllm"}},
+                            tmp_path / "v")
+        assert no_vllm["error"]["kind"] == "bad_spec" and "gpu extra" in no_vllm["error"]["message"]
 
 
 def test_error_classification():

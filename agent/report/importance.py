@@ -1,12 +1,14 @@
 """Optuna parameter importances, read from the session's study journal once enough trials finished.
 
-With a handful of trials fANOVA importances are mostly noise, so below MIN_TRIALS the report says
+Optuna's default evaluator, PED-ANOVA (fANOVA would need scikit-learn). With a handful of trials the
+numbers are mostly noise, so below MIN_TRIALS, or when every trial scored the same, the report says
 why it shows none instead of printing numbers that look meaningful.
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +39,15 @@ def param_importances(session_dir: Path) -> dict[str, Any]:
     varying = _varying_params(complete)
     if not varying:
         return {"params": {}, "n_trials": len(complete), "note": "no parameter varied across trials"}
+    if len({t.value for t in complete}) == 1:
+        return {"params": {}, "n_trials": len(complete),
+                "note": "every finished trial scored the same, so no parameter explains a difference"}  # fmt: skip
     try:
-        scores = optuna.importance.get_param_importances(study, params=varying)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PED-ANOVA warns on tiny studies; the note above covers it
+            scores = optuna.importance.get_param_importances(
+                study, params=varying, evaluator=optuna.importance.PedAnovaImportanceEvaluator()
+            )
     except (ValueError, RuntimeError) as exc:  # e.g. a parameter whose range changed mid-study
         return {"params": {}, "n_trials": len(complete), "note": f"Optuna could not compute them: {exc}"}
     return {
@@ -49,6 +58,6 @@ def param_importances(session_dir: Path) -> dict[str, Any]:
 
 
 def _varying_params(trials: list) -> list[str]:
-    """Parameters present in every finished trial with more than one value (fANOVA needs both)."""
+    """Parameters present in every finished trial with more than one value (an importance needs both)."""
     common = set.intersection(*(set(t.params) for t in trials))
     return sorted(p for p in common if len({repr(t.params[p]) for t in trials}) > 1)

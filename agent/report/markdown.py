@@ -137,8 +137,9 @@ def _importances(imp: dict[str, Any]) -> str:
     if not imp["params"]:
         return f"## Parameter importances\n\nNone ({imp['note']})."
     body = [[k, f"{v:.2f}"] for k, v in imp["params"].items()]
-    return f"## Parameter importances\n\nOptuna fANOVA over {imp['n_trials']} finished trials.\n\n" + _table(
-        ["parameter", "importance"], body
+    return (
+        f"## Parameter importances\n\nOptuna PED-ANOVA over {imp['n_trials']} finished trials.\n\n"
+        + _table(["parameter", "importance"], body)
     )
 
 

@@ -157,7 +157,7 @@ def importances_text(imp: dict[str, Any]) -> RenderableType:
     if not imp["params"]:
         return Text(f"Parameter importances: none ({imp['note']}).", style="dim")
     table = Table(
-        title=f"Parameter importances (Optuna fANOVA, {imp['n_trials']} trials)", title_justify="left"
+        title=f"Parameter importances (Optuna PED-ANOVA, {imp['n_trials']} trials)", title_justify="left"
     )
     table.add_column("parameter")
     table.add_column("importance", justify="right")

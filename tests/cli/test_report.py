@@ -163,3 +163,11 @@ def test_sparkline_shape():
     assert len(sparkline(list(range(100)), width=24)) == 24
     assert sparkline([None, 0.5, 0.5]) == "▄▄"
     assert sparkline([]) == ""
+
+
+def test_importances_say_so_when_every_trial_scored_the_same(tmp_path):
+    b = SessionBuilder(tmp_path)
+    for i, lr in enumerate((1e-4, 2e-4, 3e-4, 4e-4)):
+        b.trial(f"t000{i}", after=0.40, hparams={"learning_rate": lr})
+    imp = build_report(b.dir)["importances"]
+    assert imp["params"] == {} and "every finished trial scored the same" in imp["note"]

@@ -13,6 +13,7 @@ second copy of the weights. The caller moves the model to its device.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import socket
@@ -69,7 +70,7 @@ def load_policy(
     if dtype not in _DTYPES:
         raise PolicyLoadError(f"unknown dtype {dtype!r}: use one of {', '.join(_DTYPES)}")
     path, builtin = _resolve(model, seed)
-    torch_dtype = _torch_dtype(dtype, builtin)
+    torch_dtype = _torch_dtype(dtype, path)
     lm, tokenizer = _load_dir(path, torch_dtype)
     style = "chat" if (not builtin and tokenizer.chat_template and _INSTRUCT_NAME.search(model)) else "plain"
     if lora_rank > 0:
@@ -178,20 +179,21 @@ def _reachable(endpoint: str, timeout: float = 3.0) -> bool:
         return False
 
 
-def _torch_dtype(dtype: str, builtin: bool):
-    """'auto': float32 for the built-ins; for other models bf16 on a GPU or CPU with native bf16, else float32.
-
-    CPUs without bf16 dot products run bf16 matmuls far slower than fp32, hence the check.
-    """
+def _torch_dtype(dtype: str, path: Path | str):
+    """'auto': the dtype the checkpoint was saved in, except bf16/fp16 become float32 where this
+    machine has no fast kernels for them (a CPU without native bf16, or half precision on CPU)."""
     import torch
 
     if dtype != "auto":
         return getattr(torch, dtype)
-    if builtin:
+    config = json.loads((Path(path) / "config.json").read_text())
+    saved = getattr(torch, str(config.get("dtype") or config.get("torch_dtype") or "float32"), torch.float32)
+    if saved == torch.bfloat16:
+        fast = torch.cuda.is_bf16_supported() if torch.cuda.is_available() else _cpu_has_bf16()
+        return saved if fast else torch.float32
+    if saved == torch.float16 and not torch.cuda.is_available():
         return torch.float32
-    if torch.cuda.is_available():
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-    return torch.bfloat16 if _cpu_has_bf16() else torch.float32
+    return saved
 
 
 def _cpu_has_bf16() -> bool:

@@ -94,6 +94,17 @@ def _recipe(name: str) -> Recipe:
 # --------------------------------------------------------------------------- data
 
 
+def builtin_prompts(split: str) -> list[tuple]:
+    """(example, plain prompt) for a built-in split: the prompt `SQLEnvironment.prompt` gives the RL
+    stage (same `render_prompt`, same DDL), with each schema's DDL read once instead of per example."""
+    from sql_env.datasets import database_path, load_dataset, schema_ddl
+    from sql_env.prompts import render_prompt
+
+    examples = load_dataset("builtin", split)
+    ddl = {db: schema_ddl(database_path("builtin", db)) for db in sorted({e.db_id for e in examples})}
+    return [(e, render_prompt(e, ddl[e.db_id], "plain")) for e in examples]
+
+
 def builtin_env():
     """The built-in benchmark's environment with the plain prompt style the RL stage uses."""
     from sql_env import SQLEnvironment
@@ -101,16 +112,10 @@ def builtin_env():
     return SQLEnvironment(dataset="builtin", prompt_style="plain")
 
 
-def sft_pairs(env, ids) -> list[tuple[str, str]]:
-    """(prompt, gold SQL) for the warm start; the SFT code appends eos so the model learns to stop."""
-    return [(env.prompt(i), env.example(i).gold_sql) for i in ids]
-
-
-def tokenizer_corpus(env) -> list[str]:
-    """Train questions, gold SQL and every schema's DDL (through the prompts, which embed it)."""
-    ids = env.example_ids("train")
-    prompts = {env.example(i).db_id: env.prompt(i) for i in ids}  # one prompt per database carries its DDL
-    return [env.question(i) for i in ids] + [env.example(i).gold_sql for i in ids] + list(prompts.values())
+def tokenizer_corpus(train: list[tuple]) -> list[str]:
+    """Train questions, gold SQL and every schema's DDL (one prompt per database carries it)."""
+    per_db = {e.db_id: prompt for e, prompt in train}
+    return [e.question for e, _ in train] + [e.gold_sql for e, _ in train] + list(per_db.values())
 
 
 # --------------------------------------------------------------------------- pieces
@@ -172,9 +177,8 @@ def build(recipe: Recipe, out_dir: Path, *, seed: int = 0, log: Callable[[str], 
 
     say = log or (lambda _msg: None)
     started = time.monotonic()
-    env = builtin_env()
-    train_ids = env.example_ids("train")
-    tokenizer = train_tokenizer(tokenizer_corpus(env), recipe.vocab_size)
+    train = builtin_prompts("train")
+    tokenizer = train_tokenizer(tokenizer_corpus(train), recipe.vocab_size)
     say(f"tokenizer: {len(tokenizer)} tokens")
 
     torch.manual_seed(seed)
@@ -182,10 +186,10 @@ def build(recipe: Recipe, out_dir: Path, *, seed: int = 0, log: Callable[[str], 
     n_params = sum(p.numel() for p in model.parameters())
     say(f"model: Gemma3ForCausalLM, {n_params:,} parameters")
 
-    chosen = random.Random(seed).sample(train_ids, min(recipe.sft_examples, len(train_ids)))
-    pairs = sft_pairs(env, sorted(chosen, key=train_ids.index))
-    prompt_tokens = [len(ids) for ids in tokenizer([env.prompt(i) for i in train_ids])["input_ids"]]
-    env.close()
+    # The warm start sees only part of train (the calibration's recipe): RL keeps the whole pool.
+    chosen = sorted(random.Random(seed).sample(range(len(train)), min(recipe.sft_examples, len(train))))
+    pairs = [(train[i][1], train[i][0].gold_sql) for i in chosen]  # the SFT code appends eos
+    prompt_tokens = [len(ids) for ids in tokenizer([prompt for _, prompt in train])["input_ids"]]
     losses: list[float] = []
     if recipe.sft_steps and pairs:
         cfg = SFTConfig(steps=recipe.sft_steps, batch_size=recipe.sft_batch, lr=recipe.sft_lr, seed=seed)

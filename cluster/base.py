@@ -10,7 +10,8 @@ Every backend follows the same life cycle, checked by one conformance suite
     handle = launcher.submit(spec)      # returns at once; status "queued" or "running"
     launcher.poll()                     # call in the collect loop: starts queued trials, enforces limits
     launcher.status(handle)             # queued | running | succeeded | failed | cancelled | lost
-    launcher.result(handle)             # parsed result.json once terminal (None while running or cancelled)
+    launcher.result(handle)             # parsed result.json once terminal; None while running and for
+                                        # cancelled trials (a result written while stopping is set aside)
     launcher.reattach(session)          # after a restart: handles of every trial of the session
 
 `lost` means the trial vanished while nobody watched it (its process or Job is gone and it left no

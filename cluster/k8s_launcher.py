@@ -35,7 +35,15 @@ from cluster.base import (
 from cluster.k8s_client import call, connect, explain
 from cluster.k8s_manifests import CONTAINER, MANAGED_BY, KubernetesConfig, build_manifests, job_name
 from cluster.local import SPEC_FILE, STATE_FILE
-from cluster.outcome import LOG_FILE, classify_exit, failed_result, read_json_file, read_result, read_tail
+from cluster.outcome import (
+    LOG_FILE,
+    classify_exit,
+    failed_result,
+    read_json_file,
+    read_result,
+    read_tail,
+    set_aside_result,
+)
 from cluster.pod_entry import parse_result_line
 from rl_core.spec import write_json_atomic
 
@@ -141,6 +149,8 @@ class KubernetesLauncher:
             except ApiException as exc:
                 if exc.status != 404:
                     raise LauncherError(f"cannot cancel {name}: {exc.status} {exc.reason}") from None
+        if self.config.runs_pvc:  # the runner may answer the SIGTERM with a result on the shared volume
+            set_aside_result(trial_dir)
         self._save(trial_dir, name, "cancelled")
 
     def logs(self, handle: TrialHandle, tail: int = 200) -> str:
@@ -150,7 +160,7 @@ class KubernetesLauncher:
         return self._pod_log(self._name(handle), tail)
 
     def result(self, handle: TrialHandle) -> dict[str, Any] | None:
-        if self.status(handle) not in TERMINAL:
+        if self.status(handle) not in TERMINAL or self.status(handle) == "cancelled":
             return None
         return read_result(self._trial_dir(handle.session, handle.trial_id))
 

@@ -30,7 +30,7 @@ from typing import Any
 
 from cluster import procs
 from cluster.base import TERMINAL, LauncherError, TrialHandle, TrialStatus, spec_identity
-from cluster.outcome import LOG_FILE, ensure_result, read_json_file, read_result, read_tail
+from cluster.outcome import LOG_FILE, ensure_result, read_json_file, read_result, read_tail, set_aside_result
 from rl_core.spec import write_json_atomic
 
 STATE_FILE = "launcher.json"
@@ -129,7 +129,12 @@ class LocalLauncher:
         if trial.state == "queued":
             self._queue.remove((handle.session, handle.trial_id))
         else:
+            finished_first = read_result(trial.trial_dir) is not None
             self._kill(trial)
+            if finished_first:  # it wrote its result before the cancel: a finished trial, keep it
+                self._finish(trial, trial.proc.poll() if trial.proc else None)
+                return
+            set_aside_result(trial.trial_dir)
         trial.state = "cancelled"
         self._save(trial, finished_at=time.time())
         self.poll()
@@ -139,7 +144,8 @@ class LocalLauncher:
 
     def result(self, handle: TrialHandle) -> dict[str, Any] | None:
         trial = self._get(handle)
-        return read_result(trial.trial_dir) if self.status(handle) in TERMINAL else None
+        status = self.status(handle)
+        return read_result(trial.trial_dir) if status in TERMINAL and status != "cancelled" else None
 
     def reattach(self, session: str) -> list[TrialHandle]:
         trials_dir = self.runs_dir / session / "trials"

@@ -49,6 +49,15 @@ def read_result(trial_dir: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def set_aside_result(trial_dir: Path) -> None:
+    """A cancelled trial has no outcome: move a result.json the runner wrote while being stopped
+    (it answers SIGTERM with a failed result) to result.cancelled.json, so readers of the trial
+    directory do not take the cancelled run for a finished one."""
+    path = trial_dir / RESULT_FILE
+    if path.exists():
+        os.replace(path, trial_dir / "result.cancelled.json")
+
+
 def read_json_file(path: Path) -> dict[str, Any]:
     """A launcher-owned JSON object file (launcher.json, launch_spec.json); unreadable ones say the fix."""
     try:

@@ -26,6 +26,14 @@ def main() -> int:
     fake = spec.get("fake", {})
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
+
+    def stopped(*_: object) -> None:  # like the real runner: answer SIGTERM with a failed result
+        write_json_atomic(out / "result.json", {
+            "trial_id": spec["trial_id"], "status": "failed", "metrics": {}, "adapter_path": None, "spec": spec,
+            "error": {"kind": "timeout", "message": "stopped by SIGTERM"}})
+        sys.exit(1)
+
+    signal.signal(signal.SIGTERM, stopped)
     print(f"fake trial {spec['trial_id']} pid={os.getpid()} threads={os.environ.get('OPENRL_TORCH_THREADS')}",
           flush=True)
     time.sleep(fake.get("sleep", 0))

@@ -57,6 +57,7 @@ def test_cancel_stops_a_running_trial(backend: Backend) -> None:
     assert launcher.status(handle) == "cancelled"
     wait_for(lambda: backend.gone(handle), what="trial process/Job gone")
     assert launcher.status(handle) == "cancelled"
+    assert launcher.result(handle) is None  # a cancelled trial has no outcome
 
 
 def test_a_new_launcher_reattaches_to_running_and_finished_trials(backend: Backend) -> None:

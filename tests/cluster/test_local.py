@@ -133,3 +133,14 @@ def test_an_adopted_trial_can_be_cancelled(tmp_path: Path) -> None:
     wait_for(lambda: not Path(f"/proc/{state['pid']}").exists() or
              Path(f"/proc/{state['pid']}/stat").read_text().split(") ")[1][0] == "Z", what="process gone")
     assert fresh.status(adopted) == "cancelled"
+
+
+def test_a_result_written_while_being_cancelled_is_set_aside(tmp_path: Path) -> None:
+    la = launcher(tmp_path)
+    handle = la.submit(fake_spec("t1", sleep=60))
+    wait_for(lambda: "fake trial t1" in la.logs(handle), what="trial started")
+    la.cancel(handle)
+    trial_dir = Path(handle.ref)
+    assert not (trial_dir / "result.json").exists()
+    assert json.loads((trial_dir / "result.cancelled.json").read_text())["error"]["kind"] == "timeout"
+    assert la.status(handle) == "cancelled" and la.result(handle) is None

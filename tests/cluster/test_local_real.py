@@ -55,3 +55,12 @@ def test_a_real_trial_killed_by_sigkill_is_failed_with_its_log_tail(tmp_path: Pa
     assert wait(launcher, [handle], timeout_s=60)[handle] == "failed"
     error = launcher.result(handle)["error"]
     assert error["kind"] == "oom" and "SIGKILL" in error["message"] and error["log_tail"]
+
+
+def test_cancelling_a_real_trial_leaves_no_result(tmp_path: Path) -> None:
+    launcher = LocalLauncher(runs_dir=tmp_path, slots=1, threads_per_trial=1)
+    handle = launcher.submit(real_spec("cancelled"))
+    wait_for(lambda: (Path(handle.ref) / "trial.log").stat().st_size > 0, timeout_s=120, what="trial output")
+    launcher.cancel(handle)
+    assert launcher.status(handle) == "cancelled" and launcher.result(handle) is None
+    assert not (Path(handle.ref) / "result.json").exists()

@@ -90,14 +90,16 @@ class KubernetesLauncher:
         if (trial_dir / STATE_FILE).exists():  # resubmitted after a restart: the same trial, never a rerun
             self._status(handle)
             return handle
-        trial_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(trial_dir / SPEC_FILE, spec)
-        self._save(trial_dir, name, "queued")
-        self._tracked[name] = handle
+        # Cluster objects first: a failed create leaves no local trace, so the trial can be resubmitted;
+        # dying between the create and the local files is repaired by reattach (it finds the Job by label).
         self._created(self.core.create_namespaced_config_map, configmap, "create configmaps")
         created = self._created(self.batch.create_namespaced_job, job, "create jobs")
         if created is not None:
             self._own_configmap(name, created.metadata.uid)
+        trial_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(trial_dir / SPEC_FILE, spec)
+        self._save(trial_dir, name, "queued")
+        self._tracked[name] = handle
         self.poll()
         return handle
 
@@ -241,7 +243,7 @@ class KubernetesLauncher:
         except ApiException as exc:
             if exc.status == 404:
                 return None
-            raise
+            raise explain(exc, self.api, self.config.namespace, "read jobs") from None
         with self._lock:
             self._cache[name] = job
         return job

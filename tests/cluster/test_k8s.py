@@ -78,6 +78,7 @@ def test_a_bad_kubeconfig_gives_a_clear_error(k8s_cluster: K8sCluster, tmp_path:
     launcher = KubernetesLauncher(k8s_config(k8s_cluster, "default", kubeconfig=str(expired)), runs_dir=tmp_path)
     with pytest.raises(LauncherError, match="401 Unauthorized.*expired"):
         launcher.submit(fake_spec("t1"))
+    assert not (tmp_path / "s-test" / "trials" / "t1").exists()  # nothing half-submitted to trip a retry
 
 
 def test_cluster_check_reports_each_problem(k8s_cluster: K8sCluster, tmp_path: Path) -> None:

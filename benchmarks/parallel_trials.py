@@ -51,6 +51,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=4)
     parser.add_argument("--model", default="builtin:micro-gemma")
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--reference", action="store_true", help="also time 1 slot x 1 thread")
     args = parser.parse_args()
     specs = [trial_spec(i, args.model, args.steps) for i in range(args.trials)]
     print(f"{args.trials} trials of {args.model}, {args.steps} GRPO steps each; {os.cpu_count()} cores, "
@@ -62,6 +63,10 @@ def main() -> None:
     parallel = run(2, 1, specs)
     print(f"parallel    2 slots x 1 thread : {parallel:7.1f} s")
     print(f"speed-up: {sequential / parallel:.2f}x (target >= 1.5x)")
+    if args.reference:
+        # Separates the two effects: overlapping processes vs. 2 threads not helping (or hurting).
+        single = run(1, 1, specs)
+        print(f"reference   1 slot  x 1 thread : {single:7.1f} s (slots alone: {single / parallel:.2f}x)")
 
 
 if __name__ == "__main__":

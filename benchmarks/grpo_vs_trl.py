@@ -114,9 +114,11 @@ def main() -> None:
         for _ in range(n):
             metrics, _ = ours.step()
             times["rl_core"].append(metrics["t_step"])
+            print(f"rl_core step {len(times['rl_core'])}: {metrics['t_step']:.2f}s", flush=True)
 
     def after_trl_step(seconds: float) -> None:
         times["trl"].append(seconds)
+        print(f"trl step {len(times['trl'])}: {seconds:.2f}s", flush=True)
         if len(times["trl"]) % args.block == 0:  # TRL finished a block: rl_core's turn
             run_ours(args.block)
 

@@ -204,7 +204,7 @@ def status(session: str | None = SESSION, runs_dir: Path = RUNS_DIR) -> None:
         facts = build_report(resolve_session(session, runs_dir), importances=False)
     console.print(header(facts))
     console.print(verdict_text(facts))
-    console.print(leaderboard_table(facts["leaderboard"]))
+    console.print(leaderboard_table(facts["leaderboard"]) if facts["leaderboard"] else "No trials yet.")
 
 
 @app.command(

@@ -9,6 +9,8 @@ from agent.report import format as fmt
 
 
 def render_markdown(facts: dict[str, Any]) -> str:
+    if not facts["leaderboard"]:
+        return _header(facts) + "\n\nNo trials yet.\n"
     parts = [_header(facts), _leaderboard(facts["leaderboard"])]
     if facts["best"]:
         parts.append(_best(facts["best"]))

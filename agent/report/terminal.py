@@ -25,6 +25,9 @@ STATUS_STYLE = {
 def render_terminal(facts: dict[str, Any], console: Console) -> None:
     console.print(header(facts))
     console.print(verdict_text(facts))
+    if not facts["leaderboard"]:
+        console.print("No trials yet.", style="dim")
+        return
     console.print(leaderboard_table(facts["leaderboard"]))
     if facts["best"]:
         console.print(best_panel(facts["best"]))

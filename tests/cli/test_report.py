@@ -171,3 +171,12 @@ def test_importances_say_so_when_every_trial_scored_the_same(tmp_path):
         b.trial(f"t000{i}", after=0.40, hparams={"learning_rate": lr})
     imp = build_report(b.dir)["importances"]
     assert imp["params"] == {} and "every finished trial scored the same" in imp["note"]
+
+
+def test_session_without_trials(tmp_path):
+    facts = build_report(SessionBuilder(tmp_path).dir)
+    assert facts["leaderboard"] == [] and facts["best"] is None
+    assert render_markdown(facts).endswith("No trials yet.\n")
+    console = Console(record=True, width=120)
+    render_terminal(facts, console)
+    assert console.export_text().rstrip().endswith("No trials yet.")

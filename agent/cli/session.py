@@ -245,15 +245,19 @@ def report(
 
 @app.command(epilog=_examples("openrl-agent pause", "openrl-agent pause s-20261125-181500"))
 def pause(session: str | None = SESSION, runs_dir: Path = RUNS_DIR) -> None:
-    """Ask a running session to stop launching trials; running ones finish. `resume` continues it."""
-    from agent.session import request_pause
+    """Ask a running session to pause: nothing new starts, local trials stop and re-run on `resume`."""
+    from agent.session import load_session, request_pause
 
     with _as_user_error():
         session_dir = resolve_session(session, runs_dir)
+        state = (load_session(session_dir).get("status") or {}).get("state")
+        if state != "running":
+            console.print(f"{session_dir.name} is not running ({state}); nothing to pause")
+            return
         request_pause(session_dir)
     console.print(
-        f"pause requested for [bold]{session_dir.name}[/]: running trials finish, nothing new starts; "
-        f"continue with `openrl-agent resume {session_dir.name}`"
+        f"pause requested for [bold]{session_dir.name}[/]: nothing new starts; running local trials stop and "
+        f"re-run on resume (Kubernetes trials keep running); continue with `openrl-agent resume {session_dir.name}`"
     )
 
 

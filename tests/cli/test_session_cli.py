@@ -80,6 +80,9 @@ def test_report_plot(runs, tmp_path):
 
 def test_status_and_pause(runs):
     session = runs / "s-20261125-120000"
+    finished = invoke("pause", "--runs-dir", str(runs))
+    assert finished.exit_code == 0 and "is not running (finished); nothing to pause" in finished.output
+    assert not (session / "pause").exists()
     data = json.loads((session / "session.json").read_text())
     data["status"] = {"state": "running"}
     (session / "session.json").write_text(json.dumps(data))  # as the loop leaves it while it runs

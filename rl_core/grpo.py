@@ -29,8 +29,9 @@ Departures from the papers:
 - Clip-higher (separate eps_low/eps_high) comes from DAPO; the DAPO overlong penalty and the
   Dr. GRPO removal of std scaling are options (scale_rewards), not fixed.
 - No KL by default (beta=0): with beta=0 the reference forward is skipped entirely.
-- Log-probs are computed chunk by chunk over rows (selective log-softmax), so full-vocabulary fp32
-  logits for the whole batch never exist at once; this is what lets a 262k vocabulary fit.
+- Log-probs come from the final hidden states through the LM head one chunk of rows at a time,
+  checkpointed (`head_log_probs`), so full-vocabulary logits for the whole batch never exist at
+  once, forward or backward; this is what lets Gemma's 262k vocabulary fit.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 
 def group_advantages(rewards_PG: torch.Tensor, scale: bool = False, eps: float = 1e-4) -> torch.Tensor:
@@ -66,6 +68,44 @@ def selective_log_softmax(logits_BTV: torch.Tensor, tokens_BT: torch.Tensor, chu
         picked_C = rows_CV.gather(1, flat_tokens_N[start:start + chunk_rows, None]).squeeze(1)
         out.append(picked_C - torch.logsumexp(rows_CV, dim=-1))
     return torch.cat(out).reshape(tokens_BT.shape)
+
+
+def head_log_probs(hidden_BCH: torch.Tensor, head: torch.nn.Module, tokens_BC: torch.Tensor, *,
+                   temperature: float, softcap: float | None = None, chunk_rows: int = 1024,
+                   with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log-probs of `tokens` (and optionally entropies) straight from final hidden states.
+
+    The LM head runs one chunk of rows at a time under activation checkpointing: neither the
+    forward nor the backward ever holds (rows x vocabulary) logits for more than one chunk, so a
+    262k-vocabulary Gemma trains on long batches. Same maths as `selective_log_softmax` on
+    softcap(head(h)) / temperature.
+    """
+    flat_NH = hidden_BCH.reshape(-1, hidden_BCH.shape[-1])
+    flat_N = tokens_BC.reshape(-1)
+
+    def chunk_logits(h_CH: torch.Tensor) -> torch.Tensor:
+        logits_CV = head(h_CH).float()
+        if softcap:
+            logits_CV = torch.tanh(logits_CV / softcap) * softcap
+        return logits_CV / temperature
+
+    def chunk_logp(h_CH: torch.Tensor, t_C: torch.Tensor) -> torch.Tensor:
+        logits_CV = chunk_logits(h_CH)
+        return logits_CV.gather(1, t_C[:, None]).squeeze(1) - torch.logsumexp(logits_CV, dim=-1)
+
+    logps, ents = [], []
+    for start in range(0, flat_NH.shape[0], chunk_rows):
+        h_CH, t_C = flat_NH[start:start + chunk_rows], flat_N[start:start + chunk_rows]
+        if h_CH.requires_grad:
+            logps.append(torch.utils.checkpoint.checkpoint(chunk_logp, h_CH, t_C, use_reentrant=False))
+        else:
+            logps.append(chunk_logp(h_CH, t_C))
+        if with_entropy:
+            with torch.no_grad():
+                logp_CV = F.log_softmax(chunk_logits(h_CH), dim=-1)
+                ents.append(-(logp_CV.exp() * logp_CV).sum(-1))
+    logp_BC = torch.cat(logps).reshape(tokens_BC.shape)
+    return logp_BC, (torch.cat(ents).reshape(tokens_BC.shape) if with_entropy else None)
 
 
 @torch.no_grad()

@@ -24,11 +24,10 @@ from rl_core.engine import Completion, Engine
 from rl_core.env import Environment, StepResult
 from rl_core.grpo import (
     BatchSizes,
-    entropy_per_token,
     group_advantages,
     grpo_loss,
+    head_log_probs,
     mixed_groups,
-    selective_log_softmax,
 )
 from rl_core.spec import HParams
 
@@ -171,28 +170,36 @@ class GRPOTrainer:
         return {"prompt_PL": prompt_PL.to(d), "pmask_PL": pmask_PL.to(d), "targets_BC": comp_BC.to(d),
                 "comp_mask_BC": cmask_BC.float().to(d), "group": sizes.pop()}
 
-    def _logits(self, model: Any, batch: dict[str, Any]) -> torch.Tensor:
-        """Tempered logits predicting each completion token, shape (B, C, V).
+    def _log_probs(self, model: Any, batch: dict[str, Any], with_entropy: bool = False
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Log-probs (B, C) of each completion token under the tempered policy (+ entropies).
 
         Each prompt is encoded once per group and its KV cache repeated G times: the gradient is
         exact (it flows back through the repeat) but the prompt costs 1/G of a naive forward,
-        which on CPU with schema-long prompts is most of the training compute.
+        which on CPU with schema-long prompts is most of the training compute. The decoder
+        returns hidden states; `head_log_probs` applies the LM head chunk by chunk.
         """
+        causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+        decoder, head = causal_lm.get_decoder(), causal_lm.get_output_embeddings()
         prompt_PL, pmask_PL, g = batch["prompt_PL"], batch["pmask_PL"], batch["group"]
         ppos_PL = (pmask_PL.cumsum(-1) - 1).clamp(min=0)
         cache = None
-        if prompt_PL.shape[1] > 1:
-            cache = model(input_ids=prompt_PL[:, :-1], attention_mask=pmask_PL[:, :-1],
-                          position_ids=ppos_PL[:, :-1], use_cache=True).past_key_values
-            for layer in cache.layers:
-                layer.batch_repeat_interleave(g)
-        comp_BC = batch["targets_BC"]
-        inputs_B1C = torch.cat([prompt_PL[:, -1:].repeat_interleave(g, 0), comp_BC], dim=1)
-        mask_BLC = torch.cat([pmask_PL.repeat_interleave(g, 0), batch["comp_mask_BC"].long()], dim=1)
-        pos_BLC = (mask_BLC.cumsum(-1) - 1).clamp(min=0)
-        out = model(input_ids=inputs_B1C, attention_mask=mask_BLC, position_ids=pos_BLC[:, -inputs_B1C.shape[1]:],
-                    cache=cache, use_cache=cache is not None)
-        return out.logits[:, :-1] / self.hp.temperature
+        with autocast_context(self.device):
+            if prompt_PL.shape[1] > 1:
+                cache = decoder(input_ids=prompt_PL[:, :-1], attention_mask=pmask_PL[:, :-1],
+                                position_ids=ppos_PL[:, :-1], use_cache=True).past_key_values
+                for layer in cache.layers:
+                    layer.batch_repeat_interleave(g)
+            comp_BC = batch["targets_BC"]
+            inputs_B1C = torch.cat([prompt_PL[:, -1:].repeat_interleave(g, 0), comp_BC], dim=1)
+            mask_BLC = torch.cat([pmask_PL.repeat_interleave(g, 0), batch["comp_mask_BC"].long()], dim=1)
+            pos_BLC = (mask_BLC.cumsum(-1) - 1).clamp(min=0)
+            hidden_B1CH = decoder(input_ids=inputs_B1C, attention_mask=mask_BLC,
+                                  position_ids=pos_BLC[:, -inputs_B1C.shape[1]:], cache=cache,
+                                  use_cache=cache is not None).last_hidden_state
+            return head_log_probs(hidden_B1CH[:, :-1], head, comp_BC, temperature=self.hp.temperature,
+                                  softcap=getattr(causal_lm.config, "final_logit_softcapping", None),
+                                  with_entropy=with_entropy)
 
     def update(self, groups: list[Group]) -> dict[str, float]:
         hp = self.hp
@@ -213,12 +220,9 @@ class GRPOTrainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss_sum = 0.0
             for k, (batch, adv_B) in enumerate(zip(batches, micro_adv, strict=True)):
-                with autocast_context(self.device):
-                    logits_BCV = self._logits(self.model, batch)
-                logp_BC = selective_log_softmax(logits_BCV, batch["targets_BC"])
-                if epoch == 0:  # before any optimizer step these *are* pi_old's log-probs
+                logp_BC, ent_BC = self._log_probs(self.model, batch, with_entropy=epoch == 0)
+                if ent_BC is not None:  # epoch 0 runs before any optimizer step: these *are* pi_old's
                     old_logp.append(logp_BC.detach())
-                    ent_BC = entropy_per_token(logits_BCV.detach())
                     stats["entropy"].append(float((ent_BC * batch["comp_mask_BC"]).sum() / sizes.tokens))
                 loss, st = grpo_loss(logp_BC, old_logp[k], adv_B, batch["comp_mask_BC"], sizes,
                                      loss_type=hp.loss_type, eps_low=hp.clip_eps_low, eps_high=hp.clip_eps_high,
@@ -261,11 +265,11 @@ class GRPOTrainer:
         if self.hp.kl_beta <= 0:
             return None  # beta 0: skip the reference forward entirely
         if self.ref_model is not None:
-            return selective_log_softmax(self._logits(self.ref_model, batch), batch["targets_BC"])
+            return self._log_probs(self.ref_model, batch)[0]
         if not hasattr(self.model, "disable_adapter"):
             raise ValueError("kl_beta > 0 with full fine-tuning needs a frozen reference model")
         with self.model.disable_adapter():  # LoRA: the base model is the reference, no second copy
-            return selective_log_softmax(self._logits(self.model, batch), batch["targets_BC"])
+            return self._log_probs(self.model, batch)[0]
 
     # ---- one step -------------------------------------------------------------------------
     def step(self) -> tuple[dict[str, float], list[Group]]:

@@ -8,6 +8,7 @@ from rl_core.grpo import (
     entropy_per_token,
     group_advantages,
     grpo_loss,
+    head_log_probs,
     k3_kl,
     mixed_groups,
     selective_log_softmax,
@@ -113,3 +114,24 @@ def test_grpo_loss_on_policy_gradient_is_advantage_weighted_and_kl_is_added():
     assert with_kl.item() == pytest.approx(loss.item() + 0.1 * expected_kl, abs=1e-6)
     with pytest.raises(ValueError, match="reference"):
         grpo_loss(logp, logp.detach(), adv, mask, sizes, loss_type="grpo", eps_low=0.2, eps_high=0.2, kl_beta=0.1)
+
+
+@pytest.mark.parametrize("softcap", [None, 3.0])
+def test_chunked_head_log_probs_match_full_logits_with_gradients(softcap):
+    torch.manual_seed(0)
+    head = torch.nn.Linear(6, 13, bias=False)
+    hidden = torch.randn(2, 5, 6, requires_grad=True)
+    tokens = torch.randint(0, 13, (2, 5))
+    logits = head(hidden)
+    if softcap:
+        logits = torch.tanh(logits / softcap) * softcap
+    naive = selective_log_softmax(logits / 0.7, tokens)
+    naive_ent = entropy_per_token(logits / 0.7)
+    naive.sum().backward()
+    grads = (hidden.grad.clone(), head.weight.grad.clone())
+    hidden.grad, head.weight.grad = None, None
+    chunked, ent = head_log_probs(hidden, head, tokens, temperature=0.7, softcap=softcap, chunk_rows=3,
+                                  with_entropy=True)
+    chunked.sum().backward()
+    assert torch.allclose(chunked, naive, atol=1e-5) and torch.allclose(ent, naive_ent, atol=1e-5)
+    assert torch.allclose(hidden.grad, grads[0], atol=1e-5) and torch.allclose(head.weight.grad, grads[1], atol=1e-5)

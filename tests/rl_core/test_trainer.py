@@ -7,7 +7,6 @@ import torch
 
 from rl_core.engine import HFEngine
 from rl_core.env import StepResult
-from rl_core.grpo import selective_log_softmax
 from rl_core.spec import HParams
 from rl_core.trainer import GRPOTrainer, PromptSampler, lr_factor
 from tests.rl_core.test_engine import tiny_gemma, tiny_tokenizer
@@ -62,7 +61,8 @@ def test_shared_prefix_batch_log_probs_and_grads_equal_each_sequence_alone():
     model = trainer.model
     groups = [([2, 5, 6, 7, 8], [[9, 10], [11, 1]]), ([2, 5], [[11, 12, 13, 1], [3]])]
     batch = trainer._collate(groups)
-    logp = selective_log_softmax(trainer._logits(model, batch), batch["targets_BC"])
+    logp, ent = trainer._log_probs(model, batch, with_entropy=True)
+    assert ent.shape == logp.shape and torch.all(ent[batch["comp_mask_BC"] > 0] > 0)
     (logp * batch["comp_mask_BC"]).sum().backward()
     shared_grads = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()

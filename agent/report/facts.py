@@ -47,7 +47,7 @@ def build_report(session_dir: Path, importances: bool = True) -> dict[str, Any]:
         "leaderboard": rows,
         "best": best,
         "rounds": _rounds(rows, read_json(session_dir / "rounds.json") or []),
-        "importances": param_importances(session_dir) if importances else NOT_COMPUTED,
+        "importances": param_importances(session_dir) if importances else dict(NOT_COMPUTED),
         "failures": [
             {"trial_id": r["trial_id"], "round": r["round"], **_error(r)}
             for r in rows

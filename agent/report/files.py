@@ -12,31 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tools.trials import read_jsonl  # skips a line still being appended
+
 
 def read_json(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text())
-    except FileNotFoundError:
+    except (FileNotFoundError, json.JSONDecodeError):
         return None
-    except json.JSONDecodeError:
-        return None
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return []
-    rows = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line being appended right now
-    return rows
 
 
 @dataclass
@@ -49,12 +32,6 @@ class TrialFiles:
     result: dict[str, Any] | None = None
     metrics: list[dict[str, Any]] = field(default_factory=list)
     evals: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def status(self) -> str:
-        if self.result is not None:
-            return str(self.result.get("status", "failed"))
-        return "running" if self.metrics or self.evals else "pending"
 
     @property
     def result_metrics(self) -> dict[str, Any]:

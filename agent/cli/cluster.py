@@ -76,10 +76,14 @@ def _print_results(rows: list[tuple[str, str, dict[str, Any] | None]]) -> None:
     for trial_id, status, result in rows:
         metrics = (result or {}).get("metrics") or {}
         error = (result or {}).get("error") or {}
-        fmt = lambda v: "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
-        table.add_row(trial_id, status, fmt(metrics.get("dev_accuracy_before")), fmt(metrics.get("dev_accuracy_after")),
-                      fmt(metrics.get("wall_s")), f"{error.get('kind')}: {error.get('message')}" if error else "")
+        table.add_row(trial_id, status, _num(metrics.get("dev_accuracy_before"), 3),
+                      _num(metrics.get("dev_accuracy_after"), 3), _num(metrics.get("wall_s"), 1),
+                      f"{error.get('kind')}: {error.get('message')}" if error else "")
     console.print(table)
+
+
+def _num(value: Any, digits: int) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, int | float) else "-"
 
 
 def _k8s_config(kubeconfig: str | None, context: str | None, namespace: str, gpus: int, gpu_type: str | None,

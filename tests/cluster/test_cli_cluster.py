@@ -53,6 +53,20 @@ def test_check_with_a_missing_kubeconfig_says_the_fix(tmp_path: Path) -> None:
     assert "no kubeconfig at" in out.output and "KUBECONFIG" in out.output
 
 
+@pytest.mark.slow
+def test_run_two_real_trials_in_parallel(tmp_path: Path) -> None:
+    small = {"hparams": {"group_size": 2, "prompts_per_step": 2, "max_new_tokens": 16, "ppo_epochs": 1,
+                         "warmup_steps": 0}, "budget": {"max_steps": 1, "max_seconds": 60, "checkpoint_every": 0},
+             "eval": {"limit": 4, "samples": 0, "before": False}}
+    specs = [str(write_spec(tmp_path / f"{t}.json", t, **small)) for t in ("a", "b")]
+    out = runner.invoke(app, ["cluster", "run", *specs, "--slots", "2", "--runs-dir", str(tmp_path / "runs")])
+    assert out.exit_code == 0, out.output
+    assert "2 trial(s) on 2 slot(s) x 1 thread(s)" in out.output
+    assert out.output.count("succeeded") >= 4  # two status lines and two table rows
+    for t in ("a", "b"):
+        assert json.loads((tmp_path / "runs/s-cli/trials" / t / "result.json").read_text())["status"] == "succeeded"
+
+
 @pytest.mark.k8s
 def test_check_against_the_loopback_cluster(k8s_cluster) -> None:
     out = runner.invoke(app, ["cluster", "check", "--kubeconfig", str(k8s_cluster.kubeconfig)])

@@ -115,15 +115,6 @@ def _imported_dir(model: str) -> str | None:
         raise PolicyLoadError(str(exc)) from exc
 
 
-def imported_models() -> list[tuple[str, str]]:
-    """(name, directory) of every model imported into the cache (GGUF conversions)."""
-    try:
-        from rl_core.gguf import list_cached_models
-    except ImportError:
-        return []
-    return [(m.name, str(m.path)) for m in list_cached_models()]
-
-
 def _looks_like_path(name: str) -> bool:
     return name.startswith(("/", "./", "../", "~")) or (os.sep in name and name.count("/") != 1)
 

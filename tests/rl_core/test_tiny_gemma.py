@@ -11,17 +11,18 @@ import torch
 from rl_core import cache, tiny_gemma
 from rl_core.sft import IGNORE, SFTConfig, collate, encode_pairs
 
-TEXTS = ["How many orders were placed in 2023?", "SELECT count(*) FROM orders WHERE year = 2023;",
+TEXTS = ["How many orders were placed in 2023?", "SELECT order_id FROM orders WHERE year = 2023;",
          "CREATE TABLE orders (order_id INTEGER PRIMARY KEY, status VARCHAR);"] * 20
 
 
 def test_tokenizer_splits_digits_and_round_trips():
-    tok = tiny_gemma.train_tokenizer(TEXTS, vocab_size=300)
+    tok = tiny_gemma.train_tokenizer(TEXTS, vocab_size=600)  # enough merges to saturate this corpus
     assert (tok.pad_token_id, tok.eos_token_id, tok.bos_token_id) == (0, 1, 2)
     ids = tok("price > 1234.5")["input_ids"]
     assert ids[0] == tok.bos_token_id
     pieces = tok.convert_ids_to_tokens(ids)
-    assert [p for p in pieces if any(c.isdigit() for c in p)] == ["1", "2", "3", "4", "5"]
+    assert [p.lstrip("Ġ") for p in pieces if any(c.isdigit() for c in p)] == ["1", "2", "3", "4", "5"]
+    assert "Ġorder_id" in tok.convert_ids_to_tokens(tok("SELECT order_id FROM orders")["input_ids"])
     text = "SELECT name FROM t WHERE city = 'Zürich' AND n >= 42;\n  -- ok"
     assert tok.decode(tok(text)["input_ids"], skip_special_tokens=True) == text
 
@@ -101,8 +102,8 @@ def _weights(path):
 
 def test_reduced_build_is_deterministic_and_the_warm_start_learns(tmp_path):
     """A micro-size recipe with a few SFT steps: same seed, same bytes; loss goes down."""
-    recipe = dataclasses.replace(tiny_gemma.RECIPES["micro-gemma"], sft_examples=64, sft_steps=12,
-                                 sft_batch=8, sft_lr=3e-3, version="test")
+    recipe = dataclasses.replace(tiny_gemma.RECIPES["micro-gemma"], sft_examples=32, sft_steps=8,
+                                 sft_batch=4, sft_lr=3e-3, version="test")
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()
     info_a = tiny_gemma.build(recipe, a, seed=0)

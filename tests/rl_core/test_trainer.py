@@ -80,6 +80,7 @@ def test_shared_prefix_batch_log_probs_and_grads_equal_each_sequence_alone():
     assert batch["comp_mask_BC"].sum().item() == 9
 
 
+@pytest.mark.slow  # 12 real GRPO steps: the one check here that the loop actually learns
 def test_steps_raise_the_reward_and_report_metrics():
     torch.manual_seed(0)
     trainer, _ = make(hp(learning_rate=1e-2, prompts_per_step=4, group_size=8, max_new_tokens=4))

@@ -156,12 +156,22 @@ def session_state(session_dir: Path, session: dict[str, Any]) -> str:
 
 
 def _base(trials: list[TrialFiles]) -> dict[str, Any] | None:
-    """The base policy's dev accuracy: every trial measures it on the same split before training."""
-    for t in trials:
-        acc, stderr, n = base_eval(t)
-        if acc is not None:
-            return {"accuracy": acc, "stderr": stderr, "n": n, "trial_id": t.trial_id}
-    return None
+    """The policy trials start from, measured by each before training. It is the same for every trial
+    unless the search varies an in-trial warm start (sft_steps): then low/high give the spread."""
+    measured = [(t.trial_id, *base_eval(t)) for t in trials]
+    measured = [m for m in measured if m[1] is not None]
+    if not measured:
+        return None
+    trial_id, acc, stderr, n = measured[0]
+    accs = [m[1] for m in measured]
+    return {
+        "accuracy": acc,
+        "stderr": stderr,
+        "n": n,
+        "trial_id": trial_id,
+        "low": min(accs),
+        "high": max(accs),
+    }
 
 
 def _best(rows: list[dict], trials: list[TrialFiles], session_dir: Path) -> dict[str, Any] | None:

@@ -140,3 +140,13 @@ def status(row: dict[str, Any]) -> str:
     if row["status"] == "pruned" and row.get("pruned_at_step") is not None:
         return f"pruned@{row['pruned_at_step']}"
     return row["status"]
+
+
+def base(b: dict[str, Any]) -> str:
+    """`40.0% ± 2.4 dev execution accuracy (n=400)`, or the spread when trials start from different policies."""
+    n = f" (n={b['n']})" if b.get("n") else ""
+    if b.get("low") is not None and b["low"] != b["high"]:
+        return (f"{pct(b['low'])} to {pct(b['high'])} dev execution accuracy{n}, depending on the trial's "
+                "warm start; each Δ is measured from the trial's own start")  # fmt: skip
+    se = f" ± {100 * b['stderr']:.1f}" if b.get("stderr") is not None else ""
+    return f"{pct(b['accuracy'])}{se} dev execution accuracy{n}"

@@ -44,11 +44,7 @@ def _header(facts: dict[str, Any]) -> str:
         f"- Objective: {fmt.objective(s)}",
     ]
     if base:
-        se = f" ± {100 * base['stderr']:.1f}" if base.get("stderr") else ""
-        lines.append(
-            f"- Base policy: {fmt.pct(base['accuracy'])}{se} dev execution accuracy"
-            + (f" (n={base['n']})" if base.get("n") else "")
-        )
+        lines.append(f"- Base policy: {fmt.base(base)}")
     lines += ["", f"**{facts['verdict']['text']}**"]
     return "\n".join(lines)
 

@@ -73,11 +73,7 @@ def header(facts: dict[str, Any]) -> RenderableType:
         f"objective: {fmt.objective(s)}",
     ]
     if base:
-        lines.append(
-            f"base policy: {fmt.pct(base['accuracy'])} dev execution accuracy"
-            + (f" ± {100 * base['stderr']:.1f}" if base.get("stderr") else "")
-            + (f" (n={base['n']})" if base.get("n") else "")
-        )
+        lines.append(f"base policy: {fmt.base(base)}")
     return Panel("\n".join(lines), title="openrl-agent report", title_align="left", expand=False)
 
 

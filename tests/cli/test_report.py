@@ -180,3 +180,16 @@ def test_session_without_trials(tmp_path):
     console = Console(record=True, width=120)
     render_terminal(facts, console)
     assert console.export_text().rstrip().endswith("No trials yet.")
+
+
+def test_trials_with_different_starting_policies(tmp_path):
+    # An in-trial warm start (sft_steps) gives each trial its own base: gains are measured from it.
+    b = SessionBuilder(tmp_path)
+    b.trial("t0000", before=0.11, after=0.08, n=200)
+    b.trial("t0001", before=0.15, after=0.25, n=200)
+    facts = build_report(b.dir)
+    assert (facts["base"]["low"], facts["base"]["high"]) == (0.11, 0.15)
+    assert "11.0% to 15.0% dev execution accuracy (n=200)" in render_markdown(facts)
+    assert facts["verdict"]["text"].startswith(
+        "t0001 beats the base policy: 25.0% vs 15.0% (+10.0 ± 4.0 points"
+    )

@@ -36,8 +36,9 @@ def _header(facts: dict[str, Any]) -> str:
     s, base = facts["session"], facts["base"]
     counts = ", ".join(f"{n} {k}" for k, n in s["counts"].items() if n) or "none yet"
     lines = [
-        f"# openrl-agent report: {s['id']} ({fmt.state(s)})",
+        f"# openrl-agent report: {s['id']}",
         "",
+        f"- State: {fmt.state(s)}",
         f"- Goal: {s['goal']}",
         f"- Model: `{s['model']}`, dataset: `{s['dataset']}`, planner: {s['planner']}, launcher: {s['launcher']}",
         f"- Trials: {counts}" + (f" of {s['trials_planned']}" if s["trials_planned"] else ""),

@@ -162,7 +162,7 @@ def importances_text(imp: dict[str, Any]) -> RenderableType:
     table.add_column("importance", justify="right")
     table.add_column("")
     for name, v in imp["params"].items():
-        table.add_row(name, f"{v:.2f}", "█" * max(1, round(v * 30)))
+        table.add_row(name, f"{v:.2f}", "█" * round(v * 30))
     return table
 
 

@@ -31,9 +31,14 @@ test: setup k8s-bins
 test-fast: setup
 	$(PY) -m pytest -q -m 'not slow and not k8s and not gpu' $(PYTEST_ARGS)
 
+# A real research session on the built-in defaults: builds the benchmark and the tiny policy on
+# first use (cached), runs 4 GRPO trials 2 at a time with the offline planner, then the report.
 demo: setup
 	$(VENV)/bin/openrl-agent data build
-	$(VENV)/bin/openrl-agent data show builtin --split dev --limit 5
+	$(VENV)/bin/openrl-agent model build tiny-gemma --eval-limit 200
+	$(VENV)/bin/openrl-agent start "raise dev execution accuracy of tiny-gemma, 4 trials, 2 at a time" \
+		--config examples/demo.toml
+	$(VENV)/bin/openrl-agent report --plot runs/demo-report.png
 
 lint: setup
 	$(VENV)/bin/ruff check .

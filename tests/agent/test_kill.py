@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 
 from agent.api import create_session, plan_goal
 from agent.session import open_study
+from agent.study import trial_id_of
 
 AGENT = Path(__file__).with_name("agent_proc.py")
 TRIALS = 4
@@ -50,7 +51,7 @@ def _check_counted_once(session_dir: Path) -> None:
             finishing[op["trial_id"]] += 1
     assert sorted(finishing.values()) == [1] * TRIALS
     for t in trials:  # every finished run is the one counted, and each trial ran once
-        tdir = session_dir / "trials" / t.user_attrs["trial_id"]
+        tdir = session_dir / "trials" / trial_id_of(t)  # a kill between ask and set_user_attr leaves only the number
         result = json.loads((tdir / "result.json").read_text())
         assert result["metrics"]["dev_accuracy_after"] == t.value
         steps = [json.loads(x)["step"] for x in (tdir / "metrics.jsonl").read_text().splitlines()]

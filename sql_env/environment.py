@@ -103,6 +103,13 @@ class SQLEnvironment:
                 ids = self._split_ids[split] = [ex.id for ex in examples]
         return list(ids)
 
+    @property
+    def stop_strings(self) -> tuple[str, ...]:
+        """Where a completion's SQL ends, for rollout engines. A base model given a plain prompt
+        goes on writing the next `-- Question:` (or a second statement) up to the token limit,
+        which wastes generation and makes the extracted SQL two statements; chat models stop at EOS."""
+        return (";", "\n--", "\n\n") if self.prompt_style == "plain" else ()
+
     def prompt(self, example_id: str) -> str:
         text = self._prompts.get(example_id)
         if text is None:

@@ -200,3 +200,12 @@ def test_broken_gold_is_reported_not_raised(dataset: Path, tmp_path: Path) -> No
         assert score.metrics["gold_error"].startswith("schema_error: ")
         (odd,) = env.score("b1", [None])  # type: ignore[list-item]
         assert odd.metrics["status"] == "syntax_error" and odd.reward == 0.0
+
+
+def test_plain_prompts_stop_where_a_base_model_would_run_on(env: SQLEnvironment) -> None:
+    """A rollout cut at a stop string still scores as the one statement before it."""
+    assert env.stop_strings == (";", "\n--", "\n\n")
+    ids = env.example_ids("dev")
+    gold_sql = env.example(ids[0]).gold_sql
+    run_on = gold_sql + "\n--"  # what an engine stopping on "\n--" returns
+    assert env.score(ids[0], [run_on])[0].correct

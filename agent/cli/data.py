@@ -41,7 +41,7 @@ def build(
         folder = build_builtin(seed=seed, out_dir=out, force=force)
     manifest = json.loads((folder / "manifest.json").read_text())
     how = "cached, use --force to rebuild" if cached else f"built in {manifest['build_seconds']:.1f} s"
-    console.print(f"[bold]builtin[/] at {folder} ({how})")
+    console.print(f"[bold]builtin[/] at {folder} ({how})", soft_wrap=True)  # paths stay copyable
     console.print(_database_table(manifest))
     splits = ", ".join(f"{name} {n}" for name, n in manifest["splits"].items())
     console.print(f"splits: {splits}; {len(manifest['families'])} question families; "

@@ -16,7 +16,7 @@ from pathlib import Path
 import duckdb
 import sqlglot
 
-from sql_env.datasets.importers.verify import ImportReport, Problem, check_gold
+from sql_env.datasets.importers.verify import ImportReport, Problem
 from sql_env.datasets.store import DatasetError
 from sql_env.types import Example
 
@@ -118,12 +118,8 @@ def _one(ex_id: str, row: dict, staging: Path, cons: dict, report: ImportReport)
     if duck is None:
         report.problems.append(Problem(ex_id, db_id, "context_error", error))
         return None
-    gold, reason, detail, matched = check_gold(sql, duck, lite)
-    report.ran += reason in (None, "mismatch")
-    report.compared += matched is not None
-    report.matched += bool(matched)
+    gold = report.verify(ex_id, db_id, sql, duck, lite)
     if gold is None:
-        report.problems.append(Problem(ex_id, db_id, reason or "duckdb_error", detail))
         return None
     family = row.get("sql_complexity") if isinstance(row.get("sql_complexity"), str) else None
     return Example(id=ex_id, db_id=db_id, question=question.strip(), gold_sql=gold, family=family)

@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 
 from sql_env.datasets.importers.sqlite_copy import copy_sqlite
-from sql_env.datasets.importers.verify import ImportReport, Problem, check_gold
+from sql_env.datasets.importers.verify import ImportReport, Problem
 from sql_env.datasets.store import DatasetError
 from sql_env.types import Example
 
@@ -105,12 +105,8 @@ def _verify_split(split: str, rows: list[dict], cons: dict, report: ImportReport
             report.problems.append(Problem(ex_id, db_id, "missing_database", f"no {db_id}/{db_id}.sqlite"))
             continue
         duck, lite = cons[db_id]
-        gold, reason, detail, matched = check_gold(sql, duck, lite)
-        report.ran += reason in (None, "mismatch")
-        report.compared += matched is not None
-        report.matched += bool(matched)
+        gold = report.verify(ex_id, db_id, sql, duck, lite)
         if gold is None:
-            report.problems.append(Problem(ex_id, db_id, reason or "duckdb_error", detail))
             continue
         kept.append(Example(id=ex_id, db_id=db_id, question=question.strip(), gold_sql=gold,
                             evidence=(row.get("evidence") or None),

@@ -50,6 +50,17 @@ class ImportReport:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    def verify(self, ex_id: str, db_id: str, sql: str, duck: duckdb.DuckDBPyConnection,
+               ref: sqlite3.Connection | None) -> str | None:
+        """Check one gold query (check_gold), tally it, and record a problem when it is not kept."""
+        gold, reason, detail, matched = check_gold(sql, duck, ref)
+        self.ran += reason in (None, "mismatch")
+        self.compared += matched is not None
+        self.matched += bool(matched)
+        if gold is None:
+            self.problems.append(Problem(ex_id, db_id, reason or "duckdb_error", detail))
+        return gold
+
     def write(self, folder: Path) -> None:
         write_json(folder / REPORT_FILE, self.to_json())
 

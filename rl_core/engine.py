@@ -105,44 +105,63 @@ class HFEngine:
             input_ids_PL[row, width - len(ids):] = torch.tensor(ids)
             mask_PL[row, width - len(ids):] = 1
         input_ids_PL, mask_PL = input_ids_PL.to(device), mask_PL.to(device)
-        sampling: dict[str, Any] = {"do_sample": False}
-        if temperature > 0:
-            sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
         was_training = self.model.training
         self.model.eval()
         try:
-            cache = self._shared_prefill(input_ids_PL, mask_PL, n) if n > 1 and width > 1 else None
-            seq_BS = self.model.generate(
-                input_ids=input_ids_PL.repeat_interleave(n, 0), attention_mask=mask_PL.repeat_interleave(n, 0),
-                cache=cache, max_new_tokens=max_new_tokens, eos_token_id=self.stop_ids,
-                pad_token_id=self.pad_id, use_cache=True, **sampling)
+            rows = self._decode(input_ids_PL, mask_PL, n, temperature, top_p, max_new_tokens)
         finally:
             self.model.train(was_training)
         stops = set(self.stop_ids)
         completions = []
-        for row, ids in enumerate(ids for ids in prompts for _ in range(n)):
-            tokens = seq_BS[row, width:].tolist()
-            end = next((i + 1 for i, t in enumerate(tokens) if t in stops), None)
-            tokens = tokens[:end] if end is not None else tokens
+        for tokens, ids in zip(rows, (ids for ids in prompts for _ in range(n)), strict=True):
+            finished = bool(tokens) and tokens[-1] in stops
             text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-            completions.append(Completion(list(ids), tokens, text, end is not None))
+            completions.append(Completion(list(ids), tokens, text, finished))
         return completions
 
+    def _decode(self, input_ids_PL: torch.Tensor, mask_PL: torch.Tensor, n: int, temperature: float,
+                top_p: float, max_new_tokens: int) -> list[list[int]]:
+        """Sample n continuations per prompt; finished rows leave the batch at once.
 
-    def _shared_prefill(self, input_ids_PL: torch.Tensor, mask_PL: torch.Tensor, n: int) -> Any:
-        """KV cache of each prompt (all but its last token) computed once, then copied n times.
-
-        `generate` would otherwise encode every prompt n times; on CPU with schema-long prompts
-        that prefill is a large share of a step. `generate` then feeds only the last prompt token.
+        `generate` keeps every row until the last one stops, so one long sample makes the whole
+        batch pay for max_new_tokens; here a row that emits a stop token is dropped from the batch
+        and its KV cache, so the cost follows the completions' real lengths. Each prompt is
+        encoded once and its cache copied n times. Sampling is exactly softmax(logits / T) with
+        optional nucleus (top-p) filtering, no top-k; temperature 0 is greedy.
         """
         positions_PL = (mask_PL.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(input_ids=input_ids_PL[:, :-1], attention_mask=mask_PL[:, :-1],
-                         position_ids=positions_PL[:, :-1], use_cache=True)
-        cache = out.past_key_values
-        for layer in cache.layers:
-            layer.batch_repeat_interleave(n)
-        return cache
-
+        out = self.model(input_ids=input_ids_PL, attention_mask=mask_PL, position_ids=positions_PL,
+                         use_cache=True, logits_to_keep=1)
+        cache = out.cache
+        if n > 1:
+            for layer in cache.layers:
+                layer.batch_repeat_interleave(n)
+        logits_BV = out.logits[:, -1].float().repeat_interleave(n, 0)
+        mask_BL = mask_PL.repeat_interleave(n, 0)
+        pos_B1 = positions_PL[:, -1:].repeat_interleave(n, 0) + 1
+        alive_B = torch.arange(logits_BV.shape[0], device=logits_BV.device)
+        stop_V = torch.zeros(logits_BV.shape[-1], dtype=torch.bool, device=logits_BV.device)
+        stop_V[[i for i in self.stop_ids if i < stop_V.shape[0]]] = True
+        rows: list[list[int]] = [[] for _ in range(logits_BV.shape[0])]
+        for t in range(max_new_tokens):
+            token_B = _sample(logits_BV, temperature, top_p)
+            for row, token in zip(alive_B.tolist(), token_B.tolist(), strict=True):
+                rows[row].append(token)
+            if t == max_new_tokens - 1:
+                break
+            keep_B = ~stop_V[token_B]
+            if not bool(keep_B.any()):
+                break
+            if not bool(keep_B.all()):
+                idx = keep_B.nonzero().squeeze(1)
+                for layer in cache.layers:
+                    layer.batch_select_indices(idx)
+                alive_B, token_B, mask_BL, pos_B1 = alive_B[idx], token_B[idx], mask_BL[idx], pos_B1[idx]
+            mask_BL = torch.cat([mask_BL, mask_BL.new_ones((mask_BL.shape[0], 1))], dim=1)
+            out = self.model(input_ids=token_B[:, None], attention_mask=mask_BL, position_ids=pos_B1,
+                             cache=cache, use_cache=True, logits_to_keep=1)
+            cache, logits_BV, pos_B1 = out.cache, out.logits[:, -1].float(), pos_B1 + 1
+        return rows
 
 class VLLMEngine:
     """vLLM rollouts for GPUs. Unverified until run on a GPU (none was available when written).
@@ -198,6 +217,20 @@ class VLLMEngine:
 
     def __del__(self) -> None:
         shutil.rmtree(getattr(self, "_dir", ""), ignore_errors=True)
+
+
+def _sample(logits_BV: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+    """One token per row from softmax(logits / T), nucleus-filtered when top_p < 1; argmax at T=0."""
+    if temperature <= 0:
+        return logits_BV.argmax(-1)
+    probs_BV = torch.softmax(logits_BV / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_BV, order_BV = probs_BV.sort(dim=-1, descending=True)
+        # keep the smallest set whose mass reaches top_p (the top token always stays)
+        drop_BV = sorted_BV.cumsum(-1) - sorted_BV >= top_p
+        sorted_BV = sorted_BV.masked_fill(drop_BV, 0.0)
+        probs_BV = torch.zeros_like(probs_BV).scatter_(-1, order_BV, sorted_BV)
+    return torch.multinomial(probs_BV, 1).squeeze(1)
 
 
 def _load_weights(worker: Any, weights: list[tuple[str, torch.Tensor]]) -> None:

@@ -78,6 +78,86 @@ def completion_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     )
 
 
+def _common_prefix(rows: Sequence[list[int]]) -> int:
+    first, n = rows[0], min(len(r) for r in rows)
+    for i in range(n):
+        if any(r[i] != first[i] for r in rows):
+            return i
+    return n
+
+
+def prefix_clusters(encoded: Sequence[tuple[list[int], int]], min_prefix: int = 16) -> list[tuple[list[int], int]]:
+    """Rows (indices into `encoded`) grouped by a shared prompt prefix, with its usable length.
+
+    Rows are sorted by prompt tokens and adjacent rows join a cluster while they share at least
+    `min_prefix` prompt tokens. The usable prefix stops one token before the earliest completion,
+    so every completion token is predicted inside the per-row part.
+    """
+    order = sorted(range(len(encoded)), key=lambda i: encoded[i][0][: encoded[i][1]])
+    clusters: list[list[int]] = []
+    for i in order:
+        if clusters:
+            rows = [encoded[j][0][: encoded[j][1]] for j in (clusters[-1][0], i)]
+            if _common_prefix(rows) >= min_prefix:
+                clusters[-1].append(i)
+                continue
+        clusters.append([i])
+    out = []
+    for rows in clusters:
+        shared = _common_prefix([encoded[i][0][: encoded[i][1]] for i in rows])
+        out.append((rows, min(shared, min(encoded[i][1] for i in rows) - 1) if len(rows) > 1 else 0))
+    return out
+
+
+def shared_prefix_loss(model, encoded: Sequence[tuple[list[int], int]], pad_id: int,
+                       min_prefix: int = 16) -> torch.Tensor:
+    """`completion_loss` of the same batch, with each shared prompt prefix encoded once.
+
+    Prompts of one database share their schema text, most of a prompt. Each cluster's prefix is
+    run once with a KV cache, the cache repeated per row, and only the rows' remaining tokens run
+    on top: the loss and its gradient are those of the plain batch (the gradient flows back
+    through the repeat), at a fraction of the compute. The LM head runs only where a completion
+    token is predicted. Equality with `completion_loss` is tested.
+    """
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder, head = causal_lm.get_decoder(), causal_lm.get_output_embeddings()
+    softcap = getattr(causal_lm.config, "final_logit_softcapping", None)
+    device = next(model.parameters()).device
+    total = torch.zeros((), device=device)
+    n_tokens = sum(len(ids) - start for ids, start in encoded)
+    for rows, shared in prefix_clusters(encoded, min_prefix):
+        cache = None
+        if shared > 0:
+            prefix_1L = torch.tensor([encoded[rows[0]][0][:shared]], device=device)
+            cache = decoder(input_ids=prefix_1L, use_cache=True).cache
+            for layer in cache.layers:
+                layer.batch_repeat_interleave(len(rows))
+        tails = [encoded[i][0][shared:] for i in rows]
+        width = max(len(t) for t in tails)
+        input_BS = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        mask_BS = torch.zeros_like(input_BS)
+        select_rows, select_cols, targets = [], [], []
+        for r, (i, tail) in enumerate(zip(rows, tails, strict=True)):
+            input_BS[r, : len(tail)] = torch.tensor(tail)
+            mask_BS[r, : len(tail)] = 1
+            ids, start = encoded[i]
+            for t in range(start, len(ids)):  # hidden state at t-1 predicts token t
+                select_rows.append(r)
+                select_cols.append(t - 1 - shared)
+                targets.append(ids[t])
+        mask_BL = torch.cat([torch.ones((len(rows), shared), dtype=torch.long), mask_BS], dim=1)
+        positions_BS = (shared + torch.arange(width)).expand(len(rows), width)
+        hidden_BSH = decoder(input_ids=input_BS.to(device), attention_mask=mask_BL.to(device),
+                             position_ids=positions_BS.to(device), cache=cache,
+                             use_cache=cache is not None).last_hidden_state
+        logits_NV = head(hidden_BSH[torch.tensor(select_rows), torch.tensor(select_cols)]).float()
+        if softcap:
+            logits_NV = torch.tanh(logits_NV / softcap) * softcap
+        total = total + torch.nn.functional.cross_entropy(
+            logits_NV, torch.tensor(targets, device=device), reduction="sum")
+    return total / max(n_tokens, 1)
+
+
 def train_sft(
     model,
     tokenizer,
@@ -88,7 +168,6 @@ def train_sft(
     """Run `cfg.steps` AdamW steps over shuffled epochs of `pairs`; returns the loss per step."""
     if not pairs or cfg.steps == 0:
         return []
-    device = next(model.parameters()).device
     encoded = encode_pairs(tokenizer, pairs)
     rng = random.Random(cfg.seed)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -103,8 +182,7 @@ def train_sft(
             rng.shuffle(fresh)
             order += fresh
         picked, order = order[: cfg.batch_size], order[cfg.batch_size :]
-        batch = {k: v.to(device) for k, v in collate([encoded[i] for i in picked], tokenizer.pad_token_id).items()}
-        loss = completion_loss(model, batch)
+        loss = shared_prefix_loss(model, [encoded[i] for i in picked], tokenizer.pad_token_id)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)

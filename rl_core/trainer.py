@@ -187,7 +187,7 @@ class GRPOTrainer:
         with autocast_context(self.device):
             if prompt_PL.shape[1] > 1:
                 cache = decoder(input_ids=prompt_PL[:, :-1], attention_mask=pmask_PL[:, :-1],
-                                position_ids=ppos_PL[:, :-1], use_cache=True).past_key_values
+                                position_ids=ppos_PL[:, :-1], use_cache=True).cache
                 for layer in cache.layers:
                     layer.batch_repeat_interleave(g)
             comp_BC = batch["targets_BC"]

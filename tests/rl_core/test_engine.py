@@ -93,3 +93,43 @@ def test_shared_prefill_gives_the_same_tokens_as_plain_generate(setup):
     shared = engine.generate(prompts, n=2, temperature=0.0, top_p=1.0, max_new_tokens=8)
     plain = [[c] * 2 for (c,) in engine.generate(prompts, n=1, temperature=0.0, top_p=1.0, max_new_tokens=8)]
     assert [[c.token_ids for c in g] for g in shared] == [[c.token_ids for c in g] for g in plain]
+
+
+def test_greedy_matches_transformers_generate(setup):
+    """The row-dropping decode loop gives generate's greedy tokens, stops included."""
+    model, tok = setup
+    engine = HFEngine(model, tok, stop_strings=[";"])
+    prompts = ["ab", "select abc from t where x", "q"]
+    ours = engine.generate(prompts, n=1, temperature=0.0, top_p=1.0, max_new_tokens=10)
+    for prompt, (c,) in zip(prompts, ours, strict=True):
+        ids = torch.tensor([encode_prompt(tok, prompt)])
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=10,
+                             eos_token_id=engine.stop_ids, pad_token_id=tok.pad_token_id)
+        theirs = out[0, ids.shape[1]:].tolist()
+        end = next((i + 1 for i, t in enumerate(theirs) if t in engine.stop_ids), len(theirs))
+        assert c.token_ids == theirs[:end]
+
+
+@pytest.mark.parametrize("top_p", [1.0, 0.6])
+def test_sampling_follows_the_tempered_distribution(setup, top_p):
+    """First tokens of many samples match softmax(logits / T) (nucleus-filtered) within sampling error."""
+    model, tok = setup
+    engine = HFEngine(model, tok)
+    prompt, temperature, n = "select abc", 0.7, 4000
+    ids = torch.tensor([encode_prompt(tok, prompt)])
+    with torch.no_grad():
+        probs = torch.softmax(model(input_ids=ids).logits[0, -1].float() / temperature, -1)
+    if top_p < 1.0:
+        sorted_p, order = probs.sort(descending=True)
+        keep = sorted_p.cumsum(-1) - sorted_p < top_p
+        probs = torch.zeros_like(probs).scatter_(0, order[keep], sorted_p[keep])
+        probs = probs / probs.sum()
+    torch.manual_seed(0)
+    (group,) = engine.generate([prompt], n=n, temperature=temperature, top_p=top_p, max_new_tokens=1)
+    counts = torch.bincount(torch.tensor([c.token_ids[0] for c in group]), minlength=probs.shape[0]).float()
+    assert counts[probs == 0].sum() == 0  # nothing outside the nucleus
+    expected = probs * n
+    seen = expected > 0
+    # every token's count within 5 binomial standard deviations (+1 for tiny expectations)
+    tolerance = 5 * (expected * (1 - probs)).sqrt() + 1
+    assert ((counts[seen] - expected[seen]).abs() <= tolerance[seen]).all()

@@ -9,7 +9,15 @@ import pytest
 import torch
 
 from rl_core import cache, tiny_gemma
-from rl_core.sft import IGNORE, SFTConfig, collate, encode_pairs
+from rl_core.sft import (
+    IGNORE,
+    SFTConfig,
+    collate,
+    completion_loss,
+    encode_pairs,
+    prefix_clusters,
+    shared_prefix_loss,
+)
 
 TEXTS = ["How many orders were placed in 2023?", "SELECT order_id FROM orders WHERE year = 2023;",
          "CREATE TABLE orders (order_id INTEGER PRIMARY KEY, status VARCHAR);"] * 20
@@ -78,6 +86,38 @@ def test_sft_labels_cover_the_completion_and_eos_only():
         assert labels[len(ids) - 1] == tok.eos_token_id
         assert tok.decode(labels[start:len(ids) - 1]) == ["SELECT 1", "SELECT count(*) FROM orders"][row]
     assert batch["attention_mask"].sum().item() == sum(len(ids) for ids, _ in encoded)
+
+
+def test_shared_prefix_loss_equals_the_plain_batch_loss_and_gradient():
+    """Prompts sharing a schema prefix are encoded once: same loss and gradient as the plain batch."""
+    tok = tiny_gemma.train_tokenizer(TEXTS, vocab_size=300)
+    schema_a = "CREATE TABLE orders (order_id INTEGER PRIMARY KEY, status VARCHAR);\n-- Question: "
+    schema_b = "CREATE TABLE items (item_id INTEGER PRIMARY KEY, price REAL, name VARCHAR);\n-- Question: "
+    pairs = [(schema_a + "How many orders?\n-- SQL:\n", "SELECT count(*) FROM orders"),
+             (schema_b + "Most expensive item?\n-- SQL:\n", "SELECT name FROM items ORDER BY price DESC LIMIT 1"),
+             (schema_a + "Orders placed in 2023 with status shipped?\n-- SQL:\n", "SELECT order_id FROM orders"),
+             ("Q", "SELECT 1"),  # shares nothing: runs alone
+             (schema_b + "Items?\n-- SQL:\n", "SELECT name FROM items")]
+    encoded = encode_pairs(tok, pairs)
+    clusters = prefix_clusters(encoded)
+    assert sorted(sorted(rows) for rows, _ in clusters) == [[0, 2], [1, 4], [3]]
+    assert all(shared > 16 for rows, shared in clusters if len(rows) > 1)
+    recipe = tiny_gemma.RECIPES["micro-gemma"]
+    torch.manual_seed(0)
+    model = __import__("transformers").Gemma3ForCausalLM(tiny_gemma.gemma_config(recipe, len(tok))).float()
+
+    def loss_and_grads(fn):
+        model.zero_grad(set_to_none=True)
+        loss = fn()
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    plain, g_plain = loss_and_grads(lambda: completion_loss(model, collate(encoded, tok.pad_token_id)))
+    shared, g_shared = loss_and_grads(lambda: shared_prefix_loss(model, encoded, tok.pad_token_id))
+    assert torch.allclose(plain, shared, atol=1e-5)
+    assert g_plain.keys() == g_shared.keys()
+    for name in g_plain:
+        assert torch.allclose(g_plain[name], g_shared[name], atol=1e-5, rtol=1e-4), name
 
 
 def test_sft_config_refuses_nonsense():

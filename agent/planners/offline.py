@@ -42,7 +42,7 @@ class OfflinePlanner:
         best = ctx.best()
         if best is None and not ctx.trials:
             proposals.append(Proposal(ctx.space.defaults(), "baseline: the calibrated default recipe "
-                                      "(lr 1e-4, T=0.7, full fine-tuning, binary execution reward)"))
+                                      "(lr 2e-4, 16 prompts x 8, T=0.7, full fine-tuning, binary execution reward)"))
         else:
             params, reasons = self._exploit(ctx, best)
             clean, clamp_notes = ctx.space.validate(params)

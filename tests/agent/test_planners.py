@@ -84,7 +84,7 @@ def test_rule_nan_failure_and_oom_failure():
               _trial("t0002", None, "failed", error={"kind": "oom", "message": "y"})]
     params, why = _exploit(trials)
     assert params["learning_rate"] == pytest.approx(0.5e-4) and "NaN" in why
-    assert params["group_size"] == 4 and params["prompts_per_step"] == 4 and "memory" in why
+    assert params["group_size"] == 4 and params["prompts_per_step"] == 8 and "memory" in why  # halved from 8 and 16
 
 
 def test_rule_no_signal_raises_temperature_and_no_rule_takes_a_local_step():

@@ -133,3 +133,14 @@ def test_sampling_follows_the_tempered_distribution(setup, top_p):
     # every token's count within 5 binomial standard deviations (+1 for tiny expectations)
     tolerance = 5 * (expected * (1 - probs)).sqrt() + 1
     assert ((counts[seen] - expected[seen]).abs() <= tolerance[seen]).all()
+
+
+def test_prefill_token_cap_splits_calls_without_changing_results(setup):
+    model, tok = setup
+    prompts = ["ab", "select abc from t where x", "q", "select x"]
+    capped = HFEngine(model, tok, max_prefill_tokens=8)  # at most one or two prompts per call
+    whole = HFEngine(model, tok)
+    assert whole.max_prefill_tokens > 10_000  # a small vocabulary is not capped
+    a = capped.generate(prompts, n=2, temperature=0.0, top_p=1.0, max_new_tokens=6)
+    b = whole.generate(prompts, n=2, temperature=0.0, top_p=1.0, max_new_tokens=6)
+    assert [[c.token_ids for c in g] for g in a] == [[c.token_ids for c in g] for g in b]

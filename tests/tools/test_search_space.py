@@ -16,7 +16,7 @@ def test_defaults_are_valid_optuna_distributions_and_a_valid_spec():
         assert dists[name]._contains(dists[name].to_internal_repr(value)), name
     spec = space.build_spec(space.defaults(), base={"trial_id": "t0000", "session": "s-1", "model": "builtin:micro-gemma"})
     parsed = TrialSpec.from_json(spec)
-    assert parsed.hparams.learning_rate == 1e-4
+    assert parsed.hparams.learning_rate == 2e-4
     assert parsed.budget.max_steps == 60
     assert parsed.reward.components == {"execution_match": 1.0}  # zero weights are dropped
 

@@ -41,8 +41,7 @@ class OfflinePlanner:
             return PlannerResult([], self.name)
         best = ctx.best()
         if best is None and not ctx.trials:
-            proposals.append(Proposal(ctx.space.defaults(), "baseline: the calibrated default recipe "
-                                      "(lr 2e-4, 16 prompts x 8, T=0.7, full fine-tuning, binary execution reward)"))
+            proposals.append(Proposal(ctx.space.defaults(), _baseline_rationale(ctx.space.defaults())))
         else:
             params, reasons = self._exploit(ctx, best)
             clean, clamp_notes = ctx.space.validate(params)
@@ -142,3 +141,20 @@ def _rule_no_signal(params: dict, curve: dict, space: SearchSpace, reasons: list
     last, delta = curve.get("reward_last"), curve.get("reward_delta")
     if last is not None and last < 0.05 and abs(delta or 0.0) < 0.02 and _bump(space, params, "temperature", 0.15):
         reasons.append(f"reward stayed near zero in {ref} (no learning signal): raise the temperature")
+
+
+def _baseline_rationale(d: dict) -> str:
+    """The first trial's reason, naming the default values it actually runs (a config may change them)."""
+    tuning = "full fine-tuning" if d.get("lora_rank", 0) == 0 else f"LoRA r{d['lora_rank']}"
+    reward = "binary execution reward" if not any(
+        d.get(k) for k in ("reward_executes", "reward_partial_credit", "reward_format", "reward_length_penalty")
+    ) else "shaped reward"
+    return (f"baseline: the search space's defaults, the calibrated recipe (lr {_short(d.get('learning_rate', 0))}, "
+            f"{d.get('prompts_per_step')} prompts x {d.get('group_size')}, T={d.get('temperature', 0):g}, "
+            f"{tuning}, {reward})")
+
+
+def _short(x: float) -> str:
+    """2e-4 rather than 0.0002."""
+    return f"{x:.1e}".replace(".0e", "e").replace("e-0", "e-").replace("e+0", "e")
+

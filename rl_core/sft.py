@@ -93,19 +93,18 @@ def prefix_clusters(encoded: Sequence[tuple[list[int], int]], min_prefix: int = 
     `min_prefix` prompt tokens. The usable prefix stops one token before the earliest completion,
     so every completion token is predicted inside the per-row part.
     """
-    order = sorted(range(len(encoded)), key=lambda i: encoded[i][0][: encoded[i][1]])
+    prompts = [ids[:start] for ids, start in encoded]
+    order = sorted(range(len(encoded)), key=lambda i: prompts[i])
     clusters: list[list[int]] = []
     for i in order:
-        if clusters:
-            rows = [encoded[j][0][: encoded[j][1]] for j in (clusters[-1][0], i)]
-            if _common_prefix(rows) >= min_prefix:
-                clusters[-1].append(i)
-                continue
-        clusters.append([i])
+        if clusters and _common_prefix([prompts[clusters[-1][0]], prompts[i]]) >= min_prefix:
+            clusters[-1].append(i)
+        else:
+            clusters.append([i])
     out = []
     for rows in clusters:
-        shared = _common_prefix([encoded[i][0][: encoded[i][1]] for i in rows])
-        out.append((rows, min(shared, min(encoded[i][1] for i in rows) - 1) if len(rows) > 1 else 0))
+        shared = _common_prefix([prompts[i] for i in rows])
+        out.append((rows, min(shared, min(len(prompts[i]) for i in rows) - 1) if len(rows) > 1 else 0))
     return out
 
 

@@ -50,7 +50,7 @@ def sft_seed(seed: int, seconds: float, dev_limit: int, pass_k: int, pass_limit:
     from rl_core.engine import HFEngine
     from rl_core.evaluate import greedy_accuracy, pass_at_k
     from rl_core.policy import load_policy
-    from rl_core.sft import collate, completion_loss, encode_pairs
+    from rl_core.sft import encode_pairs, shared_prefix_loss
     from rl_core.spec import HParams
 
     hp = HParams()
@@ -67,7 +67,8 @@ def sft_seed(seed: int, seconds: float, dev_limit: int, pass_k: int, pass_limit:
     steps, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         picked = torch.randint(len(encoded), (32,), generator=gen).tolist()
-        loss = completion_loss(policy.model, collate([encoded[i] for i in picked], policy.tokenizer.pad_token_id))
+        # the warm start's own loss: equal to the plain batch loss, schema prefixes encoded once
+        loss = shared_prefix_loss(policy.model, [encoded[i] for i in picked], policy.tokenizer.pad_token_id)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(policy.model.parameters(), 1.0)

@@ -3,8 +3,8 @@
 The research loop must not care how a trial computes its score, and the pause/kill tests need
 trials that take a controlled time. This script is a real subprocess launched by the real
 LocalLauncher; it writes metrics.jsonl, eval.jsonl, samples.jsonl and result.json per
-docs/contracts.md, with a dev accuracy that is a smooth function of the hyperparameters (best near
-lr 1e-4, temperature 0.7). Behaviour comes from the SCRIPTED_TRIAL environment variable (JSON):
+docs/contracts.md, with a dev accuracy that is a smooth function of the hyperparameters (best at the
+search space's defaults: lr 2e-4, temperature 0.7). Behaviour comes from the SCRIPTED_TRIAL environment variable (JSON):
 {"step_s": seconds per step, "steps": n, "slow_if": [param, value, step_s], "fail_if": {"param": value},
 "fail_all": true, "fail_kind": "nan_loss"}. Every step also writes a dev eval line (for the pruner).
 """
@@ -24,7 +24,7 @@ def write_json_atomic(path: Path, data: dict) -> None:
 
 
 def accuracy(h: dict) -> float:
-    lr_term = math.exp(-((math.log10(h.get("learning_rate", 1e-4)) + 4.0) ** 2) * 1.5)
+    lr_term = math.exp(-((math.log10(h.get("learning_rate", 2e-4)) - math.log10(2e-4)) ** 2) * 1.5)
     t_term = 1 - abs(h.get("temperature", 0.7) - 0.7)
     return round(0.40 + 0.30 * lr_term * t_term, 4)
 

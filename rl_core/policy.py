@@ -7,7 +7,7 @@
 
 lora_rank 0 means full fine-tuning; > 0 wraps the model with a peft LoRA adapter so only the
 adapter trains, and `policy.reference()` (the adapter disabled) is the KL reference with no
-second copy of the weights. The caller moves the model to its device.
+second copy of the weights. The caller moves the model to its device (`resolve_device`).
 """
 
 from __future__ import annotations
@@ -227,3 +227,22 @@ def _wrap_lora(lm, rank: int, alpha: int, dropout: float, target_modules, seed: 
         return get_peft_model(lm, config)
     except ValueError as exc:
         raise PolicyLoadError(f"LoRA target_modules={target_modules!r} do not fit this model ({exc}); use 'all-linear'") from exc
+
+
+def resolve_device(name: str = "auto") -> Any:
+    """The torch device a trial runs on: "auto" is the first CUDA GPU when torch sees one, else CPU.
+
+    Asking for "cuda" where torch sees no GPU is an error that says what to do, not a silent CPU run.
+    """
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise PolicyLoadError(f"device {name!r}: torch sees no CUDA GPU here (torch {torch.__version__}); "
+                                  "use \"auto\" or \"cpu\", or install a CUDA build of torch")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise PolicyLoadError(f"device {name!r}: only {torch.cuda.device_count()} GPU(s) visible")
+    return device

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -182,6 +183,7 @@ class TrialSpec:
     seed: int = 0
     budget: Budget = field(default_factory=Budget)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    device: str = "auto"  # "auto" (a CUDA GPU when torch sees one, else CPU), "cpu", "cuda" or "cuda:N"
 
     def __post_init__(self) -> None:
         for name in ("trial_id", "model", "dataset", "train_split"):
@@ -191,6 +193,8 @@ class TrialSpec:
         _check(all(c.isalnum() or c in "-_." for c in self.trial_id),
                f"trial_id {self.trial_id!r} may hold only letters, digits, '-', '_' and '.'")
         _number("seed", self.seed, lo=0, integer=True)
+        _check(isinstance(self.device, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None,
+               f"device must be \"auto\", \"cpu\", \"cuda\" or \"cuda:N\", got {self.device!r}")
         _check(self.train_split != self.eval.split,
                f"train_split and eval.split are both {self.train_split!r}; evaluate on a held-out split")
         _check(self.hparams.schedule != "cosine" or self.budget.max_steps is not None,

@@ -176,7 +176,7 @@ def _train_and_evaluate(spec: TrialSpec, out: TrialDir, policy: Any, env: Any, *
     clock = _Clock()
     checkpoint = out.latest_checkpoint() if resume else None
     if checkpoint is not None:
-        state = torch.load(checkpoint, weights_only=False)
+        state = torch.load(checkpoint, weights_only=False, map_location="cpu")  # the RNG state must stay a CPU tensor
         trainer.load_state_dict(state)
         clock.train_s = state["train_s"]
         for name in ("metrics.jsonl", "samples.jsonl", "eval.jsonl"):
@@ -229,9 +229,13 @@ class _Clock:
 
 
 def _load_policy(spec: TrialSpec) -> Any:
-    from rl_core.policy import load_policy
+    from rl_core.policy import PolicyLoadError, load_policy, resolve_device
 
     hp = spec.hparams
+    try:
+        device = resolve_device(spec.device)
+    except PolicyLoadError as exc:  # checked before paying for the model
+        raise TrialError("bad_spec", str(exc)) from exc
     try:
         policy = load_policy(spec.model, lora_rank=hp.lora_rank, lora_alpha=hp.lora_alpha,
                              lora_dropout=hp.lora_dropout, target_modules=hp.target_modules, seed=spec.seed)
@@ -239,6 +243,8 @@ def _load_policy(spec: TrialSpec) -> Any:
         raise TrialError("model_load", f"{type(exc).__name__}: {exc}") from exc
     if hp.lora_rank == 0:
         policy.model.requires_grad_(True)
+    policy.model.to(device)
+    print(f"policy {spec.model} on {device}", flush=True)
     return policy
 
 

@@ -51,6 +51,7 @@ def test_defaults_are_the_calibrated_corner():
     ({"eval": {"split": "train"}}, "held-out split"),
     ({"reward": {"components": {}}}, "execution_match"),
     ({"trial_id": "a/b"}, "trial_id"),
+    ({"device": "gpu"}, "device must be \"auto\", \"cpu\", \"cuda\" or \"cuda:N\""),
     ({"hparams": {"schedule": "cosine"}, "budget": {"max_steps": None, "max_seconds": 60}}, "cosine\" needs budget.max_steps"),
 ])
 def test_bad_specs_fail_with_a_message_naming_the_fix(patch, message):

@@ -96,6 +96,11 @@ def test_bad_reward_and_missing_model_are_classified(tmp_path):
     bad_reward = run_trial({"trial_id": "r", "reward": {"components": {"vibes": 1.0}}}, tmp_path / "r")
     assert bad_reward["error"]["kind"] == "bad_spec" and "vibes" in bad_reward["error"]["message"]
     assert not (tmp_path / "r" / "metrics.jsonl").exists()
+    import torch
+
+    if not torch.cuda.is_available():  # CPU machines (CI): asking for a GPU is the spec's error, before the model loads
+        no_gpu = run_trial({"trial_id": "g", "model": str(tmp_path / "no-such-model"), "device": "cuda"}, tmp_path / "g")
+        assert no_gpu["error"]["kind"] == "bad_spec" and "torch sees no CUDA GPU" in no_gpu["error"]["message"]
     missing = run_trial({"trial_id": "m", "model": str(tmp_path / "no-such-model")}, tmp_path / "m")
     assert missing["status"] == "failed" and missing["error"]["kind"] == "model_load"
     try:

@@ -8,7 +8,7 @@ sampling can find and fix (see ../shared/notes/grpo-calibration.md, round 3).
 `builtin:micro-gemma` = the same tokenizer and architecture family at micro size, random init,
 no warm start: a model that builds in seconds for tests.
 
-Both are built on first use into the cache (`models/<name>-<version>-s<seed>`), atomically, and
+Both are built on first use into the cache (`models/<name>-v<version>-data<dataset version>-s<seed>`), atomically, and
 saved with `save_pretrained`, so they load like any Hugging Face directory. Bump `version` in a
 recipe whenever the recipe changes: that is what makes a stale cache rebuild.
 """
@@ -57,7 +57,7 @@ RECIPES: dict[str, Recipe] = {
         # step-300 all-examples start (33.2 -> 42.2) but only +1.5 to +3.8 from the sharper 48%
         # starts (entropy 0.05: three in four groups had no reward spread). So: a short warm
         # start on everything, with headroom (pass@8 - greedy = 18 points), and a 300-step build.
-        name="tiny-gemma", version="4",
+        name="tiny-gemma", version="5",
         hidden_size=192, num_layers=4, num_heads=4, num_kv_heads=2, head_dim=48, intermediate_size=576,
         vocab_size=2048, sft_examples=3200, sft_steps=300, sft_batch=32, sft_lr=2e-3,
     ),
@@ -83,8 +83,12 @@ class BuildInfo:
 
 
 def cached_path(name: str, seed: int = 0) -> Path:
+    """The model's cache directory; it names the dataset version too, since the tokenizer and the
+    warm start are learnt from the built-in data (a new benchmark version builds a new model)."""
+    from sql_env.datasets.builtin.build import VERSION as DATA_VERSION
+
     recipe = _recipe(name)
-    return models_dir() / f"{recipe.name}-v{recipe.version}-s{seed}"
+    return models_dir() / f"{recipe.name}-v{recipe.version}-data{DATA_VERSION}-s{seed}"
 
 
 def ensure_built(name: str, seed: int = 0, log: Callable[[str], None] | None = None) -> Path:

@@ -132,7 +132,7 @@ def default_params() -> dict[str, Param]:
         Param("clip_eps_low", "float", 0.2, low=0.1, high=0.3),
         Param("clip_eps_high", "float", 0.28, low=0.2, high=0.4),
         Param("temperature", "float", 0.7, low=0.5, high=1.1),
-        Param("loss_type", "categorical", "grpo", choices=["grpo", "dr_grpo", "dapo"]),
+        Param("loss_type", "categorical", "dapo", choices=["grpo", "dr_grpo", "dapo"]),
         Param("max_steps", "int", 60, low=20, high=120, step=10),
         Param("reward_executes", "float", 0.0, low=0.0, high=0.3),
         Param("reward_partial_credit", "categorical", 0.0, choices=[0.0, 0.1, 0.3]),  # 0 = off

@@ -151,7 +151,7 @@ def _baseline_rationale(d: dict) -> str:
     ) else "shaped reward"
     return (f"baseline: the search space's defaults, the calibrated recipe (lr {_short(d.get('learning_rate', 0))}, "
             f"{d.get('prompts_per_step')} prompts x {d.get('group_size')}, T={d.get('temperature', 0):g}, "
-            f"{tuning}, {reward})")
+            f"{d.get('loss_type', 'dapo')} loss, {tuning}, {reward})")
 
 
 def _short(x: float) -> str:

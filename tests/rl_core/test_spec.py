@@ -34,7 +34,7 @@ def test_contract_example_round_trips():
 
 def test_defaults_are_the_calibrated_corner():
     hp = TrialSpec().hparams
-    assert (hp.temperature, hp.learning_rate, hp.lora_rank, hp.ppo_epochs) == (0.7, 2e-4, 0, 2)
+    assert (hp.temperature, hp.learning_rate, hp.lora_rank, hp.ppo_epochs, hp.loss_type) == (0.7, 2e-4, 0, 2, "dapo")
     assert (hp.scale_rewards, hp.dynamic_sampling, hp.clip_eps_low, hp.clip_eps_high) == (False, True, 0.2, 0.28)
 
 

@@ -33,7 +33,7 @@ from sql_env.types import Example
 
 # Bump whenever generated content changes: the cache folder is keyed by it, so a stale build
 # is never reused (test_builtin.py pins a hash of the output to catch a forgotten bump).
-VERSION = 4
+VERSION = 5
 SCHEMAS: tuple[Schema, ...] = (retail.SCHEMA, flights.SCHEMA, university.SCHEMA, hr.SCHEMA)
 SIZES = {"train": 3200, "dev": 400, "test": 400}
 MAX_GOLD_ROWS = 1000  # keeps gold comparisons cheap for the reward loop

@@ -18,6 +18,7 @@ from sql_env.datasets.builtin.spec import (
     person,
     weighted,
 )
+from sql_env.datasets.builtin.places import WORLD_CITIES, airport_code
 
 AIRPORTS = (
     ("JFK", "Kennedy International", "New York", "USA"), ("LAX", "Los Angeles International",
@@ -47,20 +48,48 @@ AIRLINES = (
     ("Rhein Air", "RA", "Germany"), ("Seine Air", "SA", "France"), ("Koala Air", "KA", "Australia"),
     ("Han River Air", "HR", "South Korea"), ("Pacific Crest", "PC", "USA"), ("Viking Air", "VA", "Denmark"),
 )
+# The long tail: regional airports in WORLD_CITIES and smaller airlines. Most flights still touch the
+# curated hubs and carriers above, which are the values questions name.
+AIRLINE_WORDS = ("Sky", "Star", "Sun", "Moon", "Cloud", "Coast", "Island", "Bay", "River", "Lake", "Mountain",
+                 "Valley", "Desert", "Polar", "Royal", "Silver", "Crystal", "Emerald", "Harbor", "Prairie")
+AIRLINE_KINDS = ("Air", "Airways", "Airlines", "Express", "Jet", "Wings", "Connect", "Link", "Aviation")
+AIRPORT_KINDS = {"Regional": 0.5, "International": 0.3, "Municipal": 0.2}
+HUB_SHARE = 0.8  # share of flights between two hubs, and of flights flown by a curated airline
 SEAT_CLASSES = {"economy": 0.7, "premium": 0.12, "business": 0.13, "first": 0.05}
 MEALS = ("vegetarian", "vegan", "kosher", "halal", "gluten free")
 CLASS_PRICE = {"economy": (60, 700), "premium": (200, 1100), "business": (500, 3000), "first": (1200, 6000)}
 
 
+def _airports(rng: random.Random) -> list[tuple[str, str, str, str]]:
+    taken = {a[0] for a in AIRPORTS}
+    regional = [(airport_code(city, taken), f"{city} {weighted(rng, AIRPORT_KINDS)}", city, country)
+                for city, country in WORLD_CITIES]
+    return list(AIRPORTS) + regional
+
+
+def _airlines(rng: random.Random) -> list[tuple[str, str, str]]:
+    """(name, two-letter code, country): the curated ones, then one per word pair, in a seeded order."""
+    taken = {a[1] for a in AIRLINES}
+    free = [a + b for a in "ABCDEFGHIJKLMNOPQRSTUVWXYZ" for b in "ABCDEFGHIJKLMNOPQRSTUVWXYZ" if a + b not in taken]
+    rng.shuffle(free)
+    countries = sorted({c for _, c in WORLD_CITIES})
+    names = [f"{w} {k}" for w in AIRLINE_WORDS for k in AIRLINE_KINDS]
+    rng.shuffle(names)
+    return list(AIRLINES) + [(name, free[i], rng.choice(countries)) for i, name in enumerate(names)]
+
+
 def make_tables(rng: random.Random) -> list[Table]:
-    airports = list(AIRPORTS)
-    airlines = [(i, name, country) for i, (name, _code, country) in enumerate(AIRLINES, start=1)]
+    all_airports = _airports(rng)
+    all_airlines = _airlines(rng)
+    airlines = [(i, name, country) for i, (name, _code, country) in enumerate(all_airlines, start=1)]
     flights = []
     for i in range(1, 1501):
-        airline = rng.randint(1, len(AIRLINES))
-        origin, destination = rng.sample(range(len(AIRPORTS)), 2)
-        number = f"{AIRLINES[airline - 1][1]}{rng.randint(100, 9999)}"
-        flights.append((i, number, airline, AIRPORTS[origin][0], AIRPORTS[destination][0],
+        hub = rng.random() < HUB_SHARE
+        airline = rng.randint(1, len(AIRLINES)) if hub else rng.randint(len(AIRLINES) + 1, len(all_airlines))
+        pool = len(AIRPORTS) if rng.random() < HUB_SHARE else len(all_airports)
+        origin, destination = rng.sample(range(pool), 2)
+        number = f"{all_airlines[airline - 1][1]}{rng.randint(100, 9999)}"
+        flights.append((i, number, airline, all_airports[origin][0], all_airports[destination][0],
                         day(rng, "2023-01-01", "2024-12-31"), rng.randint(45, 900)))
     bookings = []
     for i in range(1, 4001):
@@ -70,7 +99,7 @@ def make_tables(rng: random.Random) -> list[Table]:
                          round(rng.uniform(*CLASS_PRICE[seat]), 2), meal))
     return [
         Table("airports", ("airport_code VARCHAR PRIMARY KEY", "name VARCHAR", "city VARCHAR",
-                           "country VARCHAR"), (airports,)),
+                           "country VARCHAR"), (all_airports,)),
         Table("airlines", ("airline_id INTEGER PRIMARY KEY", "name VARCHAR", "country VARCHAR"),
               (airlines,)),
         Table("flights", ("flight_id INTEGER PRIMARY KEY", "flight_number VARCHAR",

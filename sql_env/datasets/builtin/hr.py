@@ -18,6 +18,7 @@ from sql_env.datasets.builtin.spec import (
     person,
     unique_pairs,
 )
+from sql_env.datasets.builtin.places import WORLD_CITIES
 
 OFFICES = (("Berlin", "Germany"), ("Hamburg", "Germany"), ("Paris", "France"), ("Nantes", "France"),
            ("Madrid", "Spain"), ("Valencia", "Spain"), ("Warsaw", "Poland"), ("Prague", "Czechia"),
@@ -27,20 +28,29 @@ TITLES = ("Engineer", "Analyst", "Designer", "Accountant", "Recruiter", "Sales R
           "Data Scientist")
 CODENAMES = ("Falcon", "Harbor", "Summit", "Orbit", "Beacon", "Cascade", "Ember", "Glacier", "Meadow",
              "Prism", "Quartz", "Tundra", "Willow", "Zephyr", "Canyon")
-COLOURS = ("Blue", "Red", "Green", "Silver", "Golden", "Black")
+COLOURS = ("Blue", "Red", "Green", "Silver", "Golden", "Black")  # questions' LIKE patterns use these
+MORE_COLOURS = ("White", "Amber", "Violet", "Crimson", "Indigo", "Scarlet", "Jade", "Copper", "Ivory", "Onyx")
+BRANCH_OFFICES = 200  # besides the 16 head offices above (which questions name): sales branches worldwide
+HEAD_OFFICE_SHARE = 0.8  # of employees
 ROLES = ("lead", "developer", "reviewer", "tester", "advisor")
 
 
 def make_tables(rng: random.Random) -> list[Table]:
-    offices = [(i, city, country) for i, (city, country) in enumerate(OFFICES, start=1)]
+    branches = rng.sample(WORLD_CITIES, BRANCH_OFFICES)
+    offices = [(i, city, country) for i, (city, country) in enumerate(OFFICES + tuple(branches), start=1)]
+
+    def office() -> int:
+        head = rng.random() < HEAD_OFFICE_SHARE
+        return rng.randint(1, len(OFFICES)) if head else rng.randint(len(OFFICES) + 1, len(offices))
+
     # The first 40 employees are managers; they are inserted first so the self-reference resolves.
-    managers = [(i, person(rng), rng.randint(1, len(OFFICES)), None, "Manager",
+    managers = [(i, person(rng), office(), None, "Manager",
                  rng.randrange(90_000, 180_000, 100), day(rng, "2010-01-01", "2018-12-31"))
                 for i in range(1, 41)]
-    staff = [(i, person(rng), rng.randint(1, len(OFFICES)), rng.randint(1, 40), rng.choice(TITLES),
+    staff = [(i, person(rng), office(), rng.randint(1, 40), rng.choice(TITLES),
               rng.randrange(35_000, 150_000, 100), day(rng, "2012-01-01", "2024-12-31"))
              for i in range(41, 701)]
-    names = [f"{c} {n}" for c in COLOURS for n in CODENAMES]
+    names = [f"{c} {n}" for c in COLOURS + MORE_COLOURS for n in CODENAMES]  # 16 x 15 = 240 projects
     rng.shuffle(names)
     projects = []
     for i, name in enumerate(names, start=1):

@@ -18,36 +18,48 @@ from sql_env.datasets.builtin.spec import (
     unique_pairs,
 )
 
+# The core departments, which questions name; the others are the same fields under a qualifier.
 DEPARTMENTS = ("Physics", "Chemistry", "Biology", "Mathematics", "History", "Economics", "Philosophy",
                "Linguistics", "Computer Science", "Psychology", "Sociology", "Music", "Geology", "Law")
+QUALIFIERS = ("Applied", "Theoretical", "Computational", "Experimental", "Comparative", "Modern",
+              "Environmental", "Global", "Digital", "Quantitative", "Historical", "Social", "Public",
+              "Mathematical", "Cognitive")
+CORE_SHARE = 0.75  # of students and courses in a core department
 BUILDINGS = ("North Hall", "South Hall", "Science Tower", "Main Building", "West Wing", "East Wing")
 HOMETOWNS = ("Bristol", "Ghent", "Utrecht", "Bologna", "Graz", "Aarhus", "Lille", "Bergen",
              "Cork", "Malmo")
 COURSE_PREFIXES = ("Introduction to", "Advanced", "Topics in", "Seminar in", "Foundations of",
                    "Applied", "History of", "Research in")
+COURSES = 240
 TERMS = ("2023 Spring", "2023 Fall", "2024 Spring", "2024 Fall")
 
 
 def make_tables(rng: random.Random) -> list[Table]:
+    names = DEPARTMENTS + tuple(f"{q} {d}" for q in QUALIFIERS for d in DEPARTMENTS)  # 14 + 210
     departments = [(i, name, rng.choice(BUILDINGS), rng.randrange(200_000, 3_000_000, 1000))
-                   for i, name in enumerate(DEPARTMENTS, start=1)]
+                   for i, name in enumerate(names, start=1)]
+
+    def department() -> int:
+        core = rng.random() < CORE_SHARE
+        return rng.randint(1, len(DEPARTMENTS)) if core else rng.randint(len(DEPARTMENTS) + 1, len(names))
+
     students = []
     for i in range(1, 901):
         email = None if rng.random() < 0.08 else f"s{i}@uni.example.edu"
-        students.append((i, person(rng), rng.randint(1, len(DEPARTMENTS)), rng.choice(HOMETOWNS),
+        students.append((i, person(rng), department(), rng.choice(HOMETOWNS),
                          rng.randint(2018, 2024), round(rng.uniform(1.5, 4.0), 2), email))
     courses, seen = [], set()
-    while len(courses) < 160:
-        dept = rng.randint(1, len(DEPARTMENTS))
-        # 8 prefixes x 14 departments x 2 parts = 224 possible titles for 160 courses
-        title = f"{rng.choice(COURSE_PREFIXES)} {DEPARTMENTS[dept - 1]}" + rng.choice(("", " II"))
+    while len(courses) < COURSES:
+        dept = department()
+        # 8 prefixes x 224 departments x 2 parts: plenty of distinct titles
+        title = f"{rng.choice(COURSE_PREFIXES)} {names[dept - 1]}" + rng.choice(("", " II"))
         if title in seen:
             continue
         seen.add(title)
         courses.append((len(courses) + 1, title, dept, rng.choice((2, 3, 4, 5, 6)),
                         rng.choice((100, 200, 300, 400))))
     enrollments = []
-    for student, course in unique_pairs(rng, 4500, 900, 160):
+    for student, course in unique_pairs(rng, 4500, 900, COURSES):
         grade = None if rng.random() < 0.1 else round(rng.uniform(1.0, 4.0), 1)
         enrollments.append((student, course, rng.choice(TERMS), grade))
     return [

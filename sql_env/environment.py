@@ -241,8 +241,10 @@ class SQLEnvironment:
         example_id, sql = job
         gold = self._gold_of(example_id)
         execution = self._run(self.example(example_id).db_id, sql)
-        correct = (execution.ok and gold.execution.ok and normalized_results_match(
-            normalize_rows(execution.rows), gold.rows, gold.order_matters, self.reward.resolved_params.match_mode))
+        mode = self.reward.resolved_params.match_mode
+        correct = False
+        if execution.ok and gold.execution.ok and (mode != "spider" or _same_shape(execution.rows, gold.rows)):
+            correct = normalized_results_match(normalize_rows(execution.rows), gold.rows, gold.order_matters, mode)
         return execution, correct
 
     def _score_one(
@@ -262,6 +264,15 @@ class SQLEnvironment:
             metrics["gold_error"] = f"{x.gold.status}: {x.gold.error}"[:_MAX_ERROR_CHARS]
         return Score(total, parts, correct, metrics)
 
+
+
+def _same_shape(pred: Sequence[Sequence[object]], gold: Sequence[tuple]) -> bool:
+    """False when Spider's rule rejects the result on its shape alone (row count, column count), so
+    a wrong answer with many rows is not normalised cell by cell first (BIRD's set rule may still
+    match results of different lengths, so callers use this for "spider" only)."""
+    if len(pred) != len(gold):
+        return False
+    return not pred or len(pred[0]) == len(gold[0])
 
 
 def sql_where_asked(completion: str, sql: str | None) -> bool:

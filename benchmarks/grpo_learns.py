@@ -6,10 +6,12 @@ temperature before and after the GRPO stage from the trial's own files; then giv
 the same training wall time of supervised learning on all gold train examples and evaluate it the
 same way. Dev stays held out and greedy; nothing here tunes the evaluation.
 
-    nice -n 10 .venv/bin/python benchmarks/grpo_learns.py [--seeds 0 1 2] [--seconds 300]
+    .venv/bin/python benchmarks/grpo_learns.py [--seeds 0 1 2] [--seconds 480] [--no-sft]
 
 Target (issue 4): mean GRPO gain >= 15 points, each seed's trial within 10 minutes on 2 cores.
-Timings are wall clock on a shared machine: compare them only within one run.
+The seeds run one after another, each on both cores (--threads 2); with the default 480 s of GRPO
+each trial took 506 s on idle cores (loading and both evaluations included). Timings are wall
+clock: on a shared machine a seed gets fewer steps, so run it on idle cores.
 """
 
 from __future__ import annotations
@@ -90,11 +92,11 @@ def pct(x: float | None) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--seconds", type=float, default=300.0, help="GRPO training seconds per seed")
+    parser.add_argument("--seconds", type=float, default=480.0, help="GRPO training seconds per seed")
     parser.add_argument("--dev-limit", type=int, default=400)
     parser.add_argument("--pass-k", type=int, default=8)
     parser.add_argument("--pass-limit", type=int, default=100, help="dev items for pass@k (greedy uses all)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 avoids spin-waits on a shared box)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (1 avoids spin-waits on a shared box)")
     parser.add_argument("--no-sft", action="store_true", help="skip the supervised comparison")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/grpo_learns"))
     args = parser.parse_args()
@@ -118,7 +120,9 @@ def main() -> None:
           f"greedy {pct(statistics.mean(g['before'] for _, g, _ in rows))} -> "
           f"{pct(statistics.mean(g['after'] for _, g, _ in rows))}"
           + ("" if args.no_sft else f"; SFT same time {pct(statistics.mean(s['after'] for _, _, s in rows))}"))
-    print("target: mean GRPO gain >= 15.0 points:", "MET" if statistics.mean(gains) >= 0.15 else "NOT MET")
+    print("target: mean GRPO gain >= 15.0 points:", "MET" if statistics.mean(gains) >= 0.15 else "NOT MET",
+          f"| each seed's trial within 10 minutes: longest {max(g['wall_s'] for _, g, _ in rows):.0f} s,",
+          "MET" if max(g["wall_s"] for _, g, _ in rows) <= 600 else "NOT MET")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "summary.json").write_text(json.dumps([{"seed": a, "grpo": b, "sft": c} for a, b, c in rows], indent=2))
 

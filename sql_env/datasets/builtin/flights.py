@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+from sql_env.datasets.builtin.places import WORLD_CITIES, airport_code
 from sql_env.datasets.builtin.spec import (
     NAME_FRAGMENTS,
     NAME_PREFIXES,
@@ -18,7 +19,6 @@ from sql_env.datasets.builtin.spec import (
     person,
     weighted,
 )
-from sql_env.datasets.builtin.places import WORLD_CITIES, airport_code
 
 AIRPORTS = (
     ("JFK", "Kennedy International", "New York", "USA"), ("LAX", "Los Angeles International",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+from sql_env.datasets.builtin.places import WORLD_CITIES
 from sql_env.datasets.builtin.spec import (
     NAME_FRAGMENTS,
     NAME_PREFIXES,
@@ -18,7 +19,6 @@ from sql_env.datasets.builtin.spec import (
     person,
     unique_pairs,
 )
-from sql_env.datasets.builtin.places import WORLD_CITIES
 
 OFFICES = (("Berlin", "Germany"), ("Hamburg", "Germany"), ("Paris", "France"), ("Nantes", "France"),
            ("Madrid", "Spain"), ("Valencia", "Spain"), ("Warsaw", "Poland"), ("Prague", "Czechia"),

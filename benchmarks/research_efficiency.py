@@ -218,6 +218,12 @@ def main() -> None:
             print("target: INCONCLUSIVE (every trial of every method scored the same)")
         else:
             print(f"target (within 60% of the trials on every seed): {'met' if ok else 'NOT met'}")
+            mean_agent = [sum(c[i] for c in curves["agent"]) / len(curves["agent"]) for i in range(args.trials)]
+            mean_random_final = sum(c[-1] for c in curves["random"]) / len(curves["random"])
+            at = next((i + 1 for i, v in enumerate(mean_agent) if v >= mean_random_final), None)
+            print(f"on the mean curves: the agent reached random's final best {mean_random_final:.3f} after "
+                  f"{at if at else 'never (>' + str(args.trials) + ')'} trial(s): "
+                  f"{'met' if at and at / args.trials <= 0.6 else 'NOT met'} (within 60% of the trials)")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU checks, run on a CUDA machine from the repo root (the project's device machine runs it with
-# the wheels in .whl/ and a prebuilt tiny-gemma in .gpucache/; see docs/gpu.md).
+# the wheels in .whl/ and a prebuilt tiny-gemma in .gpucache/, both optional; README "GPU" paragraph).
 #   1. pytest -m gpu: trials on cuda (full fine-tuning, LoRA + KL, resume), greedy GPU == CPU
 #   2. examples/trial.json on the GPU (device auto): seconds per GRPO step and dev accuracy
 # Figures land in ${OUT:-runs/gpu-check}.

@@ -201,8 +201,9 @@ def main() -> None:
     backend = "SURROGATE surface (not real GRPO)" if args.surrogate else f"real trials, {args.model}"
     print(f"\nbest-so-far dev accuracy, mean of {args.seeds} seeds ({backend}; {time.time() - t0:.0f}s)")
     print("trials " + " ".join(f"{n:>6d}" for n in range(1, args.trials + 1)))
-    for method, runs_ in curves.items():
-        means = [sum(c[i] for c in runs_) / len(runs_) for i in range(args.trials)]
+    mean_curves = {method: [sum(c[i] for c in runs_) / len(runs_) for i in range(args.trials)]
+                   for method, runs_ in curves.items()}
+    for method, means in mean_curves.items():
         print(f"{method:6s} " + " ".join(f"{m:6.3f}" for m in means))
     if "agent" in curves and "random" in curves:
         fractions = []
@@ -218,9 +219,8 @@ def main() -> None:
             print("target: INCONCLUSIVE (every trial of every method scored the same)")
         else:
             print(f"target (within 60% of the trials on every seed): {'met' if ok else 'NOT met'}")
-            mean_agent = [sum(c[i] for c in curves["agent"]) / len(curves["agent"]) for i in range(args.trials)]
-            mean_random_final = sum(c[-1] for c in curves["random"]) / len(curves["random"])
-            at = next((i + 1 for i, v in enumerate(mean_agent) if v >= mean_random_final), None)
+            mean_random_final = mean_curves["random"][-1]
+            at = next((i + 1 for i, v in enumerate(mean_curves["agent"]) if v >= mean_random_final), None)
             print(f"on the mean curves: the agent reached random's final best {mean_random_final:.3f} after "
                   f"{at if at else 'never (>' + str(args.trials) + ')'} trial(s): "
                   f"{'met' if at and at / args.trials <= 0.6 else 'NOT met'} (within 60% of the trials)")

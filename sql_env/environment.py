@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sql_env.datasets import DatasetError, database_path, dataset_dir, load_dataset, schema_ddl
-from sql_env.match import normalize_rows, normalized_results_match, order_matters
+from sql_env.match import match_normalized_gold, normalize_rows, order_matters
 from sql_env.prompts import extract_sql, render_prompt
 from sql_env.rewards import RewardSpec, ScoreInput
 from sql_env.sandbox import Sandbox
@@ -241,10 +241,8 @@ class SQLEnvironment:
         example_id, sql = job
         gold = self._gold_of(example_id)
         execution = self._run(self.example(example_id).db_id, sql)
-        mode = self.reward.resolved_params.match_mode
-        correct = False
-        if execution.ok and gold.execution.ok and (mode != "spider" or _same_shape(execution.rows, gold.rows)):
-            correct = normalized_results_match(normalize_rows(execution.rows), gold.rows, gold.order_matters, mode)
+        correct = execution.ok and gold.execution.ok and match_normalized_gold(
+            execution.rows, gold.rows, gold.order_matters, self.reward.resolved_params.match_mode)
         return execution, correct
 
     def _score_one(
@@ -264,15 +262,6 @@ class SQLEnvironment:
             metrics["gold_error"] = f"{x.gold.status}: {x.gold.error}"[:_MAX_ERROR_CHARS]
         return Score(total, parts, correct, metrics)
 
-
-
-def _same_shape(pred: Sequence[Sequence[object]], gold: Sequence[tuple]) -> bool:
-    """False when Spider's rule rejects the result on its shape alone (row count, column count), so
-    a wrong answer with many rows is not normalised cell by cell first (BIRD's set rule may still
-    match results of different lengths, so callers use this for "spider" only)."""
-    if len(pred) != len(gold):
-        return False
-    return not pred or len(pred[0]) == len(gold[0])
 
 
 def sql_where_asked(completion: str, sql: str | None) -> bool:

@@ -94,7 +94,18 @@ def results_match(
     mode: MatchMode = "spider",
 ) -> bool:
     """True when the predicted result equals the gold result under `mode`'s rules (module docstring)."""
-    return normalized_results_match(normalize_rows(pred_rows), normalize_rows(gold_rows), order_matters, mode)
+    return match_normalized_gold(pred_rows, normalize_rows(gold_rows), order_matters, mode)
+
+
+def match_normalized_gold(
+    pred_rows: Sequence[Sequence[Any]], gold: list[tuple], order_matters: bool, mode: MatchMode = "spider"
+) -> bool:
+    """`results_match` with the gold rows already normalised (callers cache them). Under Spider's rule
+    a result whose row or column count differs is rejected before its cells are normalised, so a
+    wrong answer with many rows costs little; BIRD compares sets, so lengths may differ there."""
+    if mode == "spider" and (len(pred_rows) != len(gold) or (pred_rows and len(pred_rows[0]) != len(gold[0]))):
+        return False
+    return normalized_results_match(normalize_rows(pred_rows), gold, order_matters, mode)
 
 
 def normalized_results_match(

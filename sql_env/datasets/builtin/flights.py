@@ -17,6 +17,7 @@ from sql_env.datasets.builtin.spec import (
     Table,
     day,
     person,
+    skewed_id,
     weighted,
 )
 
@@ -84,8 +85,7 @@ def make_tables(rng: random.Random) -> list[Table]:
     airlines = [(i, name, country) for i, (name, _code, country) in enumerate(all_airlines, start=1)]
     flights = []
     for i in range(1, 1501):
-        curated = rng.random() < HUB_SHARE
-        airline = rng.randint(1, len(AIRLINES)) if curated else rng.randint(len(AIRLINES) + 1, len(all_airlines))
+        airline = skewed_id(rng, len(AIRLINES), len(all_airlines), HUB_SHARE)
         pool = len(AIRPORTS) if rng.random() < HUB_SHARE else len(all_airports)
         origin, destination = rng.sample(range(pool), 2)
         number = f"{all_airlines[airline - 1][1]}{rng.randint(100, 9999)}"

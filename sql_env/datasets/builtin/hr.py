@@ -17,6 +17,7 @@ from sql_env.datasets.builtin.spec import (
     Table,
     day,
     person,
+    skewed_id,
     unique_pairs,
 )
 
@@ -40,8 +41,7 @@ def make_tables(rng: random.Random) -> list[Table]:
     offices = [(i, city, country) for i, (city, country) in enumerate(OFFICES + tuple(branches), start=1)]
 
     def office() -> int:
-        head = rng.random() < HEAD_OFFICE_SHARE
-        return rng.randint(1, len(OFFICES)) if head else rng.randint(len(OFFICES) + 1, len(offices))
+        return skewed_id(rng, len(OFFICES), len(offices), HEAD_OFFICE_SHARE)
 
     # The first 40 employees are managers; they are inserted first so the self-reference resolves.
     managers = [(i, person(rng), office(), None, "Manager",

@@ -121,6 +121,12 @@ def weighted(rng: random.Random, options: dict[str, float]) -> str:
     return rng.choices(list(options), weights=list(options.values()))[0]
 
 
+def skewed_id(rng: random.Random, head: int, total: int, head_share: float) -> int:
+    """An id in 1..total: one of the first `head` (the curated rows questions name) with probability
+    `head_share`, else one from the long tail head+1..total."""
+    return rng.randint(1, head) if rng.random() < head_share else rng.randint(head + 1, total)
+
+
 def unique_pairs(rng: random.Random, n: int, a_max: int, b_max: int) -> list[tuple[int, int]]:
     """n distinct (a, b) pairs with 1 <= a <= a_max, 1 <= b <= b_max, in a seeded order."""
     seen: set[tuple[int, int]] = set()

@@ -15,6 +15,7 @@ from sql_env.datasets.builtin.spec import (
     Schema,
     Table,
     person,
+    skewed_id,
     unique_pairs,
 )
 
@@ -40,8 +41,7 @@ def make_tables(rng: random.Random) -> list[Table]:
                    for i, name in enumerate(names, start=1)]
 
     def department() -> int:
-        core = rng.random() < CORE_SHARE
-        return rng.randint(1, len(DEPARTMENTS)) if core else rng.randint(len(DEPARTMENTS) + 1, len(names))
+        return skewed_id(rng, len(DEPARTMENTS), len(names), CORE_SHARE)
 
     students = []
     for i in range(1, 901):

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sql_env.datasets import DatasetError, database_path, dataset_dir, load_dataset, schema_ddl
-from sql_env.match import match_normalized_gold, normalize_rows, order_matters
+from sql_env.match import GoldResult, order_matters
+from sql_env.procpool import ProcessScorer
 from sql_env.prompts import extract_sql, render_prompt
 from sql_env.rewards import RewardSpec, ScoreInput
 from sql_env.sandbox import Sandbox
@@ -46,8 +47,7 @@ class Score:
 @dataclass(frozen=True)
 class _Gold:
     execution: Execution
-    order_matters: bool
-    rows: list[tuple]  # normalised once, compared many times
+    result: GoldResult  # the rows prepared for matching
 
 
 class SQLEnvironment:
@@ -64,9 +64,12 @@ class SQLEnvironment:
         max_rows: int = 10_000,
         workers: int = 2,
         exec_cache_size: int = 4096,
+        backend: str = "thread",
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
+        if backend not in ("thread", "process"):
+            raise ValueError(f"unknown scoring backend {backend!r}: use 'thread' or 'process'")
         if prompt_style not in ("plain", "chat"):
             raise ValueError(f"unknown prompt style {prompt_style!r}: use 'plain' or 'chat'")
         if prompt_style == "chat" and not getattr(tokenizer, "chat_template", None):
@@ -81,6 +84,8 @@ class SQLEnvironment:
         self.max_rows = max_rows
         self.workers = workers
         self.exec_cache_size = exec_cache_size
+        self.backend = backend
+        self._procs: ProcessScorer | None = None
         self._examples: dict[str, Example] = {}
         self._split_ids: dict[str, list[str]] = {}
         self._prompts: dict[str, str] = {}
@@ -89,7 +94,7 @@ class SQLEnvironment:
         self._exec_cache: OrderedDict[tuple[str, str], Execution] = OrderedDict()
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
-        self.executions_run = 0  # queries that reached a sandbox (gold included); cache hits do not count
+        self._executions_here = 0  # queries this process ran (gold included); cache hits do not count
 
     # -- the Environment protocol ------------------------------------------------------------------
     def example_ids(self, split: str) -> list[str]:
@@ -124,13 +129,21 @@ class SQLEnvironment:
 
     # -- extras ------------------------------------------------------------------------------------
     def score_many(self, groups: Sequence[tuple[str, Sequence[str]]]) -> list[list[Score]]:
-        """Scores of many groups at once: every distinct (database, SQL) runs once, across threads."""
+        """Scores of many groups at once: every distinct (database, SQL) runs once, across threads
+        (with the process backend: every distinct SQL of a group, one group per task)."""
+        if self.backend == "process" and groups:
+            for example_id, _ in groups:
+                self.example(example_id)  # an unknown id fails here, as itself
+            return self._process_scorer().score_many(groups, self._crashed)
         sqls = [[self._extract(c) for c in completions] for _, completions in groups]
         jobs: dict[tuple[str, str], None] = {}
         for (example_id, _), group_sqls in zip(groups, sqls, strict=True):
             for sql in group_sqls:
                 if sql:
                     jobs[(example_id, sql)] = None
+        # Gold results first, one task per new example: otherwise the jobs of one group race to
+        # compute the same gold on every thread.
+        self._map(self._gold_of, list({example_id: None for example_id, _ in groups if example_id not in self._gold}))
         executions = dict(zip(jobs, self._map(self._execute_and_match, list(jobs)), strict=True))
         return [
             [self._score_one(example_id, completion, sql, executions.get((example_id, sql)))
@@ -162,10 +175,27 @@ class SQLEnvironment:
         """The gold query's execution (computed once per example, then cached)."""
         return self._gold_of(example_id).execution
 
+    def worker_pids(self) -> list[int]:
+        """Process ids of the scoring workers (process backend; starts them), [] with threads."""
+        return self._process_scorer().worker_pids() if self.backend == "process" else []
+
+    @property
+    def worker_restarts(self) -> int:
+        """Scoring workers replaced after they died (process backend)."""
+        return self._procs.restarts if self._procs is not None else 0
+
+    @property
+    def executions_run(self) -> int:
+        """Queries that reached a sandbox, here or in worker processes (gold included; cache hits not)."""
+        return self._executions_here + (self._procs.executions_run if self._procs is not None else 0)
+
     def close(self) -> None:
         with self._lock:
             pool, self._pool = self._pool, None
+            procs, self._procs = self._procs, None
             boxes, self._sandboxes = list(self._sandboxes.values()), {}
+        if procs is not None:
+            procs.close()
         if pool is not None:
             pool.shutdown(wait=True)
         for box in boxes:
@@ -209,7 +239,7 @@ class SQLEnvironment:
     def _execute(self, db_id: str, sql: str) -> Execution:
         result = self._sandbox(db_id).run(sql)
         with self._lock:
-            self.executions_run += 1
+            self._executions_here += 1
         return result
 
     def _run(self, db_id: str, sql: str) -> Execution:
@@ -233,16 +263,30 @@ class SQLEnvironment:
             ex = self.example(example_id)
             # Computed outside the lock: it is pure, so two threads racing only repeat work.
             execution = self._execute(ex.db_id, ex.gold_sql)
-            gold = _Gold(execution, order_matters(ex.gold_sql), normalize_rows(execution.rows))
+            gold = _Gold(execution, GoldResult(execution.rows, order_matters(ex.gold_sql)))
             self._gold.setdefault(example_id, gold)
         return gold
+
+    def _process_scorer(self) -> ProcessScorer:
+        with self._lock:
+            if self._procs is None:
+                settings = {"dataset": self.dataset, "reward": self.reward.to_json(), "timeout_s": self.timeout_s,
+                            "max_rows": self.max_rows, "exec_cache_size": self.exec_cache_size}
+                self._procs = ProcessScorer(settings, self.workers)
+            return self._procs
+
+    def _crashed(self, example_id: str, completion: str) -> Score:
+        """The verdict on a completion whose sandbox worker died running it, twice."""
+        sql = self._extract(completion)
+        died = Execution("runtime_error", error="the sandbox worker process died running this query")
+        return self._score_one(example_id, completion, sql, None if sql is None else (died, False))
 
     def _execute_and_match(self, job: tuple[str, str]) -> tuple[Execution, bool]:
         example_id, sql = job
         gold = self._gold_of(example_id)
         execution = self._run(self.example(example_id).db_id, sql)
-        correct = execution.ok and gold.execution.ok and match_normalized_gold(
-            execution.rows, gold.rows, gold.order_matters, self.reward.resolved_params.match_mode)
+        correct = execution.ok and gold.execution.ok and gold.result.matches(
+            execution.rows, self.reward.resolved_params.match_mode)
         return execution, correct
 
     def _score_one(

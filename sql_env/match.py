@@ -30,12 +30,14 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from collections import Counter
 from collections.abc import Hashable, Iterator, Sequence
 from decimal import Decimal
 from typing import Any, Literal
 
 MatchMode = Literal["spider", "bird"]
+_ORDER_BY = re.compile(r"\border\s+by\b", re.IGNORECASE)
 _SIGNIFICANT_DIGITS = 10
 _MAX_PERMUTATIONS = 100_000  # beyond this many candidate column permutations, give up: not equal
 
@@ -94,18 +96,54 @@ def results_match(
     mode: MatchMode = "spider",
 ) -> bool:
     """True when the predicted result equals the gold result under `mode`'s rules (module docstring)."""
-    return match_normalized_gold(pred_rows, normalize_rows(gold_rows), order_matters, mode)
+    return GoldResult(gold_rows, order_matters).matches(pred_rows, mode)
 
 
-def match_normalized_gold(
-    pred_rows: Sequence[Sequence[Any]], gold: list[tuple], order_matters: bool, mode: MatchMode = "spider"
-) -> bool:
-    """`results_match` with the gold rows already normalised (callers cache them). Under Spider's rule
-    a result whose row or column count differs is rejected before its cells are normalised, so a
-    wrong answer with many rows costs little; BIRD compares sets, so lengths may differ there."""
-    if mode == "spider" and (len(pred_rows) != len(gold) or (pred_rows and len(pred_rows[0]) != len(gold[0]))):
+class GoldResult:
+    """A gold result prepared for many comparisons (GRPO scores many completions per question).
+
+    Two shortcuts that change no verdict come before the rules: rows identical to the gold's raw
+    rows (cell for cell equal under Python's `==`, which is how most right answers arrive) match
+    without normalising a cell; and under Spider's rule a result whose row or column count differs
+    is rejected before its cells are normalised (BIRD compares sets, so lengths may differ there).
+    The gold's own normalised rows are computed on first need, once; racing threads only repeat
+    that pure work.
+    """
+
+    __slots__ = ("_normalized", "order_matters", "rows")
+
+    def __init__(self, rows: Sequence[Sequence[Any]], order_matters: bool) -> None:
+        self.rows = rows
+        self.order_matters = order_matters
+        self._normalized: list[tuple] | None = None
+
+    @property
+    def normalized(self) -> list[tuple]:
+        if self._normalized is None:
+            self._normalized = normalize_rows(self.rows)
+        return self._normalized
+
+    def matches(self, pred_rows: Sequence[Sequence[Any]], mode: MatchMode = "spider") -> bool:
+        if mode not in ("spider", "bird"):
+            raise ValueError(f"unknown match mode {mode!r}; use 'spider' or 'bird'")
+        if _identical(pred_rows, self.rows):
+            return True
+        if mode == "spider" and (
+            len(pred_rows) != len(self.rows) or (pred_rows and len(pred_rows[0]) != len(self.rows[0]))
+        ):
+            return False
+        return normalized_results_match(normalize_rows(pred_rows), self.normalized, self.order_matters, mode)
+
+
+def _identical(pred_rows: Sequence[Sequence[Any]], gold_rows: Sequence[Sequence[Any]]) -> bool:
+    """Row for row and cell for cell equal under Python's `==` (one C-level comparison). Cells equal
+    under `==` are equal by value, so normalising them could only make them equal too."""
+    if len(pred_rows) != len(gold_rows):
         return False
-    return normalized_results_match(normalize_rows(pred_rows), gold, order_matters, mode)
+    try:
+        return bool(list(map(tuple, pred_rows)) == list(map(tuple, gold_rows)))
+    except Exception:  # a cell type whose == does not return a bool: take the normalising path
+        return False
 
 
 def normalized_results_match(
@@ -196,6 +234,8 @@ def order_matters(gold_sql: str) -> bool:
     An ORDER BY only in a subquery, a CTE or a window does not order the result. Falls back to
     Spider's substring rule when sqlglot cannot parse the query.
     """
+    if not _ORDER_BY.search(gold_sql):  # most queries: no ORDER BY anywhere, nothing to parse
+        return False
     import sqlglot
     from sqlglot import exp
 

@@ -36,9 +36,10 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@pytest.fixture()
-def env(dataset: Path):
-    with SQLEnvironment(str(dataset), timeout_s=0.3, workers=2) as environment:
+@pytest.fixture(params=["thread", "process"])
+def env(dataset: Path, request: pytest.FixtureRequest):
+    """Both scoring backends: every test on this fixture holds for each of them."""
+    with SQLEnvironment(str(dataset), timeout_s=0.3, workers=2, backend=request.param) as environment:
         yield environment
 
 
@@ -68,11 +69,15 @@ def test_bad_settings_fail_at_construction_with_the_fix(dataset: Path, tmp_path:
         SQLEnvironment(str(dataset), prompt_style="chat")
     with pytest.raises(ValueError, match="unknown reward component 'exact'"):
         SQLEnvironment(str(dataset), reward={"components": {"exact": 1}})
+    with pytest.raises(ValueError, match="'thread' or 'process'"):
+        SQLEnvironment(str(dataset), backend="fork")
 
 
 def test_unknown_example_says_where_ids_come_from(env: SQLEnvironment) -> None:
     with pytest.raises(KeyError, match="example_ids"):
         env.prompt("nope")
+    with pytest.raises(KeyError, match="example_ids"):
+        env.score("nope", ["SELECT 1"])
 
 
 def test_correct_wrong_and_failing_completions(env: SQLEnvironment) -> None:
@@ -113,9 +118,11 @@ def test_gold_is_computed_once_and_duplicates_run_once(env: SQLEnvironment) -> N
     scores = env.score("q1", [slow] * 8)
     assert env.executions_run == before + 2  # the gold of q1 and one run of the repeated SQL
     assert {s.metrics["status"] for s in scores} == {"timeout"}
+    assert env.gold("q4") is gold
+    if env.backend == "process":
+        return  # the cache below is per worker process, and the next call may go to the other one
     env.score("q1", [slow, fence("SELECT count(*) FROM employees")])
     assert env.executions_run == before + 3  # the slow query came from the cache
-    assert env.gold("q4") is gold
 
 
 def test_weighted_components_and_breakdown(dataset: Path) -> None:

@@ -7,7 +7,14 @@ from decimal import Decimal
 
 import pytest
 
-from sql_env.match import normalize_value, order_matters, results_match
+from sql_env.match import (
+    GoldResult,
+    normalize_rows,
+    normalize_value,
+    normalized_results_match,
+    order_matters,
+    results_match,
+)
 
 
 # -- Spider rules ---------------------------------------------------------------------------------
@@ -139,12 +146,62 @@ def test_numeric_departure_on_whole_results() -> None:
     assert results_match(pred, gold, order_matters=False) is True
 
 
+class _RaisingEq:
+    """A cell whose `==` raises (as numpy arrays' truth value would): the shortcut must step aside."""
+
+    def __eq__(self, other: object) -> bool:
+        raise ValueError("ambiguous")
+
+    __hash__ = object.__hash__
+
+
+@pytest.mark.parametrize("mode", ["spider", "bird"])
+@pytest.mark.parametrize("order", [False, True])
+@pytest.mark.parametrize(
+    ("pred", "gold"),
+    [
+        ([], []),
+        ([(1,), (2,)], [(1,), (2,)]),
+        ([(1,), (2,)], [(2,), (1,)]),
+        ([(1,), (1,)], [(1,)]),
+        ([(1, "a", None)], [(1.0, "a", None)]),  # equal by ==, different types
+        ([(Decimal("1.50"), True)], [(1.5, 1)]),
+        ([(dt.date(2024, 1, 2),)], [(dt.datetime(2024, 1, 2),)]),  # == says no, the rules say yes
+        ([(float("nan"),)], [(float("nan"),)]),
+        ([[1, 2]], [(1, 2)]),  # rows as lists
+        ([(2, 1)], [(1, 2)]),  # a column permutation
+        ([(_RaisingEq(),)], [(1,)]),
+    ],
+)
+def test_gold_result_shortcuts_never_change_a_verdict(pred, gold, order, mode) -> None:
+    def verdict(fn):
+        try:
+            return fn()
+        except ValueError as e:  # the rules have no answer for such a cell either
+            return repr(e)
+
+    rules = verdict(lambda: normalized_results_match(normalize_rows(pred), normalize_rows(gold), order, mode))
+    assert verdict(lambda: GoldResult(gold, order).matches(pred, mode)) == rules
+
+
+def test_gold_result_normalises_the_gold_only_when_needed() -> None:
+    day = dt.date(2024, 1, 2)
+    gold = GoldResult([(i, f"name {i}", i / 3, day) for i in range(1000)], order_matters=True)
+    assert gold.matches([(i, f"name {i}", i / 3, day) for i in range(1000)]) is True
+    assert gold.matches([(1, "x", 0.5, day)]) is False  # another row count: rejected on shape
+    assert gold._normalized is None
+    midnight = dt.datetime(2024, 1, 2)  # != the date under ==, equal under the rules
+    assert gold.matches([(i, f"name {i}", i / 3, midnight) for i in range(1000)]) is True
+    assert gold._normalized is not None
+
+
 # -- order_matters from the gold SQL ---------------------------------------------------------------
 @pytest.mark.parametrize(
     ("sql", "expected"),
     [
         ("SELECT a FROM t ORDER BY a", True),
         ("SELECT a FROM t order   by a DESC LIMIT 3", True),
+        ("SELECT a FROM t ORDER\n  BY a", True),
         ("SELECT a FROM t", False),
         ("SELECT * FROM (SELECT a FROM t ORDER BY a LIMIT 3) s", False),  # subquery only
         ("SELECT a FROM t WHERE b IN (SELECT b FROM u ORDER BY b LIMIT 1)", False),

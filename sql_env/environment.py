@@ -209,13 +209,34 @@ class SQLEnvironment:
 
     # -- internals ---------------------------------------------------------------------------------
     def _map(self, fn, items: list) -> list:
+        """`[fn(item) for item in items]` on `workers` threads, the caller's among them. Each thread
+        takes the next item when it is free (one slow query does not hold up a fixed share), and
+        no future is made per item: a call with 128 completions makes `workers - 1` of them."""
         if self.workers == 1 or len(items) <= 1:
             return [fn(item) for item in items]
         with self._lock:
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="sql-env")
+                self._pool = ThreadPoolExecutor(self.workers - 1, thread_name_prefix="sql-env")
             pool = self._pool
-        return list(pool.map(fn, items))
+        results: list = [None] * len(items)
+        indices = iter(range(len(items)))
+        take = threading.Lock()
+
+        def drain() -> None:
+            while True:
+                with take:
+                    i = next(indices, None)
+                if i is None:
+                    return
+                results[i] = fn(items[i])
+
+        helpers = [pool.submit(drain) for _ in range(min(self.workers, len(items)) - 1)]
+        try:
+            drain()
+        finally:
+            for helper in helpers:
+                helper.result()
+        return results
 
     @staticmethod
     def _extract(completion: str) -> str | None:

@@ -9,10 +9,11 @@ Every completion's SQL text is distinct within its group and the cross-call exec
 so the figures are for real executions, not cache hits.
 
 Each call scores `--batch` groups at once, as the trainer does once per GRPO step (16 prompts by
-default). The headline figure is SQLEnvironment's process backend (`backend="process"`: worker
-processes, each with its own DuckDB instances), measured from creating the environment, so worker
-start-up and every gold query are inside it; the same completions are then scored again by the
-same environment (gold cached, execution cache still off), and by the thread backend.
+default). The headline figure is SQLEnvironment as the trainer builds it (thread backend), measured
+from creating the environment, so opening the databases and every gold query are inside it; the
+same completions are then scored again by the same environment (gold cached, execution cache
+still off). The process backend (`backend="process"`: worker subprocesses, each with its own DuckDB
+instances) is measured the same way, start-up included.
 
 The naive baseline verifies a prefix of the same completions the obvious way: one thread, a new
 DuckDB connection per completion, the gold query re-run every time.
@@ -184,11 +185,11 @@ def main() -> None:
 
     expected = [k == "correct" for k in kinds]
     results = {}
-    for backend in ("process", "thread"):
+    for backend in ("thread", "process"):
         r = results[backend] = median_run(args.repeat, run_fast, args.dataset, groups, args.workers, args.timeout,
                                           args.batch, backend)
         agree = sum(a == b for a, b in zip(r["correct"], expected, strict=True))
-        label = "fast " if backend == "process" else "threads"
+        label = "fast " if backend == "thread" else "procs"
         print(f"{label}: {r['n'] / r['wall']:8.0f} verified completions/s  ({backend} backend, {args.workers} "
               f"{'worker processes' if backend == 'process' else 'threads'}: {r['n']} in {r['wall']:.2f} s from a cold "
               f"start, gold and start-up included; cpu {r['cpu'] / r['n'] * 1e3:.3f} ms/completion)")
@@ -198,7 +199,7 @@ def main() -> None:
         print(f"       latency per completion (sandbox run): p50 {pct(r['exec_ms'], 0.5):.2f} ms  "
               f"p99 {pct(r['exec_ms'], 0.99):.2f} ms; verdicts as intended: {agree}/{r['n']}, "
               f"same on the second pass: {r['same_again']}/{r['n']}")
-    fast = results["process"]
+    fast = results["thread"]
     fast_rate = fast["n"] / fast["wall"]
 
     naive = run_naive(args.dataset, groups, args.naive_n, args.timeout)
@@ -212,7 +213,7 @@ def main() -> None:
           f"CPU per completion (targets: >= 2000/s on 2 cores, >= 10x naive); mean naive latency "
           f"{statistics.fmean(naive['lat_ms']):.1f} ms")
     # On a shared machine wall figures mostly measure the neighbours; CPU time per completion does not.
-    print(f"capacity if {args.workers} cores were idle (CPU-time estimate, process backend): "
+    print(f"capacity if {args.workers} cores were idle (CPU-time estimate): "
           f"{args.workers / (fast['cpu'] / fast['n']):.0f} completions/s")
 
 

@@ -10,7 +10,12 @@ then weight the reward components. What makes it fast enough to sit inside a GRP
 - one sandbox per database, opened once, with a reused connection per worker thread;
 - identical SQL in one call runs once (GRPO groups repeat themselves), and a bounded cache keeps
   recent (database, SQL) executions, so a slow query a policy keeps writing costs its timeout once;
-- all completions of a call (`score`, or many groups with `score_many`) run across `workers` threads.
+- gold results match fast: a prediction identical to the gold's raw rows (most right answers) is
+  never normalised, and the gold itself is normalised only when a prediction needs it;
+- all completions of a call (`score`, or many groups with `score_many`) run across `workers` threads,
+  the caller's among them, each taking the next query when it is free.
+`backend="process"` scores in worker subprocesses instead (sql_env.procpool): a DuckDB crash then
+costs verdicts, not the training run.
 """
 
 from __future__ import annotations

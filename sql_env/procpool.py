@@ -1,11 +1,11 @@
 """Scoring in worker processes: `SQLEnvironment(backend="process")`.
 
-Why processes: verification is mostly DuckDB work, but turning results into Python rows, matching
-them and weighting rewards holds the GIL, and a thread pool that hands out one query at a time
-pays for every handoff. Measured on 2 cores (benchmarks/reward_throughput.py), two threads verify
-about 1.3x what one does; two processes, each with its own DuckDB instances and caches, about 1.9x.
-A process also isolates the trainer from the engine: a worker that dies (a DuckDB crash, the OOM
-killer) costs the verdicts it was computing, not the training run.
+What it buys is isolation: a worker that dies (a DuckDB crash, the OOM killer) costs the verdicts it
+was computing, not the training run, and no worker shares a GIL or a DuckDB instance with another.
+What it does not buy on 2 cores is speed: benchmarks/reward_throughput.py measures it level with the
+thread backend once warm and a little behind from a cold start (two interpreters to start, each
+computing its own gold results); on machines with more cores it is the one without a shared GIL
+(not measured here).
 
 Each worker is `python -m sql_env.procpool`: a plain subprocess, not `multiprocessing`, so it never
 re-imports the caller's main module (a CLI that imports torch, a script without a

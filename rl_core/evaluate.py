@@ -6,7 +6,7 @@ Greedy decoding, a fixed split and a fixed item count: nothing here is tuned by 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from rl_core.engine import Engine
@@ -25,8 +25,11 @@ def stderr_of(p: float, n: int) -> float:
     return math.sqrt(p * (1 - p) / n) if n > 0 else 0.0
 
 
+Progress = Callable[[int, int], None]  # (items done, items in all)
+
+
 def greedy_accuracy(engine: Engine, env: Environment, ids: Sequence[str], *, max_new_tokens: int,
-                    batch_size: int = 64) -> EvalResult:
+                    batch_size: int = 64, on_progress: Progress | None = None) -> EvalResult:
     """Fraction of `ids` whose greedy completion's result set equals the gold one."""
     items = []
     for start in range(0, len(ids), batch_size):
@@ -36,13 +39,16 @@ def greedy_accuracy(engine: Engine, env: Environment, ids: Sequence[str], *, max
         for example_id, (comp,) in zip(chunk, outs, strict=True):
             (verdict,) = env.score(example_id, [comp.text])
             items.append((example_id, comp.text, verdict))
+        if on_progress is not None:
+            on_progress(len(items), len(ids))
     n = len(items)
     acc = sum(bool(v.correct) for _, _, v in items) / n if n else 0.0
     return EvalResult(acc, stderr_of(acc, n), n, items)
 
 
 def pass_at_k(engine: Engine, env: Environment, ids: Sequence[str], *, k: int, temperature: float,
-              top_p: float, max_new_tokens: int, batch_prompts: int = 16) -> tuple[float, float]:
+              top_p: float, max_new_tokens: int, batch_prompts: int = 16,
+              on_progress: Progress | None = None) -> tuple[float, float]:
     """(pass@k, mean per-sample accuracy) with exactly k samples per item at `temperature`.
 
     pass@k here is the fraction of items with at least one correct sample among k, the unbiased
@@ -59,4 +65,6 @@ def pass_at_k(engine: Engine, env: Environment, ids: Sequence[str], *, k: int, t
             solved += hits > 0
             correct += hits
             total += len(verdicts)
+        if on_progress is not None:
+            on_progress(min(start + batch_prompts, len(ids)), len(ids))
     return solved / max(len(ids), 1), correct / max(total, 1)

@@ -275,9 +275,11 @@ def _sft_stage(spec: TrialSpec, env: Any, policy: Any, out: TrialDir) -> None:
     gold = {e.id: e.gold_sql for e in sql_env.load_dataset(spec.dataset, spec.train_split)}
     pairs = [(env.prompt(i), gold[i]) for i in env.example_ids(spec.train_split) if i in gold]
     t0 = time.time()
+    ticker = _Ticker("sft step")
     losses = train_sft(policy.model, policy.tokenizer, pairs,
                        SFTConfig(steps=spec.hparams.sft_steps, lr=spec.hparams.sft_learning_rate,
-                                 batch_size=spec.hparams.sft_batch_size, schedule="constant", seed=spec.seed))
+                                 batch_size=spec.hparams.sft_batch_size, schedule="constant", seed=spec.seed),
+                       on_step=lambda step, loss: ticker(step + 1, spec.hparams.sft_steps, f"loss={loss:.3f}"))
     print(f"sft {len(losses)} steps loss={losses[-1]:.3f} t={time.time() - t0:.1f}s", flush=True)
 
 
@@ -286,19 +288,36 @@ def _evaluate(spec: TrialSpec, engine: Any, env: Any, dev_ids: list[str], out: T
     from rl_core.evaluate import greedy_accuracy, pass_at_k
 
     hp = spec.hparams
-    result = greedy_accuracy(engine, env, dev_ids, max_new_tokens=hp.max_new_tokens)
+    result = greedy_accuracy(engine, env, dev_ids, max_new_tokens=hp.max_new_tokens,
+                             on_progress=_Ticker(f"eval step {step} greedy"))
     row: dict[str, Any] = {"step": step, "split": spec.eval.split, "accuracy": round(result.accuracy, 4),
                            "stderr": round(result.stderr, 4), "n": result.n}
     if pass_k and spec.eval.pass_k:
         k = spec.eval.pass_k
         pass_ids = dev_ids[: spec.eval.pass_limit or None]
         row[f"pass@{k}"], row["sample_accuracy"] = pass_at_k(
-            engine, env, pass_ids, k=k, temperature=hp.temperature, top_p=hp.top_p, max_new_tokens=hp.max_new_tokens)
+            engine, env, pass_ids, k=k, temperature=hp.temperature, top_p=hp.top_p, max_new_tokens=hp.max_new_tokens,
+            on_progress=_Ticker(f"eval step {step} pass@{k}"))
         row["pass_n"] = len(pass_ids)
     row["elapsed_s"] = round(time.time() - t_start, 2)
     out.append("eval.jsonl", row)
     print(f"eval step {step} {spec.eval.split} acc={row['accuracy']:.3f}±{row['stderr']:.3f} n={row['n']}", flush=True)
     return row
+
+
+class _Ticker:
+    """Prints `label done/total` when a long phase (SFT, evaluation) has gone 10 s without a word:
+    quiet on a laptop-sized run, a heartbeat on a real model's minutes-long one."""
+
+    def __init__(self, label: str, every_s: float = 10.0) -> None:
+        self.label, self.every_s = label, every_s
+        self.start = self.last = time.monotonic()
+
+    def __call__(self, done: int, total: int, extra: str = "") -> None:
+        now = time.monotonic()
+        if now - self.last >= self.every_s and done < total:
+            self.last = now
+            print(f"{self.label} {done}/{total} {extra} t={now - self.start:.0f}s".replace("  ", " "), flush=True)
 
 
 def _log_samples(spec: TrialSpec, env: Any, out: TrialDir, step: int, groups: list[Any]) -> None:

@@ -142,12 +142,49 @@ def default_params() -> dict[str, Param]:
     return {p.name: p for p in specs}
 
 
+def pretrained_params() -> dict[str, Param]:
+    """The defaults changed for a pretrained checkpoint (gemma-3-270m, a GGUF, a local HF directory)
+    instead of the tiny built-in policy, from docs/gemma.md's runs: LoRA, never full fine-tuning
+    (268M parameters and a 262k vocabulary on CPU); lr 5e-5 (2e-4 made the drift KL spike); small
+    batches (a 270M step on 2 cores is 15-35 s at 2 prompts x 4 completions)."""
+    params = default_params()
+    params.update({p.name: p for p in [
+        Param("learning_rate", "float", 5e-5, low=1e-5, high=2e-4, log=True),
+        Param("lora_rank", "categorical", 16, choices=[8, 16, 32]),
+        Param("group_size", "categorical", 4, choices=[4, 8]),
+        Param("prompts_per_step", "categorical", 2, choices=[2, 4, 8]),
+        Param("max_steps", "int", 20, low=10, high=60, step=10),
+    ]})
+    return params
+
+
+# Fixed for a pretrained checkpoint: a base model first needs the answer format, which 30
+# supervised steps on gold SQL gave gemma-3-270m (0% -> 45% dev, docs/gemma.md); 48 new tokens
+# cover the built-in gold SQL; greedy evaluation of 60 dev questions takes ~2 minutes on 2 cores
+# (a session's eval limit overrides it).
+PRETRAINED_FIXED = {"hparams.sft_steps": 30, "hparams.sft_learning_rate": 2e-4, "hparams.sft_batch_size": 8,
+                    "hparams.max_new_tokens": 48, "eval.limit": 60}
+
+
+def is_pretrained(model: str) -> bool:
+    """Whether `model` names a pretrained checkpoint rather than a built-in tiny policy."""
+    return not (model.startswith("builtin:") or model in ("tiny-gemma", "micro-gemma"))
+
+
 @dataclass
 class SearchSpace:
     params: dict[str, Param] = field(default_factory=default_params)
     fixed: dict[str, Any] = field(default_factory=dict)  # dotted spec path -> value
 
     # --- construction ----------------------------------------------------------------------
+    @classmethod
+    def for_model(cls, model: str) -> SearchSpace:
+        """The default space for `model`: the calibrated tiny-policy recipe for built-ins, the
+        pretrained preset (`pretrained_params`, `PRETRAINED_FIXED`) for anything else."""
+        if not is_pretrained(model):
+            return cls()
+        return cls(params=pretrained_params(), fixed=dict(PRETRAINED_FIXED))
+
     @classmethod
     def load(cls, path: str | Path | None = None) -> SearchSpace:
         """Defaults, overridden by a TOML file when one is given."""

@@ -96,3 +96,22 @@ def test_config_file_holds_options_and_search_space_and_flags_win(tmp_path: Path
         plan_goal("raise accuracy", {"config": str(json_config)})
     with pytest.raises(GoalError, match="not found"):
         plan_goal("raise accuracy", {"config": str(tmp_path / "missing.toml")})
+
+
+def test_a_pretrained_model_gets_the_lora_preset_and_the_tiny_policy_keeps_its_recipe(tmp_path: Path):
+    tiny = plan_goal("raise accuracy of tiny-gemma", {}).search_space
+    assert tiny["params"]["lora_rank"]["default"] == 0 and tiny["params"]["learning_rate"]["default"] == 2e-4
+    assert tiny["fixed"] == {}
+    for overrides in ({}, {"model": "./weights/my-gemma"}):
+        plan = plan_goal("raise dev execution accuracy of gemma-3-270m, 2 trials", overrides)
+        params, fixed = plan.search_space["params"], plan.search_space["fixed"]
+        assert params["lora_rank"]["choices"] == [8, 16, 32] and params["lora_rank"]["default"] == 16
+        assert params["learning_rate"]["default"] == 5e-5 and params["learning_rate"]["high"] == 2e-4
+        assert (params["prompts_per_step"]["default"], params["group_size"]["default"]) == (2, 4)
+        assert fixed["hparams.sft_steps"] == 30 and fixed["eval.limit"] == 60
+        assert any("pretrained checkpoint" in n for n in plan.notes)
+    config = tmp_path / "space.toml"
+    config.write_text('[params.lora_rank]\nfixed = 0\n[fixed]\n"hparams.sft_steps" = 0\n')
+    plan = plan_goal("raise accuracy of gemma-3-270m", {"config": str(config)})
+    assert "lora_rank" not in plan.search_space["params"]  # the user's config wins
+    assert plan.search_space["fixed"]["hparams.lora_rank"] == 0 and plan.search_space["fixed"]["hparams.sft_steps"] == 0

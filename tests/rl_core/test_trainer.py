@@ -145,3 +145,18 @@ def test_lr_warmup_then_constant_or_cosine():
     assert lr_factor(50, 10, "constant", None) == 1.0
     assert lr_factor(10, 10, "cosine", 110) == pytest.approx(1.0)
     assert lr_factor(110, 10, "cosine", 110) == pytest.approx(0.0)
+
+
+def test_evaluation_reports_progress_per_batch():
+    from rl_core.evaluate import greedy_accuracy, pass_at_k
+
+    trainer, tok = make(hp())
+    env, engine = CountA(), trainer.engine
+    ids = env.example_ids("dev")
+    seen: list[tuple[int, int]] = []
+    result = greedy_accuracy(engine, env, ids, max_new_tokens=4, batch_size=3, on_progress=lambda d, t: seen.append((d, t)))
+    assert seen == [(3, 4), (4, 4)] and result.n == 4
+    seen.clear()
+    pass_at_k(engine, env, ids, k=2, temperature=1.0, top_p=1.0, max_new_tokens=4, batch_prompts=2,
+              on_progress=lambda d, t: seen.append((d, t)))
+    assert seen == [(2, 4), (4, 4)]

@@ -122,3 +122,16 @@ def test_error_classification():
     assert classify(TrialError("model_load", "x")) == ("model_load", "x")
     kind, message = classify(KeyError("boom"))
     assert kind == "crash" and "KeyError" in message
+
+
+def test_long_phases_print_a_heartbeat_and_short_ones_stay_quiet(capsys):
+    from rl_core.trial import _Ticker
+
+    quiet = _Ticker("eval step 0 greedy")  # 10 s between lines: a short phase prints nothing
+    quiet(64, 400)
+    assert capsys.readouterr().out == ""
+    loud = _Ticker("sft step", every_s=0.0)
+    loud(3, 30, "loss=0.500")
+    loud(30, 30, "loss=0.100")  # the phase's own summary line follows; no heartbeat for the last
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.startswith("sft step 3/30 loss=0.500 t=")

@@ -195,7 +195,7 @@ def plan_goal(goal: str, overrides: dict[str, Any] | None = None) -> Any:
             f"{plan.constraints.model} is a pretrained checkpoint: LoRA (rank 8-32), lr 1e-5..2e-4 starting at 5e-5, "
             "2 prompts x 4 completions, 30 supervised steps on gold SQL before GRPO, 60 dev questions "
             "per evaluation (docs/gemma.md); "
-            "a config's [params]/[fixed] sections override this")
+            "a config's params and fixed sections override this")
     plan.search_space = space.to_json()
     plan.pruner = overrides.get("pruner", "median")
     if plan.pruner not in ("median", "none"):

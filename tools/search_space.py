@@ -160,10 +160,10 @@ def pretrained_params() -> dict[str, Param]:
 
 # Fixed for a pretrained checkpoint: a base model first needs the answer format, which 30
 # supervised steps on gold SQL gave gemma-3-270m (0% -> 45% dev, docs/gemma.md); 48 new tokens
-# cover the built-in gold SQL; greedy evaluation of 60 dev questions takes ~2 minutes on 2 cores
+# cover the built-in gold SQL; 2 warmup steps (runs are 10-60 steps, not hundreds); greedy evaluation of 60 dev questions takes ~2 minutes on 2 cores
 # (a session's eval limit overrides it).
 PRETRAINED_FIXED = {"hparams.sft_steps": 30, "hparams.sft_learning_rate": 2e-4, "hparams.sft_batch_size": 8,
-                    "hparams.max_new_tokens": 48, "eval.limit": 60}
+                    "hparams.max_new_tokens": 48, "hparams.warmup_steps": 2, "eval.limit": 60}
 
 
 def is_pretrained(model: str) -> bool:

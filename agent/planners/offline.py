@@ -41,7 +41,7 @@ class OfflinePlanner:
             return PlannerResult([], self.name)
         best = ctx.best()
         if best is None and not ctx.trials:
-            proposals.append(Proposal(ctx.space.defaults(), _baseline_rationale(ctx.space.defaults())))
+            proposals.append(Proposal(ctx.space.defaults(), _baseline_rationale(ctx.space.defaults(), ctx.space.fixed)))
         else:
             params, reasons = self._exploit(ctx, best)
             clean, clamp_notes = ctx.space.validate(params)
@@ -143,13 +143,15 @@ def _rule_no_signal(params: dict, curve: dict, space: SearchSpace, reasons: list
         reasons.append(f"reward stayed near zero in {ref} (no learning signal): raise the temperature")
 
 
-def _baseline_rationale(d: dict) -> str:
+def _baseline_rationale(d: dict, fixed: dict | None = None) -> str:
     """The first trial's reason, naming the default values it actually runs (a config may change them)."""
+    sft = (fixed or {}).get("hparams.sft_steps")
     tuning = "full fine-tuning" if d.get("lora_rank", 0) == 0 else f"LoRA r{d['lora_rank']}"
     reward = "binary execution reward" if not any(
         d.get(k) for k in ("reward_executes", "reward_partial_credit", "reward_format", "reward_length_penalty")
     ) else "shaped reward"
-    return (f"baseline: the search space's defaults, the calibrated recipe (lr {_short(d.get('learning_rate', 0))}, "
+    recipe = "the calibrated recipe" if not sft else f"the pretrained-model preset ({sft} supervised steps first"
+    return (f"baseline: the search space's defaults, {recipe}{', ' if sft else ' ('}lr {_short(d.get('learning_rate', 0))}, "
             f"{d.get('prompts_per_step')} prompts x {d.get('group_size')}, T={d.get('temperature', 0):g}, "
             f"{d.get('loss_type', 'dapo')} loss, {tuning}, {reward})")
 

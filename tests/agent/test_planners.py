@@ -163,3 +163,13 @@ def test_gemini_parses_the_goal_and_overrides_still_win(gemini_server, monkeypat
     gemini_server.replies.append(("json", {"understood": False, "reason": "this is about cooking"}))
     with pytest.raises(GoalError, match="this is about cooking"):
         plan_goal("bake a cake", {})
+
+
+def test_offline_baseline_names_the_preset_it_runs():
+    tiny = OfflinePlanner().propose(_ctx(k=1)).proposals[0]
+    assert tiny.params["lora_rank"] == 0 and "the calibrated recipe (lr 2e-4" in tiny.rationale
+    ctx = _ctx(k=1)
+    ctx.space = SearchSpace.for_model("gemma-3-270m")
+    pretrained = OfflinePlanner().propose(ctx).proposals[0]
+    assert pretrained.params["lora_rank"] == 16 and pretrained.params["learning_rate"] == 5e-5
+    assert "pretrained-model preset (30 supervised steps first, lr 5e-5" in pretrained.rationale

@@ -159,7 +159,7 @@ def plan_goal(goal: str, overrides: dict[str, Any] | None = None) -> Any:
     `config` names a TOML or JSON file holding any override key (trials = 12, launcher = "k8s" or
     a [launcher] table with its options, ...) and/or search-space sections ([params.<name>],
     [fixed]; see tools/search_space.py). Raises GoalError for anything that cannot be understood."""
-    from tools.search_space import SearchSpace, SearchSpaceError, is_pretrained
+    from tools.search_space import SearchSpace, SearchSpaceError, is_pretrained, pretrained_note
 
     cli = {k: v for k, v in (overrides or {}).items() if v is not None}
     file_options, space_sections = _read_config(cli["config"]) if cli.get("config") else ({}, {})
@@ -191,11 +191,7 @@ def plan_goal(goal: str, overrides: dict[str, Any] | None = None) -> Any:
         space.params.pop("max_steps", None)
         space.fixed["budget.max_steps"] = plan.constraints.max_steps
     if is_pretrained(plan.constraints.model):
-        plan.notes.append(
-            f"{plan.constraints.model} is a pretrained checkpoint: LoRA (rank 8-32), lr 1e-5..2e-4 starting at 5e-5, "
-            "2 prompts x 4 completions, 30 supervised steps on gold SQL before GRPO, 60 dev questions "
-            "per evaluation (docs/gemma.md); "
-            "a config's params and fixed sections override this")
+        plan.notes.append(pretrained_note(plan.constraints.model))
     plan.search_space = space.to_json()
     plan.pruner = overrides.get("pruner", "median")
     if plan.pruner not in ("median", "none"):

@@ -96,25 +96,27 @@ def run_fast(dataset: str, groups, workers: int, timeout_s: float, batch: int, b
     wall0, cpu0 = time.perf_counter(), time.process_time()
     env = SQLEnvironment(dataset, workers=workers, timeout_s=timeout_s, exec_cache_size=0, backend=backend)
     env.example_ids("dev")
-    passes = []
-    for _ in range(2):
-        call_ms, verdicts, t0 = [], [], time.perf_counter()
-        for call in calls:
-            t = time.perf_counter()
-            scores = env.score_many(call)
-            call_ms.append((time.perf_counter() - t) * 1e3)
-            verdicts += [s for group in scores for s in group]
-        passes.append({"wall": time.perf_counter() - (wall0 if not passes else t0), "call_ms": call_ms,
-                       "verdicts": verdicts})
-        if len(passes) == 1:  # the first pass's CPU time, worker processes included
-            cpu = time.process_time() - cpu0 + sum(_process_cpu(pid) for pid in env.worker_pids())
+    call_ms, first = score_all(env, calls)
+    wall = time.perf_counter() - wall0
+    cpu = time.process_time() - cpu0 + sum(_process_cpu(pid) for pid in env.worker_pids())
+    t0 = time.perf_counter()
+    _, again = score_all(env, calls)
+    again_wall = time.perf_counter() - t0
     env.close()
-    first, again = passes
-    n = len(first["verdicts"])
-    return {"n": n, "wall": first["wall"], "again_wall": again["wall"], "cpu": cpu, "call_ms": first["call_ms"],
-            "exec_ms": [s.metrics["exec_s"] * 1e3 for s in first["verdicts"]],
-            "correct": [s.correct for s in first["verdicts"]],
-            "same_again": sum(a.correct == b.correct for a, b in zip(first["verdicts"], again["verdicts"], strict=True))}
+    return {"n": len(first), "wall": wall, "again_wall": again_wall, "cpu": cpu, "call_ms": call_ms,
+            "exec_ms": [s.metrics["exec_s"] * 1e3 for s in first], "correct": [s.correct for s in first],
+            "same_again": sum(a.correct == b.correct for a, b in zip(first, again, strict=True))}
+
+
+def score_all(env: SQLEnvironment, calls: list) -> tuple[list[float], list]:
+    """(milliseconds per score_many call, every verdict in order)."""
+    call_ms, verdicts = [], []
+    for call in calls:
+        t = time.perf_counter()
+        scores = env.score_many(call)
+        call_ms.append((time.perf_counter() - t) * 1e3)
+        verdicts += [s for group in scores for s in group]
+    return call_ms, verdicts
 
 
 def _process_cpu(pid: int) -> float:

@@ -317,7 +317,8 @@ class _Ticker:
         now = time.monotonic()
         if now - self.last >= self.every_s and done < total:
             self.last = now
-            print(f"{self.label} {done}/{total} {extra} t={now - self.start:.0f}s".replace("  ", " "), flush=True)
+            print(" ".join(filter(None, (self.label, f"{done}/{total}", extra, f"t={now - self.start:.0f}s"))),
+                  flush=True)
 
 
 def _log_samples(spec: TrialSpec, env: Any, out: TrialDir, step: int, groups: list[Any]) -> None:

@@ -160,15 +160,32 @@ def pretrained_params() -> dict[str, Param]:
 
 # Fixed for a pretrained checkpoint: a base model first needs the answer format, which 30
 # supervised steps on gold SQL gave gemma-3-270m (0% -> 45% dev, docs/gemma.md); 48 new tokens
-# cover the built-in gold SQL; 2 warmup steps (runs are 10-60 steps, not hundreds); greedy evaluation of 60 dev questions takes ~2 minutes on 2 cores
-# (a session's eval limit overrides it).
+# cover the built-in gold SQL; 2 warmup steps (runs are 10-60 steps, not hundreds); greedy
+# evaluation of 60 dev questions takes ~2 minutes on 2 cores (a session's eval limit overrides it).
 PRETRAINED_FIXED = {"hparams.sft_steps": 30, "hparams.sft_learning_rate": 2e-4, "hparams.sft_batch_size": 8,
                     "hparams.max_new_tokens": 48, "hparams.warmup_steps": 2, "eval.limit": 60}
 
 
 def is_pretrained(model: str) -> bool:
-    """Whether `model` names a pretrained checkpoint rather than a built-in tiny policy."""
-    return not (model.startswith("builtin:") or model in ("tiny-gemma", "micro-gemma"))
+    """Whether `model` names a pretrained checkpoint: anything the policy loader does not build
+    itself (its built-ins are exactly the `builtin:` names, rl_core.policy.BUILTIN_PREFIX)."""
+    return not model.startswith("builtin:")
+
+
+def _sci(x: float) -> str:
+    """5e-5, not 5e-05."""
+    return f"{x:.0e}".replace("e-0", "e-")
+
+
+def pretrained_note(model: str) -> str:
+    """What the pretrained preset changes, in the plan's words, read off the preset itself."""
+    p, f = pretrained_params(), PRETRAINED_FIXED
+    rank, lr = p["lora_rank"], p["learning_rate"]
+    return (f"{model} is a pretrained checkpoint: LoRA (rank {'/'.join(map(str, rank.choices))}, {rank.default} "
+            f"first), lr {_sci(lr.low)}..{_sci(lr.high)} starting at {_sci(lr.default)}, {p['prompts_per_step'].default} "
+            f"prompts x {p['group_size'].default} completions, {f['hparams.sft_steps']} supervised steps on gold "
+            f"SQL before GRPO, {f['eval.limit']} dev questions per evaluation (docs/gemma.md); a config's "
+            "params and fixed sections override this")
 
 
 @dataclass

@@ -150,8 +150,8 @@ def _baseline_rationale(d: dict, fixed: dict | None = None) -> str:
     reward = "binary execution reward" if not any(
         d.get(k) for k in ("reward_executes", "reward_partial_credit", "reward_format", "reward_length_penalty")
     ) else "shaped reward"
-    recipe = "the calibrated recipe" if not sft else f"the pretrained-model preset ({sft} supervised steps first"
-    return (f"baseline: the search space's defaults, {recipe}{', ' if sft else ' ('}lr {_short(d.get('learning_rate', 0))}, "
+    recipe = f"the pretrained-model preset ({sft} supervised steps first, " if sft else "the calibrated recipe ("
+    return (f"baseline: the search space's defaults, {recipe}lr {_short(d.get('learning_rate', 0))}, "
             f"{d.get('prompts_per_step')} prompts x {d.get('group_size')}, T={d.get('temperature', 0):g}, "
             f"{d.get('loss_type', 'dapo')} loss, {tuning}, {reward})")
 

@@ -12,10 +12,25 @@ from typing import Any, Protocol
 from tools.search_space import SearchSpace
 
 
+ACTIONS = ("fresh", "continue", "branch")
+
+
 @dataclass
 class Proposal:
+    """One trial to run. `fresh` starts from the base policy; `continue` trains the trial `parent`
+    further with its hyperparameters unchanged; `branch` starts from `parent`'s saved weights with
+    the changed `params` (population-based-training style exploit + explore)."""
+
     params: dict[str, Any]  # a subset of the search space's parameters, already clamped into range
     rationale: str
+    action: str = "fresh"
+    parent: str | None = None  # trial_id whose final weights the trial starts from (continue/branch)
+
+    def __post_init__(self) -> None:
+        if self.action not in ACTIONS:
+            raise ValueError(f"action must be one of {ACTIONS}, got {self.action!r}")
+        if (self.action == "fresh") != (self.parent is None):
+            raise ValueError(f"action {self.action!r} {'needs' if self.action != 'fresh' else 'takes no'} a parent")
 
 
 @dataclass

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from rl_core.tiny_gemma import RECIPES, ensure_built
+
 BUILTIN_PREFIX = "builtin:"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 _INSTRUCT_NAME = re.compile(r"(-it\b|-it-|instruct|chat)", re.IGNORECASE)
@@ -82,8 +84,6 @@ def load_policy(
 def _resolve(model: str, seed: int) -> tuple[Path | str, bool]:
     """(directory or Hub id to load, whether it is a built-in). Builds a built-in on first use."""
     if model.startswith(BUILTIN_PREFIX):
-        from rl_core.tiny_gemma import RECIPES, ensure_built
-
         name = model[len(BUILTIN_PREFIX) :]
         if name not in RECIPES:
             choices = ", ".join(BUILTIN_PREFIX + n for n in sorted(RECIPES))

@@ -263,14 +263,17 @@ def read_build_info(path: Path) -> dict:
 def evaluate_dev(path: Path | str, *, limit: int = 400, pass_k: int = 0, temperature: float = 0.7,
                  max_new_tokens: int = 128) -> dict:
     """Greedy dev execution accuracy of a model directory on the built-in benchmark (and pass@k if asked)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     from rl_core.engine import HFEngine
     from rl_core.evaluate import greedy_accuracy, pass_at_k
-    from rl_core.policy import load_policy
 
-    policy = load_policy(str(path))
+    # A built directory is fp32 with pad/eos/bos and left padding saved: plain transformers loads
+    # it as the policy loader would (which itself builds these models, so it is not used here).
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
     with builtin_env() as env:
         ids = env.example_ids("dev")[:limit] if limit else env.example_ids("dev")
-        engine = HFEngine(policy.model, policy.tokenizer, stop_strings=getattr(env, "stop_strings", ()))
+        engine = HFEngine(model, tokenizer, stop_strings=getattr(env, "stop_strings", ()))
         greedy = greedy_accuracy(engine, env, ids, max_new_tokens=max_new_tokens)
         report = {"n": greedy.n, "greedy": greedy.accuracy, "greedy_stderr": greedy.stderr}
         if pass_k:

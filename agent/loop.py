@@ -25,11 +25,21 @@ from optuna.trial import TrialState
 
 from agent import study as st
 from agent.planners.base import Planner, PlanningContext
-from agent.session import pause_requested, save_round, trial_dir, update_status, write_json_atomic
+from agent.session import pause_requested, save_round, trial_dir, update_status
 from cluster.base import TERMINAL, TrialHandle
+from rl_core.spec import SpecError, TrialSpec
+from rl_core.trialdir import (
+    TrialDirError,
+    failed_result,
+    last_jsonl,
+    launch_spec,
+    read_result,
+    was_cancelled,
+    write_result,
+)
 from tools.leaderboard import trial_rows
 from tools.search_space import SearchSpace
-from tools.trials import last_jsonl, read_result, summarize_trial
+from tools.trials import eval_points, summarize_trial
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -59,8 +69,7 @@ class Research:
         launcher re-attaches (it would otherwise hand back the cancelled run)."""
         for trial in st.by_state(self.study, TrialState.RUNNING):
             tdir = trial_dir(self.dir, st.trial_id_of(trial))
-            state = read_json_quiet(tdir / "launcher.json").get("state")
-            if state == "cancelled" and read_result(tdir) is None:
+            if was_cancelled(tdir) and _result_or_damaged(tdir) is None:
                 shutil.rmtree(tdir)
 
     # --- propose -------------------------------------------------------------------------------
@@ -89,7 +98,7 @@ class Research:
             trial = st.ask(self.study, self.space.distributions())
             spec = self.spec_for(trial)
             asked.append({"trial_id": st.trial_id_of(trial), "params": trial.params,
-                          "reward": spec["reward"]["components"], "rationale": trial.user_attrs.get("rationale", ""),
+                          "reward": spec.reward.components if spec else {}, "rationale": trial.user_attrs.get("rationale", ""),
                           "planner": trial.user_attrs.get("planner", "optuna")})
         record["proposals"] = asked
         if asked or k:
@@ -115,7 +124,7 @@ class Research:
     def _adopt(self, tid: str) -> TrialHandle | None:
         """A handle for a trial that survived an agent restart, or None if it must (re)start."""
         handle = self._handles.get(tid)
-        if read_result(trial_dir(self.dir, tid)) is not None:
+        if _result_or_damaged(trial_dir(self.dir, tid)) is not None:
             return handle or TrialHandle(self.session, tid, "none", str(trial_dir(self.dir, tid)))
         if handle is None:
             return None
@@ -128,20 +137,22 @@ class Research:
         tdir = trial_dir(self.dir, tid)
         if tdir.exists():
             shutil.rmtree(tdir)  # leftovers of a cancelled or never-started run
-        spec = self.spec_for(trial)
-        problem = _spec_problem(spec)
-        if problem:
-            write_json_atomic(tdir / "result.json", {"trial_id": tid, "status": "failed", "metrics": {},
-                              "error": {"kind": "bad_spec", "message": problem}, "spec": spec})
+        try:
+            spec = trial_spec(self.space, self.c, self.session, tid, trial.params)
+        except SpecError as exc:  # plan-time checks make this rare (e.g. Optuna's pick breaks a cross-field rule)
+            write_result(tdir, failed_result({"trial_id": tid, "params": trial.params}, "bad_spec", str(exc)))
             return None
-        handle = self.launcher.submit(spec)
+        handle = self.launcher.submit(spec.to_json())
         self._handles[tid] = handle
         self.emit({"type": "trial_started", "trial_id": tid, "params": trial.params,
-                   "max_steps": spec["budget"].get("max_steps")})
+                   "max_steps": spec.budget.max_steps, "max_seconds": spec.budget.max_seconds})
         return handle
 
-    def spec_for(self, trial: Any) -> dict[str, Any]:
-        return trial_spec(self.space, self.c, self.session, st.trial_id_of(trial), trial.params)
+    def spec_for(self, trial: Any) -> TrialSpec | None:
+        try:
+            return trial_spec(self.space, self.c, self.session, st.trial_id_of(trial), trial.params)
+        except SpecError:
+            return None
 
     # --- collect -------------------------------------------------------------------------------
     def collect(self, state: dict[str, Any]) -> dict[str, Any]:
@@ -170,7 +181,7 @@ class Research:
         tdir = trial_dir(self.dir, tid)
         handle = TrialHandle(**entry["handle"]) if entry.get("handle") else None
         status = self.launcher.status(handle) if handle and handle.backend != "none" else None
-        result = read_result(tdir)
+        result = _result_or_damaged(tdir)
         if result is None and status in TERMINAL:
             result = self.launcher.result(handle) or {"status": "failed", "error": {
                 "kind": "crash", "message": f"the launcher reports the trial {status} and it left no result.json"}}
@@ -189,9 +200,9 @@ class Research:
             return
         step = int(line.get("step", 0))
         self._progress[tid] = step
-        max_steps = (read_json_quiet(tdir / "launch_spec.json").get("budget") or {}).get("max_steps")
-        elapsed = line.get("elapsed_s")
-        eta = (elapsed / step * (max_steps - step)) if elapsed and step and max_steps else None
+        budget = _launch_budget(tdir)
+        max_steps, max_seconds = budget.get("max_steps"), budget.get("max_seconds")
+        eta = _eta(line, step, max_steps, max_seconds)
         self.emit({"type": "trial_progress", "trial_id": tid, "step": step, "max_steps": max_steps,
                    "reward": line.get("reward_mean"), "eta_s": eta})
 
@@ -202,9 +213,7 @@ class Research:
         every = int(self.c.get("eval_every_steps") or 0)
         if self.plan.get("pruner", "median") == "none" or every <= 0:
             return False
-        from tools.trials import eval_points
-
-        max_steps = (read_json_quiet(tdir / "launch_spec.json").get("budget") or {}).get("max_steps") or 0
+        max_steps = _launch_budget(tdir).get("max_steps") or 0
         for step, accuracy in eval_points(tdir):
             if 0 < step < max_steps and step % every == 0 and st.report_eval(self.study, number, step, accuracy):
                 return True
@@ -268,7 +277,7 @@ class Research:
         dropped = {}
         for tid, entry in (state.get("running") or {}).items():
             handle = TrialHandle(**entry["handle"]) if entry.get("handle") else None
-            if read_result(trial_dir(self.dir, tid)) is not None:
+            if _result_or_damaged(trial_dir(self.dir, tid)) is not None:
                 continue  # finished: collected on resume
             if handle is not None and handle.backend == "local":
                 self.launcher.cancel(handle)
@@ -292,8 +301,8 @@ class Research:
 
 
 def trial_spec(space: SearchSpace, constraints: dict[str, Any], session: str, trial_id: str,
-               params: dict[str, Any]) -> dict[str, Any]:
-    """The spec of one trial: the search-space point plus the session's model, data and limits."""
+               params: dict[str, Any]) -> TrialSpec:
+    """The validated spec of one trial: the search-space point plus the session's model, data and limits."""
     c = constraints
     base: dict[str, Any] = {"trial_id": trial_id, "session": session, "model": c["model"],
                             "dataset": c["dataset"], "seed": c.get("seed", 0)}
@@ -313,24 +322,29 @@ def _reattach(launcher: Any, session: str) -> list[TrialHandle]:
         return []
 
 
-def _spec_problem(spec: dict[str, Any]) -> str | None:
-    """The trial runner's own validation (torch-free), so a bad search space fails fast."""
+def _result_or_damaged(tdir: Path) -> dict[str, Any] | None:
+    """The trial's result; a damaged result.json becomes a failed result that says which file."""
     try:
-        from rl_core.spec import SpecError, TrialSpec
-    except ImportError:
-        return None
-    try:
-        TrialSpec.from_json(spec)
-    except SpecError as exc:
-        return str(exc)
-    return None
+        return read_result(tdir)
+    except TrialDirError as exc:
+        return failed_result({"trial_id": tdir.name}, "corrupt", str(exc))
 
 
-def read_json_quiet(path: Path) -> dict[str, Any]:
-    import json
-
+def _launch_budget(tdir: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        return launch_spec(tdir).get("budget") or {}
+    except TrialDirError:
         return {}
-    return data if isinstance(data, dict) else {}
+
+
+def _eta(line: dict[str, Any], step: int, max_steps: int | None, max_seconds: float | None) -> float | None:
+    """Seconds left in training: the sooner of the step limit and the time limit."""
+    elapsed = line.get("elapsed_s")
+    if not elapsed or not step:
+        return None
+    etas = []
+    if max_steps:
+        etas.append(elapsed / step * (max_steps - step))
+    if max_seconds:
+        etas.append(max(0.0, float(max_seconds) - elapsed))
+    return min(etas) if etas else None

@@ -17,40 +17,22 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import optuna
-from optuna.storages.journal import JournalFileBackend, JournalStorage
+from rl_core.trialdir import write_json_atomic
+from tools.journal import JOURNAL_FILE, STUDY_NAME, open_study
 
+__all__ = ["JOURNAL_FILE", "STUDY_NAME", "open_study", "write_json_atomic"]
 SESSION_FILE = "session.json"
 ROUNDS_FILE = "rounds.json"
-JOURNAL_FILE = "study.journal"
 CHECKPOINTS_FILE = "checkpoints.sqlite"
 PAUSE_FILE = "pause"
-STUDY_NAME = "research"
 
 
 class SessionError(ValueError):
     """A session that does not exist or cannot be read; the message says what to do."""
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON via temp file + os.replace (+ fsync) so a crash leaves the old or the new file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, default=str)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_json(path: Path, default: Any = None) -> Any:
@@ -153,21 +135,6 @@ def save_round(session_dir: Path, record: dict[str, Any]) -> None:
 
 def load_rounds(session_dir: Path) -> list[dict[str, Any]]:
     return read_json(Path(session_dir) / ROUNDS_FILE, [])
-
-
-# --- study ------------------------------------------------------------------------------------
-
-def open_study(session_dir: Path, sampler: optuna.samplers.BaseSampler | None = None,
-               pruner: optuna.pruners.BasePruner | None = None, direction: str = "maximize") -> optuna.Study:
-    """The session's Optuna study, created on first use; the journal file survives `kill -9`."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # "using an existing study" on every open
-    Path(session_dir).mkdir(parents=True, exist_ok=True)
-    storage = JournalStorage(JournalFileBackend(str(Path(session_dir) / JOURNAL_FILE)))
-    try:  # load first: create_study(load_if_exists=True) appends a CREATE_STUDY op on every open
-        return optuna.load_study(study_name=STUDY_NAME, storage=storage, sampler=sampler, pruner=pruner)
-    except KeyError:
-        return optuna.create_study(study_name=STUDY_NAME, storage=storage, sampler=sampler, pruner=pruner,
-                                   direction=direction)
 
 
 def trial_dir(session_dir: Path, trial_id: str) -> Path:

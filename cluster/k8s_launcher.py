@@ -39,13 +39,13 @@ from cluster.outcome import (
     LOG_FILE,
     classify_exit,
     failed_result,
+    mark_cancelled,
     read_json_file,
     read_result,
     read_tail,
-    set_aside_result,
 )
 from cluster.pod_entry import parse_result_line
-from rl_core.spec import write_json_atomic
+from rl_core.trialdir import write_json_atomic
 
 MANAGED_SELECTOR = ",".join(f"{k}={v}" for k, v in MANAGED_BY.items())
 _DELETED = object()
@@ -152,7 +152,7 @@ class KubernetesLauncher:
                 if exc.status != 404:
                     raise LauncherError(f"cannot cancel {name}: {exc.status} {exc.reason}") from None
         if self.config.runs_pvc:  # the runner may answer the SIGTERM with a result on the shared volume
-            set_aside_result(trial_dir)
+            mark_cancelled(trial_dir)
         self._save(trial_dir, name, "cancelled")
 
     def logs(self, handle: TrialHandle, tail: int = 200) -> str:
@@ -275,8 +275,9 @@ class KubernetesLauncher:
         result = read_result(trial_dir) if self.config.runs_pvc else parse_result_line(log)
         if result is None:
             spec = read_json_file(trial_dir / SPEC_FILE)
-            result = failed_result(spec, self._classify(name, job, read_tail(trial_dir / LOG_FILE)),
-                                   read_tail(trial_dir / LOG_FILE))
+            tail = read_tail(trial_dir / LOG_FILE)
+            error = self._classify(name, job, tail)
+            result = failed_result(spec, error["kind"], error["message"], tail)
         write_json_atomic(trial_dir / "result.json", result)
         state = "succeeded" if result.get("status") == "succeeded" else "failed"
         self._save(trial_dir, name, state)
@@ -300,9 +301,9 @@ class KubernetesLauncher:
         result = read_result(trial_dir)  # a shared runs volume may hold it even though the Job is gone
         if result is None:
             spec = read_json_file(trial_dir / SPEC_FILE) if (trial_dir / SPEC_FILE).exists() else {}
-            error = {"kind": "crash", "message": f"Job {name} disappeared before it finished (deleted by a "
-                                                 "person, a TTL or the cluster) and left no result"}
-            write_json_atomic(trial_dir / "result.json", failed_result(spec, error, ""))
+            message = (f"Job {name} disappeared before it finished (deleted by a person, a TTL or the cluster) "
+                       "and left no result")
+            write_json_atomic(trial_dir / "result.json", failed_result(spec, "crash", message, ""))
             state = "lost"
         else:
             state = "succeeded" if result.get("status") == "succeeded" else "failed"

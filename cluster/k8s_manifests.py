@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cluster.base import SESSION_LABEL, TRIAL_LABEL, LauncherError, spec_identity
+from cluster.outcome import default_wall_s
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "openrl-agent"}
 KUEUE_LABEL = "kueue.x-k8s.io/queue-name"
@@ -50,7 +51,7 @@ class KubernetesConfig:
     kueue_queue: str | None = None
     service_account: str | None = None
     backoff_limit: int = 0  # a retried trial would overwrite its own outputs; retry in the agent
-    active_deadline_s: int | None = None  # None: 3x budget.max_seconds + 5 min, as locally
+    active_deadline_s: int | None = None  # None: rl_core.spec.Budget.wall_limit_s, as locally
     ttl_s: int | None = 3600  # finished Jobs are removed after this; results are copied out first
     runs_pvc: str | None = None  # shared runs volume claim; the launcher's runs_dir is the same volume
     runs_mount: str = "/runs"
@@ -131,8 +132,8 @@ def build_manifests(spec: dict[str, Any], config: KubernetesConfig) -> tuple[dic
 
 
 def _default_deadline(spec: dict[str, Any]) -> int | None:
-    max_s = (spec.get("budget") or {}).get("max_seconds", 480)
-    return None if max_s is None else int(3 * float(max_s) + 300)
+    wall = default_wall_s(spec)
+    return None if wall is None else int(wall)
 
 
 def _pod_spec(spec: dict[str, Any], name: str, session: str, trial_id: str,

@@ -30,11 +30,19 @@ from typing import Any
 
 from cluster import procs
 from cluster.base import TERMINAL, LauncherError, TrialHandle, TrialStatus, spec_identity
-from cluster.outcome import LOG_FILE, ensure_result, read_json_file, read_result, read_tail, set_aside_result
-from rl_core.spec import write_json_atomic
+from cluster.outcome import (
+    LOG_FILE,
+    default_wall_s,
+    ensure_result,
+    mark_cancelled,
+    read_json_file,
+    read_result,
+    read_tail,
+)
+from rl_core.trialdir import LAUNCH_SPEC_FILE as SPEC_FILE
+from rl_core.trialdir import write_json_atomic
 
-STATE_FILE = "launcher.json"
-SPEC_FILE = "launch_spec.json"
+STATE_FILE = "launcher.json"  # private to the launchers: what they need to re-attach a process
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENRL_TORCH_THREADS")
 
 CommandBuilder = Callable[[dict[str, Any], Path], list[str]]
@@ -51,12 +59,6 @@ def default_slots(cpus: int | None = None) -> int:
     gaining from threads at about two, so more slots beat more threads)."""
     n = cpus or len(os.sched_getaffinity(0))
     return n if n <= 4 else n // 2
-
-
-def default_wall_s(spec: dict[str, Any]) -> float | None:
-    """3x the training budget plus 5 minutes for model load and evaluation; None if unbounded."""
-    max_s = (spec.get("budget") or {}).get("max_seconds", 480)
-    return None if max_s is None else 3 * float(max_s) + 300
 
 
 @dataclass
@@ -134,7 +136,7 @@ class LocalLauncher:
             if finished_first:  # it wrote its result before the cancel: a finished trial, keep it
                 self._finish(trial, trial.proc.poll() if trial.proc else None)
                 return
-            set_aside_result(trial.trial_dir)
+            mark_cancelled(trial.trial_dir)
         trial.state = "cancelled"
         self._save(trial, finished_at=time.time())
         self.poll()

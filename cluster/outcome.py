@@ -16,10 +16,19 @@ from pathlib import Path
 from typing import Any
 
 from cluster.base import LauncherError
-from rl_core.spec import write_json_atomic
+from rl_core.spec import Budget, SpecError
+from rl_core.trialdir import (
+    LOG_FILE,
+    RESULT_FILE,
+    TrialDirError,
+    failed_result,
+    mark_cancelled,
+    read_result,
+    write_result,
+)
 
-RESULT_FILE = "result.json"
-LOG_FILE = "trial.log"
+__all__ = ["LOG_FILE", "RESULT_FILE", "classify_exit", "default_wall_s", "ensure_result", "failed_result",
+           "mark_cancelled", "read_json_file", "read_result", "read_tail"]
 TAIL_LINES = 40
 
 # Substrings that identify an out-of-memory death in a log tail (Python, torch CPU and CUDA).
@@ -38,24 +47,6 @@ def read_tail(path: Path, lines: int = TAIL_LINES, max_bytes: int = 64_000) -> s
         return ""
     text = data.decode("utf-8", errors="replace")
     return "\n".join(text.splitlines()[-lines:]) if lines > 0 else ""
-
-
-def read_result(trial_dir: Path) -> dict[str, Any] | None:
-    """The parsed result.json, or None if absent or not (yet) valid JSON."""
-    try:
-        data = json.loads((trial_dir / RESULT_FILE).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def set_aside_result(trial_dir: Path) -> None:
-    """A cancelled trial has no outcome: move a result.json the runner wrote while being stopped
-    (it answers SIGTERM with a failed result) to result.cancelled.json, so readers of the trial
-    directory do not take the cancelled run for a finished one."""
-    path = trial_dir / RESULT_FILE
-    if path.exists():
-        os.replace(path, trial_dir / "result.cancelled.json")
 
 
 def read_json_file(path: Path) -> dict[str, Any]:
@@ -101,31 +92,34 @@ def classify_exit(returncode: int | None, log_tail: str, *, timed_out: bool = Fa
     return {"kind": "crash", "message": f"the trial process exited with code {returncode}{detail}"}
 
 
-def failed_result(spec: dict[str, Any], error: dict[str, str], log_tail: str) -> dict[str, Any]:
-    """A contract-shaped result.json for a trial that could not write its own."""
-    return {
-        "trial_id": spec.get("trial_id"),
-        "status": "failed",
-        "error": {**error, "log_tail": log_tail},
-        "metrics": {},
-        "adapter_path": None,
-        "spec": spec,
-    }
-
-
 def ensure_result(trial_dir: Path, spec: dict[str, Any], returncode: int | None, *,
                   timed_out: bool = False, wall_s: float | None = None) -> dict[str, Any]:
     """Return the trial's result, writing a classified failed one (atomically) if it left none.
 
     A timeout overrides a result the runner may have started to write only if none is complete.
     """
-    existing = read_result(trial_dir)
+    try:
+        existing = read_result(trial_dir)
+    except TrialDirError as exc:  # a damaged result is no outcome: record why instead
+        result = failed_result(spec, "corrupt", str(exc))
+        write_result(trial_dir, result)
+        return result
     if existing is not None:
         return existing
     tail = read_tail(trial_dir / LOG_FILE)
-    result = failed_result(spec, classify_exit(returncode, tail, timed_out=timed_out, wall_s=wall_s), tail)
-    write_json_atomic(trial_dir / RESULT_FILE, result)
+    error = classify_exit(returncode, tail, timed_out=timed_out, wall_s=wall_s)
+    result = failed_result(spec, error["kind"], error["message"], tail)
+    write_result(trial_dir, result)
     return result
+
+
+def default_wall_s(spec: dict[str, Any]) -> float | None:
+    """The wall-time limit of a trial process (rl_core.spec.Budget.wall_limit_s: one formula for
+    the local slots and Kubernetes' activeDeadlineSeconds); None if unbounded."""
+    try:
+        return Budget(**(spec.get("budget") or {})).wall_limit_s()
+    except (SpecError, TypeError):
+        return Budget().wall_limit_s()
 
 
 def _signal_name(sig: int) -> str:

@@ -17,7 +17,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from rl_core.spec import SpecError, TrialSpec, write_json_atomic
+from rl_core import trialdir as td
+from rl_core.spec import SpecError, TrialSpec
 
 
 class TrialError(Exception):
@@ -49,44 +50,38 @@ def classify(exc: BaseException) -> tuple[str, str]:
 
 
 class TrialDir:
-    """The files of one trial directory; every line write is flushed so readers see progress."""
+    """The runner's view of its trial directory (file names and formats: rl_core.trialdir)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
-        self.checkpoints = root / "checkpoints"
+        self.checkpoints = root / td.CHECKPOINT_DIR
 
     def append(self, name: str, row: dict[str, Any]) -> None:
-        with open(self.root / name, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        td.append_jsonl(self.root / name, row)
 
     def read_lines(self, name: str) -> list[dict[str, Any]]:
-        path = self.root / name
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return td.read_jsonl(self.root / name)
 
     def truncate_after(self, name: str, step: int) -> None:
-        """On resume, drop lines a crashed run wrote after the checkpoint it resumes from."""
-        rows = [r for r in self.read_lines(name) if r.get("step", 0) <= step]
-        tmp = self.root / f".{name}.tmp"
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        tmp.replace(self.root / name)
+        td.truncate_jsonl(self.root / name, step)
 
     def read_result(self) -> dict[str, Any] | None:
-        path = self.root / "result.json"
-        return json.loads(path.read_text()) if path.exists() else None
+        try:
+            return td.read_result(self.root)
+        except td.TrialDirError:
+            return None  # a damaged result of an earlier run is replaced by this run's
 
     def latest_checkpoint(self) -> Path | None:
         found = sorted(self.checkpoints.glob("step_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
         return found[-1] if found else None
 
     def result(self, spec: TrialSpec, status: str, error: dict[str, str] | None,
-               metrics: dict[str, Any]) -> dict[str, Any]:
-        result = {"trial_id": spec.trial_id, "status": status, "error": error, "metrics": metrics,
-                  "adapter_path": "adapter" if (self.root / "adapter").exists() else None,
-                  "spec": spec.to_json()}
-        write_json_atomic(self.root / "result.json", result)
+               metrics: dict[str, Any], lineage: dict[str, Any] | None = None) -> dict[str, Any]:
+        weights = td.WEIGHTS_DIR if (self.root / td.WEIGHTS_DIR).exists() else None
+        result = td.make_result(spec.trial_id, status, metrics=metrics, error=error, spec=spec.to_json(),
+                                adapter_path=weights, lineage=lineage)
+        td.write_result(self.root, result)
         return result
 
 
@@ -101,17 +96,14 @@ def run_trial(spec: TrialSpec | dict[str, Any], out_dir: str | Path, *, resume: 
         try:
             spec = TrialSpec.from_json(spec)
         except SpecError as exc:
-            trial_id = str(spec.get("trial_id", "trial"))
-            error = {"kind": "bad_spec", "message": str(exc)}
-            result = {"trial_id": trial_id, "status": "failed", "error": error, "metrics": {},
-                      "adapter_path": None, "spec": spec}
-            write_json_atomic(out.root / "result.json", result)
+            result = td.failed_result(spec, "bad_spec", str(exc))
+            td.write_result(out.root, result)
             return result
     done = out.read_result()
     if resume and done is not None and done.get("status") == "succeeded" and done.get("spec") == spec.to_json():
         return done  # nothing left to do (a changed spec, e.g. a larger budget, continues instead)
-    (out.root / "result.json").unlink(missing_ok=True)
-    spec.save(out.root / "spec.json")
+    (out.root / td.RESULT_FILE).unlink(missing_ok=True)
+    spec.save(out.root / td.SPEC_FILE)
     previous = signal.signal(signal.SIGTERM, _raise_stop) if _in_main_thread() else None
     try:
         metrics = execute(spec, out, resume=resume, t_start=t_start)
@@ -165,38 +157,34 @@ def _train_and_evaluate(spec: TrialSpec, out: TrialDir, policy: Any, env: Any, *
         engine = engine_cls(policy.model, policy.tokenizer, stop_strings=getattr(env, "stop_strings", ()))
     except EngineUnavailable as exc:
         raise TrialError("bad_spec", str(exc)) from exc
-    ref_model = None
-    if hp.kl_beta > 0 and hp.lora_rank == 0:  # full fine-tuning: the reference is a frozen copy
-        import copy
-
-        ref_model = copy.deepcopy(policy.model).eval().requires_grad_(False)
+    # The KL reference is the policy the first GRPO step starts from (after the SFT stage): the
+    # trainer takes it then and keeps it in its checkpoints.
     trainer = GRPOTrainer(policy.model, env, engine, hp, train_ids, seed=spec.seed,
-                          pad_id=policy.tokenizer.pad_token_id, total_steps=spec.budget.max_steps,
-                          ref_model=ref_model)
+                          pad_id=policy.tokenizer.pad_token_id, total_steps=spec.budget.max_steps)
     clock = _Clock()
     checkpoint = out.latest_checkpoint() if resume else None
     if checkpoint is not None:
         state = torch.load(checkpoint, weights_only=False, map_location="cpu")  # the RNG state must stay a CPU tensor
         trainer.load_state_dict(state)
         clock.train_s = state["train_s"]
-        for name in ("metrics.jsonl", "samples.jsonl", "eval.jsonl"):
+        for name in (td.METRICS_FILE, td.SAMPLES_FILE, td.EVAL_FILE):
             out.truncate_after(name, trainer.step_count)
         print(f"resumed from {checkpoint.name} (step {trainer.step_count})", flush=True)
     else:
-        for name in ("metrics.jsonl", "samples.jsonl", "eval.jsonl"):
+        for name in (td.METRICS_FILE, td.SAMPLES_FILE, td.EVAL_FILE):
             (out.root / name).unlink(missing_ok=True)
         if hp.sft_steps:
             _sft_stage(spec, env, policy, out)
         if spec.eval.before:
             _evaluate(spec, engine, env, dev_ids, out, step=0, t_start=t_start, pass_k=True)
-    before = next((r for r in out.read_lines("eval.jsonl") if r["step"] == 0), None)
+    before = next((r for r in out.read_lines(td.EVAL_FILE) if r["step"] == 0), None)
     budget = spec.budget
     while (budget.max_steps is None or trainer.step_count < budget.max_steps) and \
             (budget.max_seconds is None or clock.train_s < budget.max_seconds):
         metrics, groups = trainer.step()
         clock.train_s += metrics["t_step"]
         metrics["elapsed_s"] = round(time.time() - t_start, 2)
-        out.append("metrics.jsonl", metrics)
+        out.append(td.METRICS_FILE, metrics)
         _log_samples(spec, env, out, metrics["step"], groups)
         _progress(spec, metrics)
         step = trainer.step_count
@@ -205,9 +193,9 @@ def _train_and_evaluate(spec: TrialSpec, out: TrialDir, policy: Any, env: Any, *
         if budget.checkpoint_every and step % budget.checkpoint_every == 0:
             _save_checkpoint(out, {**trainer.state_dict(), "train_s": clock.train_s})
     after = _evaluate(spec, engine, env, dev_ids, out, step=trainer.step_count, t_start=t_start, pass_k=True)
-    policy.model.save_pretrained(out.root / "adapter")
-    policy.tokenizer.save_pretrained(out.root / "adapter")
-    rows = out.read_lines("metrics.jsonl")
+    policy.model.save_pretrained(out.root / td.WEIGHTS_DIR)
+    policy.tokenizer.save_pretrained(out.root / td.WEIGHTS_DIR)
+    rows = out.read_lines(td.METRICS_FILE)
     last = rows[-5:]
     metrics = {
         "dev_accuracy_before": before["accuracy"] if before else None,
@@ -300,7 +288,7 @@ def _evaluate(spec: TrialSpec, engine: Any, env: Any, dev_ids: list[str], out: T
             on_progress=_Ticker(f"eval step {step} pass@{k}"))
         row["pass_n"] = len(pass_ids)
     row["elapsed_s"] = round(time.time() - t_start, 2)
-    out.append("eval.jsonl", row)
+    out.append(td.EVAL_FILE, row)
     print(f"eval step {step} {spec.eval.split} acc={row['accuracy']:.3f}±{row['stderr']:.3f} n={row['n']}", flush=True)
     return row
 
@@ -329,7 +317,7 @@ def _log_samples(spec: TrialSpec, env: Any, out: TrialDir, step: int, groups: li
     question = getattr(env, "question", None)
     for group, i in picked:
         res, comp = group.results[i], group.completions[i]
-        out.append("samples.jsonl", {
+        out.append(td.SAMPLES_FILE, {
             "step": step, "example_id": group.example_id,
             "question": question(group.example_id) if question else res.metrics.get("question"),
             "completion": comp.text, "sql": res.metrics.get("sql"), "status": res.metrics.get("status"),
@@ -376,11 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         if args.out is not None:  # a launcher waits for result.json: tell it why nothing ran
-            raw = _raw_json(args.spec)
-            trial_id = str(raw.get("trial_id", "trial")) if isinstance(raw, dict) else "trial"
-            write_json_atomic(Path(args.out) / "result.json", {
-                "trial_id": trial_id, "status": "failed", "error": {"kind": "bad_spec", "message": str(exc)},
-                "metrics": {}, "adapter_path": None, "spec": raw})
+            td.write_result(Path(args.out), td.failed_result(_raw_json(args.spec), "bad_spec", str(exc)))
         return 2
     result = run_trial(spec, args.out or f"runs/trials/{spec.trial_id}", resume=args.resume)
     return 0 if result["status"] == "succeeded" else 1

@@ -20,6 +20,8 @@ from typing import Any
 
 from optuna.trial import TrialState
 
+from tools.journal import open_study
+
 KEY_PARAMS = ("learning_rate", "lora_rank", "kl_beta", "group_size", "prompts_per_step", "temperature",
               "loss_type", "max_steps")
 _STATUS = {TrialState.COMPLETE: "succeeded", TrialState.FAIL: "failed", TrialState.PRUNED: "pruned",
@@ -35,8 +37,6 @@ def leaderboard(session_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def trial_rows(session_dir: Path, study: Any = None) -> list[dict[str, Any]]:
-    from agent.session import open_study
-
     study = study or open_study(session_dir)
     rows = [_row(session_dir, t) for t in study.get_trials(deepcopy=False)]
     ranked = sorted((r for r in rows if r["status"] == "succeeded" and r["score"] is not None),

@@ -1,15 +1,15 @@
 """The search space: Optuna distributions for GRPO hyperparameters and the reward, and the mapping
-from one point of it to a trial spec (docs/contracts.md).
+from one point of it to a validated trial spec (docs/contracts.md).
 
+Everything here is derived from the spec's owner, `rl_core.spec`: which fields may be searched,
+their default ranges (a field's `search`), the values each accepts, and the pretrained preset.
 Parameter names and where they land in the spec:
-- a `rl_core.spec.HParams` field name (``learning_rate``, ``lora_rank``, ...) -> ``hparams.<name>``
+- a searchable `hparams` field (``learning_rate``, ``lora_rank``, ...) -> ``hparams.<name>``
 - ``max_steps`` -> ``budget.max_steps``
 - ``reward_<component>`` -> ``reward.components.<component>`` (0 drops the component; the binary
   ``execution_match`` component is always on with weight 1, it anchors the scale)
 
-Defaults suit the built-in tiny policy; they start from the stable corner measured in
-../shared/notes/grpo-calibration.md (lr 2e-4 as measured on the built-in benchmark, T=0.7, full fine-tuning, no KL, binary reward).
-A TOML file overrides them:
+A TOML file overrides the defaults:
 
     [params.learning_rate]        # replace one parameter's range
     low = 1e-5
@@ -24,8 +24,9 @@ A TOML file overrides them:
     "hparams.max_new_tokens" = 64
     "eval.limit" = 200
 
-Precedence when a spec is built: searched params > session constraints (model, dataset, eval
-limit, per-trial seconds) > ``[fixed]`` > TrialSpec defaults.
+Every range, choice and fixed value is checked against the spec when the file is read, so a typo or
+an impossible value fails before a session exists. Precedence when a spec is built: searched params >
+session constraints (model, dataset, eval limit, per-trial seconds) > ``[fixed]`` > spec defaults.
 """
 
 from __future__ import annotations
@@ -39,14 +40,11 @@ from typing import Any
 
 import optuna.distributions as od
 
-HPARAM_NAMES = frozenset({
-    "learning_rate", "warmup_steps", "schedule", "lora_rank", "lora_alpha", "lora_dropout", "kl_beta",
-    "group_size", "prompts_per_step", "clip_eps_low", "clip_eps_high", "ppo_epochs", "temperature",
-    "top_p", "max_new_tokens", "loss_type", "scale_rewards", "dynamic_sampling", "grad_clip",
-    "weight_decay", "grad_accum", "sft_steps", "sampling_rounds", "sft_learning_rate",
-})
-REWARD_COMPONENTS = frozenset({"execution_match", "partial_credit", "executes", "format",
-                               "length_penalty", "schema_link"})
+from rl_core import spec as contract
+from rl_core.spec import FIELDS, PRESETS, REWARD_SEARCH, Search, SpecError, TrialSpec
+
+HPARAM_NAMES = frozenset(n for n, f in contract.searchable_fields().items() if f.path.startswith("hparams."))
+REWARD_COMPONENTS = frozenset({"execution_match", *REWARD_SEARCH})
 
 
 class SearchSpaceError(ValueError):
@@ -67,14 +65,26 @@ class Param:
     def __post_init__(self) -> None:
         _check_target(self.name)
         if self.kind == "categorical":
-            if not self.choices:
+            if not isinstance(self.choices, list | tuple) or not self.choices:
                 raise SearchSpaceError(f"params.{self.name}: a categorical needs a non-empty `choices` list")
+            self.choices = list(self.choices)
+            for choice in self.choices:
+                _check_value(self.name, choice, "choice")
             if self.default not in self.choices:
                 self.default = self.choices[0]
             return
         if self.kind not in ("float", "int"):
             raise SearchSpaceError(f"params.{self.name}: kind must be float, int or categorical")
-        if self.low is None or self.high is None or self.low > self.high:
+        for key in ("low", "high") + (("default",) if self.default is not None else ()):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise SearchSpaceError(f"params.{self.name}: {key} must be a number, got {value!r}")
+        if self.kind == "int" and not all(float(v).is_integer() for v in (self.low, self.high)):
+            raise SearchSpaceError(f"params.{self.name}: an integer range needs whole low/high, "
+                                   f"got {self.low!r}..{self.high!r}")
+        for key in ("low", "high"):
+            _check_value(self.name, getattr(self, key), key)
+        if self.low > self.high:
             raise SearchSpaceError(f"params.{self.name}: needs low <= high, got low={self.low} high={self.high}")
         if self.log and self.low <= 0:
             raise SearchSpaceError(f"params.{self.name}: a log-scale range needs low > 0 (use log = false for 0)")
@@ -113,63 +123,61 @@ class Param:
 
 
 def _check_target(name: str) -> None:
-    if name in HPARAM_NAMES or name == "max_steps":
+    if name in contract.searchable_fields():
         return
     if name.startswith("reward_") and name[len("reward_"):] in REWARD_COMPONENTS:
         return
+    hint = ""
+    if name in {f.name for f in FIELDS.values()}:
+        hint = f" ({name} is a spec field the search does not vary; pin it under [fixed] instead)"
     raise SearchSpaceError(
-        f"unknown parameter {name!r}: use a trial hparam ({', '.join(sorted(HPARAM_NAMES))}), "
-        f"max_steps, or reward_<component> with a component in {sorted(REWARD_COMPONENTS)}")
+        f"unknown parameter {name!r}{hint}: use a searchable field ({', '.join(sorted(contract.searchable_fields()))}) "
+        f"or reward_<component> with a component in {sorted(REWARD_COMPONENTS)}")
+
+
+def _check_value(name: str, value: Any, what: str) -> None:
+    """A range end or choice the spec would refuse fails now, naming the parameter and the rule."""
+    if name.startswith("reward_"):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise SearchSpaceError(f"params.{name}: {what} must be a number (a reward weight), got {value!r}")
+        return
+    try:
+        FIELDS[_spec_path(name)].check(value)
+    except SpecError as exc:
+        raise SearchSpaceError(f"params.{name}: {what} {value!r} is not allowed ({exc})") from None
+
+
+def _param(name: str, search: Search, default: Any) -> Param:
+    default = search.start if search.start is not None else default
+    if search.choices is not None:
+        return Param(name, "categorical", default, choices=list(search.choices))
+    kind = "int" if FIELDS.get(_spec_path(name)) is not None and FIELDS[_spec_path(name)].kind == "int" else "float"
+    return Param(name, kind, default, low=search.low, high=search.high, log=search.log, step=search.step)
 
 
 def default_params() -> dict[str, Param]:
-    specs = [
-        Param("learning_rate", "float", 2e-4, low=1e-5, high=1e-3, log=True),
-        Param("lora_rank", "categorical", 0, choices=[0, 8, 16, 32]),  # 0 = full fine-tuning
-        Param("kl_beta", "categorical", 0.0, choices=[0.0, 0.001, 0.01, 0.04]),
-        Param("group_size", "categorical", 8, choices=[4, 8, 16]),
-        Param("prompts_per_step", "categorical", 16, choices=[4, 8, 16]),
-        Param("clip_eps_low", "float", 0.2, low=0.1, high=0.3),
-        Param("clip_eps_high", "float", 0.28, low=0.2, high=0.4),
-        Param("temperature", "float", 0.7, low=0.5, high=1.1),
-        Param("loss_type", "categorical", "dapo", choices=["grpo", "dr_grpo", "dapo"]),
-        Param("max_steps", "int", 60, low=20, high=120, step=10),
-        Param("reward_executes", "float", 0.0, low=0.0, high=0.3),
-        Param("reward_partial_credit", "categorical", 0.0, choices=[0.0, 0.1, 0.3]),  # 0 = off
-        Param("reward_format", "float", 0.0, low=0.0, high=0.2),
-        Param("reward_length_penalty", "float", 0.0, low=0.0, high=0.1),
-    ]
-    return {p.name: p for p in specs}
-
-
-def pretrained_params() -> dict[str, Param]:
-    """The defaults changed for a pretrained checkpoint (gemma-3-270m, a GGUF, a local HF directory)
-    instead of the tiny built-in policy, from docs/gemma.md's runs: LoRA, never full fine-tuning
-    (268M parameters and a 262k vocabulary on CPU); lr 5e-5 (2e-4 made the drift KL spike); small
-    batches (a 270M step on 2 cores is 15-35 s at 2 prompts x 4 completions)."""
-    params = default_params()
-    params.update({p.name: p for p in [
-        Param("learning_rate", "float", 5e-5, low=1e-5, high=2e-4, log=True),
-        Param("lora_rank", "categorical", 16, choices=[8, 16, 32]),
-        Param("group_size", "categorical", 4, choices=[4, 8]),
-        Param("prompts_per_step", "categorical", 2, choices=[2, 4, 8]),
-        Param("max_steps", "int", 20, low=10, high=60, step=10),
-    ]})
+    """The default space, read off the spec: every field with a `search` range, plus reward weights."""
+    params = {f.name: _param(f.name, f.search, f.default) for f in FIELDS.values() if f.search is not None}
+    for component, search in REWARD_SEARCH.items():
+        if search is not None:
+            params[f"reward_{component}"] = _param(f"reward_{component}", search, 0.0)
     return params
 
 
-# Fixed for a pretrained checkpoint: a base model first needs the answer format, which 30
-# supervised steps on gold SQL gave gemma-3-270m (0% -> 45% dev, docs/gemma.md); 48 new tokens
-# cover the built-in gold SQL; 2 warmup steps (runs are 10-60 steps, not hundreds); greedy
-# evaluation of 60 dev questions takes ~2 minutes on 2 cores (a session's eval limit overrides it).
-PRETRAINED_FIXED = {"hparams.sft_steps": 30, "hparams.sft_learning_rate": 2e-4, "hparams.sft_batch_size": 8,
-                    "hparams.max_new_tokens": 48, "hparams.warmup_steps": 2, "eval.limit": 60}
+def pretrained_params() -> dict[str, Param]:
+    """The default space changed by the spec's pretrained preset (rl_core.spec.PRESETS)."""
+    params = default_params()
+    for name, search in PRESETS["pretrained"].search.items():
+        params[name] = _param(name, search, None)
+    return params
+
+
+PRETRAINED_FIXED = dict(PRESETS["pretrained"].fixed)
 
 
 def is_pretrained(model: str) -> bool:
-    """Whether `model` names a pretrained checkpoint: anything the policy loader does not build
-    itself (its built-ins are exactly the `builtin:` names, rl_core.policy.BUILTIN_PREFIX)."""
-    return not model.startswith("builtin:")
+    """Whether `model` names a pretrained checkpoint (the spec's preset rule)."""
+    return contract.preset_for(model) == "pretrained"
 
 
 def _sci(x: float) -> str:
@@ -219,20 +227,39 @@ class SearchSpace:
         return space
 
     def apply_overrides(self, data: dict[str, Any]) -> None:
+        """Apply [params.<name>] and [fixed] sections; every value is checked against the spec."""
+        if not isinstance(data, dict):
+            raise SearchSpaceError("a search-space config must be a table with [params.<name>] and/or [fixed]")
         unknown = set(data) - {"params", "fixed"}
         if unknown:
             raise SearchSpaceError(f"unknown section [{sorted(unknown)[0]}]; use [params.<name>] or [fixed]")
-        for name, body in data.get("params", {}).items():
+        params, fixed = data.get("params", {}), data.get("fixed", {})
+        if not isinstance(params, dict):
+            raise SearchSpaceError(f"params must be tables, e.g. [params.learning_rate] low = 1e-5, got {params!r}")
+        if not isinstance(fixed, dict):
+            raise SearchSpaceError(f'fixed must be a table, e.g. [fixed] "hparams.max_new_tokens" = 64, got {fixed!r}')
+        for name, body in params.items():
             if not isinstance(body, dict):
                 raise SearchSpaceError(f"params.{name} must be a table, e.g. [params.{name}] low = ... high = ...")
             if "fixed" in body:
                 _check_target(name)
+                if set(body) != {"fixed"}:
+                    raise SearchSpaceError(f"params.{name}: `fixed` pins the value; remove the other keys "
+                                           f"({', '.join(sorted(set(body) - {'fixed'}))})")
                 self.params.pop(name, None)
-                self.fixed[_spec_path(name)] = body["fixed"]
+                self.fix(_spec_path(name), body["fixed"])
                 continue
             self.params[name] = _param_from_table(name, body, self.params.get(name))
-        for path, value in data.get("fixed", {}).items():
-            self.fixed.update(_flatten(path, value))
+        for path, value in fixed.items():
+            for flat, v in _flatten(path, value).items():
+                self.fix(flat, v)
+
+    def fix(self, path: str, value: Any) -> None:
+        """Pin a spec value (dotted path), checked against the spec's owner now."""
+        check_fixed(path, value)
+        self.fixed[path] = value
+        for name in [n for n in self.params if _spec_path(n) == path]:
+            del self.params[name]  # a pinned field is no longer searched
 
     def to_json(self) -> dict[str, Any]:
         return {"params": {n: p.describe() for n, p in self.params.items()}, "fixed": dict(self.fixed)}
@@ -268,8 +295,9 @@ class SearchSpace:
                 notes.append(note)
         return clean, notes
 
-    def build_spec(self, params: dict[str, Any], *, base: dict[str, Any]) -> dict[str, Any]:
-        """A trial spec: TrialSpec defaults < `fixed` < `base` (session values) < params."""
+    def build_spec(self, params: dict[str, Any], *, base: dict[str, Any]) -> TrialSpec:
+        """A validated trial spec: spec defaults < `fixed` < `base` (session values, dotted paths) <
+        params. Raises SpecError (naming the field and the fix) when the result is not a valid spec."""
         spec: dict[str, Any] = {"hparams": {}, "reward": {"components": {"execution_match": 1.0}, "params": {}},
                                 "budget": {}, "eval": {}}
         for path, value in self.fixed.items():
@@ -280,7 +308,45 @@ class SearchSpace:
             _set_path(spec, _spec_path(name), value)
         components = spec["reward"]["components"]
         spec["reward"]["components"] = {k: v for k, v in components.items() if v != 0}
-        return spec
+        return TrialSpec.from_json(spec)
+
+    def check(self, base: dict[str, Any]) -> None:
+        """Fail now, not at launch: the spec at the defaults and at every range end and choice of
+        every parameter must validate. Raises SearchSpaceError naming the parameter."""
+        defaults = self.defaults()
+        try:
+            self.build_spec(defaults, base=base)
+        except SpecError as exc:
+            raise SearchSpaceError(f"the default trial of this search space is not a valid spec: {exc}") from None
+        for name, param in self.params.items():
+            values = param.choices if param.kind == "categorical" else [param.low, param.high]
+            for value in values:
+                try:
+                    self.build_spec({**defaults, name: value}, base=base)
+                except SpecError as exc:
+                    raise SearchSpaceError(f"params.{name} = {value!r} would make an invalid trial: {exc}") from None
+
+
+def check_fixed(path: str, value: Any) -> None:
+    """A [fixed] path must name a spec field (or a reward component / reward param) and hold a value
+    the field accepts."""
+    parts = path.split(".")
+    if path.startswith("reward.components."):
+        component = path[len("reward.components."):]
+        if component not in REWARD_COMPONENTS:
+            raise SearchSpaceError(f"fixed.{path}: unknown reward component {component!r}; "
+                                   f"known: {', '.join(sorted(REWARD_COMPONENTS))}")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise SearchSpaceError(f"fixed.{path} must be a number (a reward weight), got {value!r}")
+        return
+    if path.startswith("reward.params.") and len(parts) == 3:
+        return  # sql_env owns reward params: checked with the whole reward at plan time
+    if path in ("trial_id", "session"):
+        raise SearchSpaceError(f"fixed.{path} is set by the session for each trial; remove it")
+    try:
+        contract.info_of(path).check(value)
+    except SpecError as exc:
+        raise SearchSpaceError(f"fixed: {exc}") from None
 
 
 def _spec_path(name: str) -> str:

@@ -6,59 +6,16 @@ Files may be read while the trial still writes them: a torn last line is skipped
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from rl_core.trialdir import EVAL_FILE, METRICS_FILE, SAMPLES_FILE, last_jsonl, read_jsonl
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Every complete JSON line of a file (missing file -> [])."""
-    try:
-        text = Path(path).read_text()
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    rows = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line still being written
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
-
-
-def last_jsonl(path: Path, chunk: int = 8192) -> dict[str, Any] | None:
-    """The last complete line, reading only the file's tail (progress polling of long runs)."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, 2)
-            size = f.tell()
-            f.seek(max(0, size - chunk))
-            tail = f.read().decode("utf-8", errors="replace")
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    for line in reversed(tail.splitlines()):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict):
-            return row
-    return None
-
-
-def read_result(trial_dir: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((Path(trial_dir) / "result.json").read_text())
-    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
-        return None
+__all__ = ["curve_series", "curve_summary", "error_signature", "eval_points", "last_jsonl", "read_jsonl",
+           "sample_summary", "summarize_trial"]
 
 
 def _series(rows: list[dict[str, Any]], key: str) -> list[float]:
@@ -80,14 +37,14 @@ def _edge_mean(values: list[float], last: bool, width: int = 3) -> float | None:
 
 def curve_series(trial_dir: Path) -> dict[str, list[float]]:
     """Per-step series for plots and sparklines: step, reward_mean, batch_accuracy, kl."""
-    rows = read_jsonl(Path(trial_dir) / "metrics.jsonl")
+    rows = read_jsonl(Path(trial_dir) / METRICS_FILE)
     return {key: _series(rows, key) for key in ("step", "reward_mean", "batch_accuracy", "kl", "elapsed_s")}
 
 
 def curve_summary(trial_dir: Path) -> dict[str, Any]:
     """What the training curves did: start vs end of reward and batch accuracy, KL and grad-norm
     extremes, non-finite losses, and the last reward per component."""
-    rows = read_jsonl(Path(trial_dir) / "metrics.jsonl")
+    rows = read_jsonl(Path(trial_dir) / METRICS_FILE)
     if not rows:
         return {"steps": 0}
     reward, acc = _series(rows, "reward_mean"), _series(rows, "batch_accuracy")
@@ -112,14 +69,14 @@ def curve_summary(trial_dir: Path) -> dict[str, Any]:
 
 def eval_points(trial_dir: Path) -> list[tuple[int, float]]:
     """(step, dev accuracy) for every evaluation written so far, in order."""
-    rows = read_jsonl(Path(trial_dir) / "eval.jsonl")
+    rows = read_jsonl(Path(trial_dir) / EVAL_FILE)
     return [(int(r["step"]), float(r["accuracy"])) for r in rows
             if isinstance(r.get("step"), int) and isinstance(r.get("accuracy"), int | float)]
 
 
 def sample_summary(trial_dir: Path, failures: int = 5, recent: int = 200) -> dict[str, Any]:
     """Share of each execution status among recent samples, and a few wrong completions with verdicts."""
-    rows = read_jsonl(Path(trial_dir) / "samples.jsonl")[-recent:]
+    rows = read_jsonl(Path(trial_dir) / SAMPLES_FILE)[-recent:]
     if not rows:
         return {"n": 0, "status_share": {}, "correct_share": None, "failures": []}
     counts = Counter(str(r.get("status", "unknown")) for r in rows)

@@ -201,13 +201,15 @@ def test_gemini_planner_in_the_loop_feedback_and_fallback_recorded(tmp_path: Pat
     assert rows["t0001"]["planner"] == "offline (fallback)"
 
 
-def test_a_spec_the_runner_would_reject_fails_fast_without_a_launch(tmp_path: Path):
-    config = tmp_path / "space.toml"
-    config.write_text('[fixed]\n"hparams.group_size" = 1\n[params.group_size]\nfixed = 1\n')
-    session_dir = _session(tmp_path, "raise accuracy, 2 trials, 1 at a time", config=str(config))
-    events: list[dict] = []
-    summary = _run(session_dir, events)
-    assert summary["failed"] == 2 and not any(e["type"] == "trial_started" for e in events)
-    rows = leaderboard(session_dir)
-    assert rows[0]["error"]["kind"] == "bad_spec" and "at least 2 completions" in rows[0]["error"]["message"]
-    assert any(e["type"] == "repeated_failure" and e["count"] == 2 for e in events)
+def test_a_spec_the_runner_would_reject_is_refused_at_plan_time(tmp_path: Path):
+    """A pinned value the trial runner would refuse fails before any session exists (it used to
+    pass planning and then fail every trial at launch)."""
+    from agent.goal import GoalError
+
+    for body in ('[fixed]\n"hparams.group_size" = 1\n', '[params.group_size]\nfixed = 1\n',
+                 '[fixed]\n"hparams.learnig_rate" = 1e-4\n', '[params.learning_rate]\nfixed = -1e-4\n'):
+        config = tmp_path / "space.toml"
+        config.write_text(body)
+        with pytest.raises(GoalError, match="group_size|learnig_rate|learning_rate"):
+            _session(tmp_path, "raise accuracy, 2 trials, 1 at a time", config=str(config))
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

@@ -14,8 +14,9 @@ def test_defaults_are_valid_optuna_distributions_and_a_valid_spec():
     assert 0.0 in dists["kl_beta"].choices  # KL off must be searchable
     for name, value in space.defaults().items():
         assert dists[name]._contains(dists[name].to_internal_repr(value)), name
-    spec = space.build_spec(space.defaults(), base={"trial_id": "t0000", "session": "s-1", "model": "builtin:micro-gemma"})
-    parsed = TrialSpec.from_json(spec)
+    parsed = space.build_spec(space.defaults(), base={"trial_id": "t0000", "session": "s-1",
+                                                      "model": "builtin:micro-gemma"})
+    assert isinstance(parsed, TrialSpec)
     assert parsed.hparams.learning_rate == 2e-4
     assert parsed.budget.max_steps == 60
     assert parsed.reward.components == {"execution_match": 1.0}  # zero weights are dropped
@@ -26,7 +27,7 @@ def test_reward_params_land_in_reward_components_and_precedence(tmp_path: Path):
     toml.write_text('[fixed]\n"eval.limit" = 50\n"hparams.max_new_tokens" = 48\n')
     space = SearchSpace.load(toml)
     spec = space.build_spec({"reward_executes": 0.1, "reward_partial_credit": 0.3, "max_steps": 30},
-                            base={"trial_id": "t1", "session": "s", "eval.limit": 20})
+                            base={"trial_id": "t1", "session": "s", "eval.limit": 20}).to_json()
     assert spec["reward"]["components"] == {"execution_match": 1.0, "executes": 0.1, "partial_credit": 0.3}
     assert spec["budget"]["max_steps"] == 30
     assert spec["eval"]["limit"] == 20  # session value beats [fixed]
@@ -52,7 +53,8 @@ def test_toml_overrides_ranges_choices_and_pins(tmp_path: Path):
 
 @pytest.mark.parametrize("text, message", [
     ("[params.bogus]\nlow = 1\nhigh = 2\n", "unknown parameter 'bogus'"),
-    ("[params.learning_rate]\nlow = 0.0\nhigh = 1e-3\nlog = true\n", "log-scale range needs low > 0"),
+    ("[params.learning_rate]\nlow = 0.0\nhigh = 1e-3\nlog = true\n", "low 0.0 is not allowed .*must be > 0"),
+    ("[params.warmup_steps]\nlow = 0\nhigh = 20\nlog = true\n", "log-scale range needs low > 0"),
     ("[params.learning_rate]\nlow = 1e-3\nhigh = 1e-5\n", "needs low <= high"),
     ("[searchspace]\nx = 1\n", "unknown section"),
     ("[params.lora_rank\n", "not valid TOML"),

@@ -29,6 +29,9 @@ Departures from the papers:
 - Clip-higher (separate eps_low/eps_high) comes from DAPO; the DAPO overlong penalty and the
   Dr. GRPO removal of std scaling are options (scale_rewards), not fixed.
 - No KL by default (beta=0): with beta=0 the reference forward is skipped entirely.
+- The KL reference is the policy the first GRPO step starts from (after a supervised stage or a
+  parent trial's weights), not the pre-trained base, so KL is 0 before the first step; it is
+  a snapshot of the trainable weights, swapped in for the reference forward and checkpointed.
 - Log-probs come from the final hidden states through the LM head one chunk of rows at a time,
   checkpointed (`head_log_probs`), so full-vocabulary logits for the whole batch never exist at
   once, forward or backward; this is what lets Gemma's 262k vocabulary fit.

@@ -6,18 +6,17 @@
     policy.prompt_style  # "plain" (base / built-in models) or "chat" (instruct models with a chat template)
 
 lora_rank 0 means full fine-tuning; > 0 wraps the model with a peft LoRA adapter so only the
-adapter trains, and `policy.reference()` (the adapter disabled) is the KL reference with no
-second copy of the weights. The caller moves the model to its device (`resolve_device`).
+adapter trains. The KL reference is not the loaded base but the policy GRPO starts from (after
+any supervised stage): the trainer keeps it (`GRPOTrainer.reference`). The caller moves the model
+to its device (`resolve_device`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import socket
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,14 +42,6 @@ class Policy:
     name: str  # the name it was loaded by, e.g. "builtin:tiny-gemma"
     path: str = ""  # directory the weights came from
     lora_rank: int = 0
-
-    @contextlib.contextmanager
-    def reference(self) -> Iterator[Any]:
-        """The frozen reference policy (LoRA disabled) for the KL term: `with policy.reference() as ref:`."""
-        if self.lora_rank == 0:
-            raise ValueError("full fine-tuning has no adapter to disable: keep a frozen copy as the reference, or use lora_rank > 0")
-        with self.model.disable_adapter():
-            yield self.model
 
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters() if p.requires_grad)

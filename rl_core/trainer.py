@@ -11,10 +11,11 @@ The trainer never sees SQL or DuckDB: only prompts, completion texts and `StepRe
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,10 +98,12 @@ def autocast_context(device: torch.device) -> Any:
 
 class GRPOTrainer:
     def __init__(self, model: Any, env: Environment, engine: Engine, hp: HParams, train_ids: Sequence[str],
-                 *, seed: int, pad_id: int, total_steps: int | None = None, ref_model: Any = None) -> None:
+                 *, seed: int, pad_id: int, total_steps: int | None = None) -> None:
         self.model, self.env, self.engine, self.hp = model, env, engine, hp
         self.pad_id = pad_id
-        self.ref_model = ref_model
+        # The KL reference: the trainable weights as the first update found them (after any SFT
+        # stage or parent weights), taken lazily by `_ref_logp` and kept in checkpoints.
+        self.reference: list[torch.Tensor] | None = None
         self.sampler = PromptSampler(train_ids, seed)
         self.params = [p for p in model.parameters() if p.requires_grad]
         if not self.params:
@@ -262,13 +265,12 @@ class GRPOTrainer:
 
     @torch.no_grad()
     def _ref_logp(self, batch: dict[str, Any]) -> torch.Tensor | None:
+        """Log-probs under the reference: the policy GRPO started from, not the pre-SFT base."""
         if self.hp.kl_beta <= 0:
             return None  # beta 0: skip the reference forward entirely
-        if self.ref_model is not None:
-            return self._log_probs(self.ref_model, batch)[0]
-        if not hasattr(self.model, "disable_adapter"):
-            raise ValueError("kl_beta > 0 with full fine-tuning needs a frozen reference model")
-        with self.model.disable_adapter():  # LoRA: the base model is the reference, no second copy
+        if self.reference is None:  # first use comes before the first optimizer step
+            self.reference = [p.detach().clone() for p in self.params]
+        with swapped_weights(self.params, self.reference):
             return self._log_probs(self.model, batch)[0]
 
     # ---- one step -------------------------------------------------------------------------
@@ -294,7 +296,7 @@ class GRPOTrainer:
     def state_dict(self) -> dict[str, Any]:
         trainable = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
         return {"step": self.step_count, "model": trainable, "optimizer": self.optimizer.state_dict(),
-                "sampler": self.sampler.state_dict(),
+                "sampler": self.sampler.state_dict(), "reference": self.reference,
                 "torch_rng": torch.get_rng_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -305,10 +307,27 @@ class GRPOTrainer:
             params = dict(self.model.named_parameters())
             for name, value in state["model"].items():
                 params[name].copy_(value)
+        if "reference" not in state and self.hp.kl_beta > 0 and state["step"] > 0:
+            raise ValueError("this checkpoint predates the saved KL reference: start the trial afresh")
+        self.reference = state.get("reference")
         self.optimizer.load_state_dict(state["optimizer"])
         self.sampler.load_state_dict(state["sampler"])
         torch.set_rng_state(state["torch_rng"])
         self.step_count = state["step"]
+
+
+@contextlib.contextmanager
+def swapped_weights(params: list[torch.Tensor], values: list[torch.Tensor]) -> Iterator[None]:
+    """Run the model with `values` in place of `params` (a storage swap: no copy, no second model)."""
+    def swap() -> None:
+        for i, p in enumerate(params):
+            p.data, values[i] = values[i], p.data
+
+    swap()
+    try:
+        yield
+    finally:
+        swap()
 
 
 def rollout_stats(groups: list[Group]) -> dict[str, float]:

@@ -103,7 +103,7 @@ def run_session(session_dir: str | os.PathLike[str], on_event: OnEvent | None = 
     from langgraph.checkpoint.sqlite import SqliteSaver
 
     from agent.graph import build_graph
-    from agent.planners.base import make_planner
+    from agent.planners.factory import make_planner
 
     session_dir = Path(session_dir)
     plan = load_session(session_dir)
@@ -111,7 +111,8 @@ def run_session(session_dir: str | os.PathLike[str], on_event: OnEvent | None = 
     with _exclusive(session_dir):
         clear_pause(session_dir)
         launcher = launcher or make_launcher(plan, session_dir)
-        planner = planner or make_planner(plan["planner"], seed=int(plan["constraints"].get("seed", 0)))
+        planner = planner or make_planner(plan["planner"], seed=int(plan["constraints"].get("seed", 0)),
+                                          progress=lambda line: emit({"type": "planner_wait", "line": line}))
         update_status(session_dir, state="running", stop_reason=None, pid=os.getpid())
         emit({"type": "plan", "session": plan["id"], "plan": {k: v for k, v in plan.items() if k != "status"}})
         conn = sqlite3.connect(str(session_dir / CHECKPOINTS_FILE), check_same_thread=False)

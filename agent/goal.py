@@ -1,15 +1,21 @@
 """From a free-text goal to a Plan: objective (metric, direction, target) and constraints.
 
-Without an LLM planner the goal is read by the regex rules below; every value not found in the
-goal takes its documented default, and CLI overrides win over both. `Plan.sources` records where
-each value came from, so the plan shown to the user says what was read and what was assumed.
+The goal is read by the regex rules below; with an LLM planner (Gemini or OpenAI-compatible) the
+LLM then fills in what the rules did not find ("five tries", "sixty-five percent"): a number the
+user wrote as digits is always the rules' reading. Every value not found takes its documented
+default, and CLI overrides win over both. `Plan.sources` records where each value came from, so
+the plan shown to the user says what was read and what was assumed. If the LLM cannot be reached
+within its wait, the rules' reading stands and a plan note says so.
 
 Rules (case-insensitive; the first match wins):
-- trials:   "12 trials" / "12 experiments" / "12 runs"                      default 8
-- parallel: "2 at a time" / "2 in parallel" / "2 concurrent" / "2 slots"     default 2 (<= trials)
-- budget:   "in 30 minutes" / "within 2 hours" / "budget of 45 min"          default none
-- target:   "to 60%" / "above 0.6" / "reach 70 percent" (absolute accuracy);
+- trials:   "12 trials" / "12 experiments" / "12 runs"                      default 8, at most 1000
+- parallel: "2 at a time" / "2 in parallel" / "2 concurrent" / "2 slots"     default 2 (<= trials), at most 256
+- budget:   "in 30 minutes" / "within 2 hours" / "budget of 45 min"          default none, at most 30 days
+- target:   "to 60%" / "above 0.6" / "reach 70 percent" (absolute accuracy, at most 100%);
             "by 10 points" / "+5 points" switches the metric to gain over the base policy
+A number is taken as written or refused: "-2 trials", "2.7 trials" and "1e9 trials" are GoalErrors
+naming the text, never read as 2, 2 or the default. A flag or config `target` of 1 or less is a
+fraction, above 1 a percentage ("60" means 60%); above 100% is refused.
 - metric:   "accuracy" (dev execution accuracy, the default) or "gain"/"improve by"
 - model:    "builtin:NAME", "tiny-gemma", "micro-gemma", "gemma-3-270m", or "model <path>"
 - dataset:  "spider", "bird", "builtin"/"built-in", or "dataset <path>"
@@ -24,13 +30,28 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from agent.planners.llm import (
+    DEFAULT_GEMINI_MODEL,
+    DEFAULT_OPENAI_MODEL,
+    LLMError,
+    Progress,
+    call_json,
+    gemini_api_key,
+    openai_api_key,
+    openai_base_url,
+)
+from tools.search_space import SearchSpace, SearchSpaceError, is_pretrained, pretrained_note
+
 METRICS = {"dev_accuracy_after": "dev execution accuracy after training",
            "gain": "dev execution accuracy gain over the base policy"}
 DEFAULT_TRIALS = 8
 DEFAULT_PARALLEL = 2
 DEFAULT_MODEL = "builtin:tiny-gemma"
 DEFAULT_DATASET = "builtin"
-DEFAULT_GEMINI_MODEL = "gemini-2.5-flash"
+MAX_TRIALS = 1000  # a session is a sweep, not a benchmark farm; more is almost surely a typo
+MAX_PARALLEL = 256
+MAX_BUDGET_MINUTES = 30 * 24 * 60
+PLANNERS = ("offline", "gemini", "openai")
 
 
 class GoalError(ValueError):
@@ -82,13 +103,17 @@ class Plan:
 
 
 # --- regex rules ------------------------------------------------------------------------------
-_NUM = r"(\d+(?:\.\d+)?)"
+# A number as the user wrote it, sign and exponent included, so "-2" or "1e9" is seen whole and
+# refused instead of being read as "2" or missed; "1,000" is a thousands separator.
+_DIGITS = r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:e[-+]?\d+)?"
+_NUM = rf"(?<![\w.,-])([-+]?{_DIGITS})"
+_SIGNED = rf"(?<![\w.,-])([-+]{_DIGITS})"
 _RULES: dict[str, list[str]] = {
-    "trials": [rf"\b{_NUM}\s*(?:trials?|experiments?|runs?|configs?|configurations?)\b"],
-    "parallel": [rf"\b{_NUM}\s*(?:at a time|in parallel|concurrent(?:ly)?|parallel|slots?|workers?)\b",
+    "trials": [rf"{_NUM}\s*(?:trials?|experiments?|runs?|configs?|configurations?)\b"],
+    "parallel": [rf"{_NUM}\s*(?:at a time|in parallel|concurrent(?:ly)?|parallel|slots?|workers?)\b",
                  rf"\bparallel(?:ism)?\s*(?:of\s*)?{_NUM}\b"],
     "budget": [rf"\b(?:in|within|under|budget(?: of)?|for|max(?:imum)?)\s*{_NUM}\s*(minutes?|mins?|m|hours?|hrs?|h)\b"],
-    "gain": [rf"\bby\s*\+?{_NUM}\s*(?:points?|pts|pp|%)", rf"\+{_NUM}\s*(?:points?|pts|pp)\b"],
+    "gain": [rf"\bby\s*{_NUM}\s*(?:points?|pts|pp|%)", rf"{_SIGNED}\s*(?:points?|pts|pp)\b"],
     "target": [rf"\b(?:to|reach(?:es|ing)?|above|at least|over|beyond|exceed(?:s|ing)?|hit|past)\s*{_NUM}\s*(%|percent)",
                r"\b(?:to|reach(?:es|ing)?|above|at least|over|beyond|exceed(?:s|ing)?|hit|past)\s*(0?\.\d+)\b"],
 }
@@ -114,20 +139,30 @@ def _first(rules: list[str], text: str) -> re.Match[str] | None:
 
 
 def parse_goal_rules(goal: str) -> dict[str, Any]:
-    """Values the regex rules find in the goal (only those found)."""
+    """Values the regex rules find in the goal (only those found); GoalError for a number that is
+    written but not allowed (negative, fractional, out of range), quoting the goal's words."""
     found: dict[str, Any] = {}
     if m := _first(_RULES["trials"], goal):
-        found["trials"] = int(float(m.group(1)))
+        found["trials"] = _whole_in_goal(m, "trials", MAX_TRIALS)
     if m := _first(_RULES["parallel"], goal):
-        found["parallel"] = int(float(m.group(1)))
+        found["parallel"] = _whole_in_goal(m, "parallel trials", MAX_PARALLEL)
     if m := _first(_RULES["budget"], goal):
-        value, unit = float(m.group(1)), m.group(2).lower()
-        found["budget_minutes"] = value * 60 if unit.startswith("h") else value
+        value, unit = _number(m), m.group(2).lower()
+        minutes = value * 60 if unit.startswith("h") else value
+        if not 0 < minutes <= MAX_BUDGET_MINUTES:
+            _refuse(m, "the time budget must be more than 0 and at most 30 days")
+        found["budget_minutes"] = minutes
     if m := _first(_RULES["gain"], goal):
-        found["metric"], found["target"] = "gain", float(m.group(1)) / 100
+        points = _number(m)
+        if not 0 < points <= 100:
+            _refuse(m, "a gain target must be more than 0 and at most 100 points")
+        found["metric"], found["target"] = "gain", points / 100
     elif m := _first(_RULES["target"], goal):
-        value = float(m.group(1))
-        found["target"] = value / 100 if (m.lastindex or 0) >= 2 and m.group(2) else value
+        value = _number(m)
+        percent = (m.lastindex or 0) >= 2 and m.group(2)
+        if percent and not 0 < value <= 100:
+            _refuse(m, "an accuracy target must be more than 0% and at most 100%")
+        found["target"] = value / 100 if percent else value
     if "metric" not in found and re.search(r"\b(gain|improve(?:ment)? over)\b", goal, re.I):
         found["metric"] = "gain"
     for pattern, template in _MODELS:
@@ -142,25 +177,36 @@ def parse_goal_rules(goal: str) -> dict[str, Any]:
     return found
 
 
+def _number(m: re.Match[str]) -> float:
+    return float(m.group(1).replace(",", ""))
+
+
+def _refuse(m: re.Match[str], rule: str) -> None:
+    raise GoalError(f'the goal says "{m.group(0).strip()}": {rule}; rephrase it or use the flag')
+
+
+def _whole_in_goal(m: re.Match[str], name: str, high: int) -> int:
+    value = _number(m)
+    if not value.is_integer() or not 1 <= value <= high:
+        _refuse(m, f"{name} must be a whole number from 1 to {high}")
+    return int(value)
+
+
 # --- plan assembly ----------------------------------------------------------------------------
 _OVERRIDES = {"trials", "parallel", "budget_minutes", "model", "dataset", "seed", "eval_limit",
               "eval_every_steps", "trial_seconds", "max_steps", "metric", "direction", "target",
-              "planner", "launcher", "launcher_options", "config", "pruner", "gemini_model", "gemini_base_url"}
+              "planner", "launcher", "launcher_options", "config", "pruner", "gemini_model", "gemini_base_url",
+              "openai_model", "openai_base_url", "planner_wait_s"}
 
 
-def api_key() -> str | None:
-    return os.environ.get("GEMINI_API_KEY") or os.environ.get("GOOGLE_API_KEY")
-
-
-def plan_goal(goal: str, overrides: dict[str, Any] | None = None) -> Any:
+def plan_goal(goal: str, overrides: dict[str, Any] | None = None, progress: Progress | None = None) -> Any:
     """Parse a goal into a Plan (see the module docstring). Precedence: overrides (CLI flags) >
     the `config` file > the goal text > defaults.
 
     `config` names a TOML or JSON file holding any override key (trials = 12, launcher = "k8s" or
     a [launcher] table with its options, ...) and/or search-space sections ([params.<name>],
-    [fixed]; see tools/search_space.py). Raises GoalError for anything that cannot be understood."""
-    from tools.search_space import SearchSpace, SearchSpaceError, is_pretrained, pretrained_note
-
+    [fixed]; see tools/search_space.py). Raises GoalError for anything that cannot be understood.
+    `progress` receives a line per LLM attempt while an LLM planner reads the goal."""
     cli = {k: v for k, v in (overrides or {}).items() if v is not None}
     file_options, space_sections = _read_config(cli["config"]) if cli.get("config") else ({}, {})
     overrides = {**file_options, **cli}
@@ -176,11 +222,13 @@ def plan_goal(goal: str, overrides: dict[str, Any] | None = None) -> Any:
     if plan.launcher["name"] not in ("local", "k8s"):
         raise GoalError(f"launcher {plan.launcher['name']!r} is unknown; use local or k8s")
 
-    found, source = _read_goal(goal, planner)
+    found, found_by = _read_goal(goal, planner, progress)
+    if planner.get("goal_fallback"):
+        plan.notes.append(planner["goal_fallback"])
     values = {**found, **{k: v for k, v in overrides.items() if k in _VALUE_KEYS}}
     for key in _VALUE_KEYS:
         origin = "override" if key in cli else ("config" if key in file_options else None)
-        plan.sources[key] = origin or (source if key in found else "default")
+        plan.sources[key] = origin or found_by.get(key, "default")
     _apply(plan, values)
     try:
         space = SearchSpace.for_model(plan.constraints.model)
@@ -230,48 +278,92 @@ _VALUE_KEYS = ("trials", "parallel", "budget_minutes", "model", "dataset", "seed
 
 
 def _planner_config(overrides: dict[str, Any]) -> dict[str, Any]:
-    name = overrides.get("planner") or ("gemini" if api_key() else "offline")
-    if name not in ("gemini", "offline"):
-        raise GoalError(f"planner {name!r} is unknown; use gemini or offline")
-    if name == "gemini" and not api_key():
+    name = overrides.get("planner") or ("gemini" if gemini_api_key() else "offline")
+    if name not in PLANNERS:
+        raise GoalError(f"planner {name!r} is unknown; use {', '.join(PLANNERS)}")
+    if name == "gemini" and not gemini_api_key():
         raise GoalError("the gemini planner needs an API key: export GEMINI_API_KEY=... (or use --planner offline)")
     config: dict[str, Any] = {"name": name}
     if name == "gemini":
         config.update(model=overrides.get("gemini_model", DEFAULT_GEMINI_MODEL),
                       base_url=overrides.get("gemini_base_url") or os.environ.get("OPENRL_AGENT_GEMINI_BASE_URL"))
+    elif name == "openai":
+        config.update(model=overrides.get("openai_model") or os.environ.get("OPENRL_AGENT_OPENAI_MODEL")
+                      or DEFAULT_OPENAI_MODEL, base_url=openai_base_url({"base_url": overrides.get("openai_base_url")}))
+        if not config["base_url"] and not openai_api_key():
+            raise GoalError("the openai planner needs OPENAI_API_KEY, or OPENAI_BASE_URL for a local server "
+                            "(vLLM, Ollama, llama.cpp), or use --planner offline")
+    if name != "offline" and overrides.get("planner_wait_s") is not None:
+        config["wait_s"] = _positive("planner_wait_s", overrides["planner_wait_s"])
     return config
 
 
-def _read_goal(goal: str, planner: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    """Values found in the goal, and who found them ("gemini" or "goal" for the regex rules)."""
-    if planner["name"] == "gemini":
-        from agent.planners.gemini import GeminiError, parse_goal_with_gemini
+GOAL_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "understood": {"type": "boolean"},
+        "reason": {"type": "string", "description": "if not understood: what is missing or unclear"},
+        "metric": {"type": "string", "enum": list(METRICS)},
+        "target": {"type": "number", "description": "absolute accuracy or gain, as a fraction (0-1)"},
+        "trials": {"type": "integer"}, "parallel": {"type": "integer"},
+        "budget_minutes": {"type": "number"}, "model": {"type": "string"}, "dataset": {"type": "string"},
+    },
+    "required": ["understood"],
+}
+_LLM_KEYS = ("metric", "target", "trials", "parallel", "budget_minutes", "model", "dataset")
 
-        try:
-            return parse_goal_with_gemini(goal, planner), "gemini"
-        except GeminiError as exc:
-            planner["goal_fallback"] = f"Gemini could not parse the goal ({exc}); used the regex rules"
+
+def _read_goal(goal: str, planner: dict[str, Any], progress: Progress | None) -> tuple[dict[str, Any], dict[str, str]]:
+    """Values found in the goal, and who found each ("goal" for the rules, else the LLM's name)."""
     found = parse_goal_rules(goal)
     if _LOWER.search(goal):
         raise GoalError("the agent raises accuracy; it cannot aim to lower it. Rephrase the goal, "
                         'e.g. "raise dev accuracy"')
+    by = dict.fromkeys(found, "goal")
+    if planner["name"] != "offline":
+        try:
+            read = _read_goal_with_llm(goal, planner, progress)
+        except LLMError as exc:
+            planner["goal_fallback"] = (f"{planner['name']} could not read the goal ({exc}); "
+                                        "the regex rules read it instead")
+        else:
+            read = {k: v for k, v in read.items() if k not in found}  # digits the user wrote stand
+            by.update(dict.fromkeys(read, planner["name"]))
+            return {**found, **read}, by
     if not found and not _INTENT.search(goal):
         raise GoalError(f"could not understand the goal {goal!r}: name what to improve and, optionally, the "
                         'budget, e.g. "raise dev execution accuracy of tiny-gemma, 8 trials, 2 at a time"')
-    return found, "goal"
+    return found, by
+
+
+def _read_goal_with_llm(goal: str, planner: dict[str, Any], progress: Progress | None) -> dict[str, Any]:
+    """The values the LLM reads from the goal (only those it states); GoalError if it says it is no goal."""
+    prompt = (
+        "You turn a research goal for RL post-training (GRPO) of a text-to-SQL model into settings.\n"
+        "Metric: dev_accuracy_after (dev execution accuracy) or gain (accuracy gain over the base model).\n"
+        "Only fill fields the goal states; set understood=false with a reason if it is not a goal about "
+        "training or evaluating a text-to-SQL model.\n"
+        f"Goal: {goal}")
+    data = call_json(planner, prompt, GOAL_SCHEMA, progress=progress, what="a reading of the goal")
+    if not isinstance(data, dict):
+        raise LLMError("the reply was not a JSON object")
+    if not data.get("understood", False):
+        raise GoalError(f"could not understand the goal: {data.get('reason') or 'no reason given'}; "
+                        'say what to improve, e.g. "raise dev accuracy, 8 trials, 2 at a time"')
+    return {k: data[k] for k in _LLM_KEYS if data.get(k) is not None}
 
 
 def _apply(plan: Plan, values: dict[str, Any]) -> None:
     c, o = plan.constraints, plan.objective
-    for key in ("trials", "parallel", "seed", "eval_every_steps"):
+    for key, low, high in (("trials", 1, MAX_TRIALS), ("parallel", 1, MAX_PARALLEL), ("seed", 0, None),
+                           ("eval_every_steps", 0, None), ("eval_limit", 1, None), ("max_steps", 1, None)):
         if key in values:
-            setattr(c, key, _int(key, values[key], low=0 if key in ("seed", "eval_every_steps") else 1))
-    for key in ("eval_limit", "max_steps"):
-        if key in values:
-            setattr(c, key, _int(key, values[key], low=1))
+            setattr(c, key, _int(key, values[key], low, high))
     for key in ("budget_minutes", "trial_seconds"):
         if key in values:
             setattr(c, key, _positive(key, values[key]))
+    if c.budget_minutes is not None and c.budget_minutes > MAX_BUDGET_MINUTES:
+        raise GoalError(f"budget_minutes must be at most {MAX_BUDGET_MINUTES} (30 days), got {c.budget_minutes:g}")
     for key in ("model", "dataset"):
         if key in values:
             setattr(c, key, str(values[key]))
@@ -282,8 +374,7 @@ def _apply(plan: Plan, values: dict[str, Any]) -> None:
     if o.direction != "maximize":
         raise GoalError("the objective can only be maximised (accuracy or gain); drop the direction setting")
     if values.get("target") is not None:
-        target = float(values["target"])
-        o.target = target / 100 if target > 1 else target  # "60" means 60%
+        o.target = _target(values["target"], plan.sources.get("target"))
     if c.parallel > c.trials:
         plan.notes.append(f"parallel {c.parallel} > trials {c.trials}; running {c.trials} at a time")
         c.parallel = c.trials
@@ -293,13 +384,16 @@ def _apply(plan: Plan, values: dict[str, Any]) -> None:
         plan.sources["trial_seconds"] = "budget share"
 
 
-def _int(name: str, value: Any, low: int) -> int:
+def _int(name: str, value: Any, low: int, high: int | None = None) -> int:
+    span = f">= {low}" if high is None else f"from {low} to {high}"
+    if isinstance(value, bool):
+        raise GoalError(f"{name} must be a whole number {span}, got {value!r}")
     try:
         number = int(value)
     except (TypeError, ValueError):
-        raise GoalError(f"{name} must be a whole number, got {value!r}") from None
-    if number < low or number != float(value):
-        raise GoalError(f"{name} must be a whole number >= {low}, got {value!r}")
+        raise GoalError(f"{name} must be a whole number {span}, got {value!r}") from None
+    if number < low or (high is not None and number > high) or number != float(value):
+        raise GoalError(f"{name} must be a whole number {span}, got {value!r}")
     return number
 
 
@@ -308,6 +402,17 @@ def _positive(name: str, value: Any) -> float:
         number = float(value)
     except (TypeError, ValueError):
         raise GoalError(f"{name} must be a number, got {value!r}") from None
-    if number <= 0:
-        raise GoalError(f"{name} must be positive, got {value!r}")
+    if not number > 0 or number == float("inf") or isinstance(value, bool):
+        raise GoalError(f"{name} must be a positive number, got {value!r}")
+    return number
+
+
+def _target(value: Any, source: str | None) -> float:
+    """The target as a fraction. The goal rules already give one; a flag, config or LLM value of 1
+    or less is a fraction and above 1 a percentage. Never more than 100%."""
+    number = _positive("target", value)
+    if source != "goal" and number > 1:
+        number /= 100
+    if number > 1:
+        raise GoalError(f"target must be at most 100% (1.0), got {value!r}")
     return number

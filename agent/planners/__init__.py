@@ -1,5 +1,6 @@
-"""Planners propose the next trials: GeminiPlanner (google-genai) or OfflinePlanner (TPE + rules)."""
+"""Planners propose the next trials: an LLM (Gemini or any OpenAI-compatible server) or OfflinePlanner
+(TPE + rules). The contract is in base.py; `agent.planners.factory.make_planner` picks one."""
 
-from agent.planners.base import PlannerResult, PlanningContext, Proposal, make_planner
+from agent.planners.base import PlannerResult, PlanningContext, Proposal
 
-__all__ = ["PlannerResult", "PlanningContext", "Proposal", "make_planner"]
+__all__ = ["PlannerResult", "PlanningContext", "Proposal"]

@@ -72,14 +72,3 @@ class Planner(Protocol):
     name: str
 
     def propose(self, ctx: PlanningContext) -> PlannerResult: ...
-
-
-def make_planner(config: dict[str, Any], seed: int = 0) -> Planner:
-    """The planner a session's settings name (`{"name": "offline"}` or `{"name": "gemini", ...}`)."""
-    from agent.planners.offline import OfflinePlanner
-
-    if config.get("name") == "gemini":
-        from agent.planners.gemini import GeminiPlanner
-
-        return GeminiPlanner(config, fallback=OfflinePlanner(seed=seed))
-    return OfflinePlanner(seed=seed)

@@ -7,8 +7,8 @@ from agent.goal import GoalError, Plan, parse_goal_rules, plan_goal
 
 @pytest.fixture(autouse=True)
 def _no_api_key(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
-    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
+    for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
 
 
 def test_the_design_example_goal():
@@ -57,10 +57,15 @@ def test_max_steps_override_pins_the_steps():
     ("", {}, "the goal is empty"),
     ("make me a sandwich", {}, "could not understand the goal"),
     ("lower the accuracy please", {}, "cannot aim to lower it"),
-    ("raise accuracy", {"trials": 0}, "trials must be a whole number >= 1"),
+    ("raise accuracy", {"trials": 0}, "trials must be a whole number from 1 to 1000, got 0"),
+    ("raise accuracy", {"trials": 5000}, "trials must be a whole number from 1 to 1000"),
+    ("raise accuracy", {"trials": True}, "trials must be a whole number"),
+    ("raise accuracy", {"target": 150}, "target must be at most 100%"),
+    ("raise accuracy", {"budget_minutes": 1e9}, "budget_minutes must be at most 43200"),
+    ("raise accuracy", {"planner": "openai"}, "needs OPENAI_API_KEY, or OPENAI_BASE_URL"),
     ("raise accuracy", {"parallel": "two"}, "parallel must be a whole number"),
     ("raise accuracy", {"planner": "gemini"}, "needs an API key: export GEMINI_API_KEY"),
-    ("raise accuracy", {"planner": "gpt"}, "planner 'gpt' is unknown"),
+    ("raise accuracy", {"planner": "gpt"}, "planner 'gpt' is unknown; use offline, gemini, openai"),
     ("raise accuracy", {"launcher": "slurm"}, "launcher 'slurm' is unknown"),
     ("raise accuracy", {"metric": "loss"}, "metric 'loss' is unknown"),
     ("raise accuracy", {"colour": "red"}, "unknown setting 'colour'"),
@@ -115,3 +120,53 @@ def test_a_pretrained_model_gets_the_lora_preset_and_the_tiny_policy_keeps_its_r
     plan = plan_goal("raise accuracy of gemma-3-270m", {"config": str(config)})
     assert "lora_rank" not in plan.search_space["params"]  # the user's config wins
     assert plan.search_space["fixed"]["hparams.lora_rank"] == 0 and plan.search_space["fixed"]["hparams.sft_steps"] == 0
+
+
+@pytest.mark.parametrize("goal, quoted, rule", [
+    ("raise accuracy, -2 trials", "-2 trials", "trials must be a whole number from 1 to 1000"),
+    ("raise accuracy, 2.7 trials", "2.7 trials", "trials must be a whole number"),
+    ("raise accuracy, 1e9 trials", "1e9 trials", "trials must be a whole number from 1 to 1000"),
+    ("raise accuracy, 1,500 trials", "1,500 trials", "from 1 to 1000"),
+    ("raise accuracy, 0 trials", "0 trials", "from 1 to 1000"),
+    ("raise accuracy, 8 trials, -2 at a time", "-2 at a time", "parallel trials must be a whole number"),
+    ("raise accuracy, 8 trials, 1.5 in parallel", "1.5 in parallel", "parallel trials must be a whole number"),
+    ("raise accuracy in -5 minutes", "in -5 minutes", "the time budget must be more than 0"),
+    ("raise accuracy within 1e9 hours", "within 1e9 hours", "at most 30 days"),
+    ("get tiny-gemma to 150% dev accuracy", "to 150%", "at most 100%"),
+    ("improve accuracy by 150 points", "by 150 points", "at most 100 points"),
+    ("improve accuracy by -5 points", "by -5 points", "more than 0"),
+])
+def test_numbers_in_the_goal_are_taken_or_refused_never_changed(goal: str, quoted: str, rule: str):
+    with pytest.raises(GoalError) as info:
+        plan_goal(goal, {})
+    message = str(info.value)
+    assert f'the goal says "{quoted}"' in message and rule in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("goal, expected", [
+    ("raise accuracy, 1,000 trials, 16 at a time", {"trials": 1000, "parallel": 16}),
+    ("raise accuracy, 3 trials, 2 at a time in 30min", {"trials": 3, "parallel": 2, "budget_minutes": 30}),
+    ("raise dev execution accuracy of gemma-3-270m, 4 trials", {"trials": 4}),
+])
+def test_well_written_numbers_are_taken_as_written(goal: str, expected: dict):
+    plan = plan_goal(goal, {})
+    assert {k: getattr(plan.constraints, k) for k in expected} == expected
+
+
+@pytest.mark.parametrize("goal, target, metric", [
+    ("get tiny-gemma to 60% dev accuracy", 0.6, "dev_accuracy_after"),
+    ("get tiny-gemma to 100% dev accuracy", 1.0, "dev_accuracy_after"),
+    ("get tiny-gemma to 0.5% dev accuracy", 0.005, "dev_accuracy_after"),  # small, but what was written
+    ("improve accuracy by 10 points", 0.1, "gain"),
+    ("improve accuracy by 0.5 points", 0.005, "gain"),
+    ("improve accuracy, +5 points", 0.05, "gain"),
+])
+def test_targets_from_the_goal_are_divided_by_100_once(goal: str, target: float, metric: str):
+    plan = plan_goal(goal, {})
+    assert plan.objective.target == pytest.approx(target) and plan.objective.metric == metric
+
+
+@pytest.mark.parametrize("flag, target", [(0.6, 0.6), (60, 0.6), (1, 1.0), ("75", 0.75)])
+def test_a_target_flag_is_a_fraction_or_a_percentage(flag, target: float):
+    assert plan_goal("raise accuracy", {"target": flag}).objective.target == pytest.approx(target)

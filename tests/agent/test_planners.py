@@ -1,15 +1,21 @@
-"""One conformance suite for every planner, then each planner's own behaviour. Gemini is the real
-google-genai client talking to a local server that speaks the generateContent REST API."""
+"""One conformance suite for every planner, then each planner's own behaviour. The LLM planners are
+the real clients (google-genai; openai) talking to local servers that speak the generateContent
+REST API and the Chat Completions API (tests/agent/llm_servers.py)."""
 
 from __future__ import annotations
 
-import pytest
+import time
 
+import pytest
+from rich.console import Console
+
+from agent.cli.live import plan_renderable
 from agent.goal import GoalError, plan_goal
 from agent.planners.base import PlanningContext
 from agent.planners.gemini import GeminiPlanner
 from agent.planners.offline import OfflinePlanner
-from tests.agent.conftest import gemini_config
+from agent.planners.openai_compat import OpenAIPlanner
+from tests.agent.conftest import gemini_config, openai_config
 from tools.search_space import SearchSpace
 
 
@@ -28,12 +34,33 @@ def _ctx(k: int = 3, trials: list | None = None, feedback: list | None = None) -
                            feedback=feedback or [])
 
 
-@pytest.fixture(params=["offline", "gemini"])
+LLMS = {"gemini": (GeminiPlanner, gemini_config), "openai": (OpenAIPlanner, openai_config)}
+
+
+class LLM:
+    """One LLM planner under test: its scripted server and a way to build the planner against it."""
+
+    def __init__(self, name: str, server) -> None:
+        self.name, self.server = name, server
+        self.lines: list[str] = []
+
+    def config(self, **extra) -> dict:
+        return LLMS[self.name][1](self.server, **extra)
+
+    def planner(self, **extra):
+        return LLMS[self.name][0](self.config(**extra), OfflinePlanner(), progress=self.lines.append)
+
+
+@pytest.fixture(params=sorted(LLMS))
+def llm(request: pytest.FixtureRequest) -> LLM:
+    return LLM(request.param, request.getfixturevalue(f"{request.param}_server"))
+
+
+@pytest.fixture(params=["offline", *sorted(LLMS)])
 def planner(request: pytest.FixtureRequest):
     if request.param == "offline":
         return OfflinePlanner(seed=0)
-    server = request.getfixturevalue("gemini_server")
-    return GeminiPlanner(gemini_config(server), fallback=OfflinePlanner())
+    return LLM(request.param, request.getfixturevalue(f"{request.param}_server")).planner()
 
 
 @pytest.mark.parametrize("trials", [None, [_trial("t0000", 0.5), _trial("t0001", None, "failed")]])
@@ -94,75 +121,184 @@ def test_rule_no_signal_raises_temperature_and_no_rule_takes_a_local_step():
     assert params["learning_rate"] == pytest.approx(1e-4 * 1.4) and "local step" in why
 
 
-# --- gemini ------------------------------------------------------------------------------------
-def test_gemini_prompt_carries_goal_space_leaderboard_and_failure_samples(gemini_server):
+# --- the LLM planners (Gemini, OpenAI-compatible): same behaviour, two transports -------------
+def test_llm_prompt_carries_goal_space_leaderboard_and_failure_samples(llm):
     failures = [{"question": "how many depts?", "sql": "SELEC COUNT(*)", "status": "syntax_error"}]
     trials = [_trial("t0000", 0.42, samples={"status_share": {"syntax_error": 0.4}, "failures": failures})]
-    GeminiPlanner(gemini_config(gemini_server), OfflinePlanner()).propose(_ctx(k=2, trials=trials,
-                                                                               feedback=["lr was clamped"]))
-    request = gemini_server.requests[-1]
-    assert request["path"].endswith("models/gemini-2.5-flash:generateContent")
-    assert request["api_key"] == "test-key"
-    config = request["body"]["generationConfig"]
-    assert config["responseMimeType"] == "application/json"
-    assert "learning_rate" in config["responseJsonSchema"]["properties"]["proposals"]["items"]["properties"][
-        "params"]["properties"]
-    prompt = gemini_server.prompt()
+    llm.planner().propose(_ctx(k=2, trials=trials, feedback=["lr was clamped"]))
+    request = llm.server.requests[-1]
+    if llm.name == "gemini":
+        assert request["path"].endswith("models/gemini-2.5-flash:generateContent")
+        assert request["headers"]["x-goog-api-key"] == "test-key"
+        config = request["body"]["generationConfig"]
+        assert config["responseMimeType"] == "application/json"
+        schema = config["responseJsonSchema"]
+    else:
+        assert request["path"] == "/v1/chat/completions" and request["body"]["model"] == "local-model"
+        assert request["headers"]["authorization"] == "Bearer test-openai-key"
+        assert request["body"]["response_format"]["type"] == "json_schema"
+        schema = request["body"]["response_format"]["json_schema"]["schema"]
+    assert "learning_rate" in schema["properties"]["proposals"]["items"]["properties"]["params"]["properties"]
+    prompt = llm.server.prompt()
     for text in ("raise dev accuracy", "Propose exactly 2", "reward_executes", "t0000", "0.42",
                  "SELEC COUNT(*)", "syntax_error", "lr was clamped"):
         assert text in prompt
 
 
-def test_gemini_out_of_range_values_are_clamped_or_rejected_with_reasons(gemini_server):
-    gemini_server.replies.append(("json", {"proposals": [
+def test_llm_schema_is_derived_from_the_search_space_and_carries_action_and_parent(llm):
+    ctx = _ctx(k=1)
+    ctx.space = SearchSpace.for_model("gemma-3-270m")
+    ctx.space.params = {k: v for k, v in ctx.space.params.items() if k in ("learning_rate", "lora_rank")}
+    llm.planner().propose(ctx)
+    body = llm.server.requests[-1]["body"]
+    schema = (body["generationConfig"]["responseJsonSchema"] if llm.name == "gemini"
+              else body["response_format"]["json_schema"]["schema"])
+    item = schema["properties"]["proposals"]["items"]["properties"]
+    assert sorted(item["params"]["properties"]) == ["learning_rate", "lora_rank"]
+    assert item["params"]["properties"]["lora_rank"]["description"] == "one of [8, 16, 32]"
+    assert item["action"]["enum"] == ["fresh", "continue", "branch"] and item["parent"]["type"] == "string"
+
+
+def test_llm_prompt_shows_the_best_trials_whatever_their_order_and_the_running_ones(llm):
+    trials = [_trial(f"t{i:04d}", round(0.30 + 0.01 * i, 2)) for i in range(15)]
+    trials[3]["parent"] = "t0001"
+    trials.append(_trial("t0015", None, "failed", error={"kind": "oom", "message": "out of memory"}))
+    best_first = sorted(trials, key=lambda t: -(t["score"] or 0))
+    for order in (best_first, trials):
+        ctx = _ctx(k=1, trials=order)
+        ctx.active = [{"learning_rate": 0.000777, "lora_rank": 16}]
+        llm.planner().propose(ctx)
+        prompt = llm.server.prompt()
+        for tid in ("t0014", "t0013", "t0012", "t0005", "t0015"):  # the top 10, and the latest failure
+            assert f'"trial_id": "{tid}"' in prompt
+        assert '"trial_id": "t0004"' not in prompt and "5 older failed or lower-scoring trials not shown" in prompt
+        assert prompt.index('"trial_id": "t0014"') < prompt.index('"trial_id": "t0013"')
+        assert "Running now (1; do not propose these values again)" in prompt and "0.000777" in prompt
+    ctx = _ctx(k=1, trials=trials[:5])
+    llm.planner().propose(ctx)
+    assert '"trial_id": "t0003", "round": 1, "status": "succeeded", "score": 0.33' in llm.server.prompt()
+    assert '"parent": "t0001"' in llm.server.prompt()
+
+
+def test_llm_branch_and_continue_need_a_succeeded_parent_else_fresh_with_a_note(llm):
+    llm.server.replies.append(("json", {"proposals": [
+        {"params": {"temperature": 0.9}, "rationale": "explore from the best", "action": "branch", "parent": "t0000"},
+        {"params": {}, "rationale": "more steps", "action": "continue", "parent": "t0009"},
+        {"params": {}, "rationale": "from a failure", "action": "branch", "parent": "t0001"},
+        {"params": {}, "rationale": "odd", "action": "mutate", "parent": "t0000"}]}))
+    trials = [_trial("t0000", 0.5), _trial("t0001", None, "failed")]
+    result = llm.planner().propose(_ctx(k=4, trials=trials))
+    assert [(p.action, p.parent) for p in result.proposals] == [("branch", "t0000"), ("fresh", None),
+                                                                 ("fresh", None), ("fresh", None)]
+    notes = " | ".join(result.notes)
+    assert "proposal 2: continue needs a succeeded trial as parent, not 't0009' (succeeded: t0000)" in notes
+    assert "proposal 3: branch needs a succeeded trial as parent, not 't0001'" in notes
+    assert "proposal 4: action 'mutate' is not one of" in notes
+
+
+def test_llm_out_of_range_values_are_clamped_or_rejected_with_reasons(llm):
+    llm.server.replies.append(("json", {"proposals": [
         {"params": {"learning_rate": 0.5, "loss_type": "ppo", "momentum": 0.9}, "rationale": "bold"},
         {"params": {"temperature": 0.8}, "rationale": "mild"}, {"params": {}, "rationale": "extra"}]}))
-    result = GeminiPlanner(gemini_config(gemini_server), OfflinePlanner()).propose(_ctx(k=2))
+    result = llm.planner().propose(_ctx(k=2))
     assert [p.params for p in result.proposals] == [{"learning_rate": 1e-3}, {"temperature": 0.8}]
     notes = " | ".join(result.notes)
     assert "clamped to 0.001" in notes and "'ppo' is not one of" in notes and "momentum" in notes
     assert "kept the first 2" in notes
 
 
-def test_gemini_retries_api_errors_and_bad_json_then_succeeds(gemini_server):
-    gemini_server.replies += [("status", 503), ("text", "{not json")]
-    result = GeminiPlanner(gemini_config(gemini_server), OfflinePlanner()).propose(_ctx(k=1))
-    assert len(gemini_server.requests) == 3 and result.planner == "gemini"
-    assert result.proposals[0].rationale == "gemini pick 0"
+def test_llm_retries_api_errors_and_malformed_answers_then_succeeds(llm):
+    llm.server.replies += [("status", 503), ("text", "{not json")]
+    result = llm.planner().propose(_ctx(k=1))
+    assert len(llm.server.requests) == 3 and result.planner == llm.name
+    assert result.proposals[0].rationale == f"{llm.name} pick 0"
+    assert [line.split(" (")[0] for line in llm.lines] == [f"asking {llm.name} for round 1's 1 proposal"] * 3
+    assert "attempt 3 of 3" in llm.lines[-1] and "of at most 60s" in llm.lines[-1]
 
 
-def test_gemini_falls_back_to_offline_after_retries_and_says_why(gemini_server):
-    gemini_server.replies += [("status", 500)] * 3
-    result = GeminiPlanner(gemini_config(gemini_server), OfflinePlanner()).propose(_ctx(k=2))
-    assert len(gemini_server.requests) == 3  # 1 + 2 retries
-    assert result.planner == "offline (fallback)" and "3 attempts failed" in result.fallback
+def test_llm_falls_back_to_offline_after_retries_and_says_why(llm):
+    llm.server.replies += [("status", 500)] * 3
+    result = llm.planner().propose(_ctx(k=2))
+    assert len(llm.server.requests) == 3  # 1 + 2 retries
+    assert result.planner == "offline (fallback)" and f"{llm.name} failed: 3 attempts failed" in result.fallback
     assert len(result.proposals) == 2
 
 
-def test_gemini_timeout_counts_as_a_failed_attempt(gemini_server):
-    gemini_server.replies += [("sleep", 1.5)]
-    config = gemini_config(gemini_server, retries=0, timeout_s=0.3)
-    result = GeminiPlanner(config, OfflinePlanner()).propose(_ctx(k=1))
-    assert result.planner == "offline (fallback)"
+def test_llm_honours_retry_after_of_a_429(llm):
+    llm.server.replies.append(("status", 429, 0.6))
+    result = llm.planner(backoff_s=0.01).propose(_ctx(k=1))
+    assert result.planner == llm.name and len(llm.server.requests) == 2
+    assert llm.server.requests[1]["t"] - llm.server.requests[0]["t"] >= 0.55
 
 
-def test_gemini_fewer_proposals_than_slots_are_filled_by_optuna(gemini_server):
-    gemini_server.replies.append(("json", {"proposals": [{"params": {"lora_rank": 16}, "rationale": "r16"}]}))
-    result = GeminiPlanner(gemini_config(gemini_server), OfflinePlanner()).propose(_ctx(k=3))
+def test_llm_a_429_asking_to_wait_past_the_limit_falls_back_at_once(llm):
+    llm.server.replies.append(("status", 429, 120))
+    start = time.monotonic()
+    result = llm.planner(wait_s=5).propose(_ctx(k=1))
+    assert time.monotonic() - start < 3 and len(llm.server.requests) == 1
+    assert result.planner == "offline (fallback)" and "would pass the 5s limit" in result.fallback
+
+
+def test_llm_a_server_that_never_answers_costs_at_most_the_wait(llm):
+    llm.server.replies += [("hang", None)] * 4
+    start = time.monotonic()
+    result = llm.planner(wait_s=1.5, timeout_s=30, retries=3).propose(_ctx(k=1))
+    elapsed = time.monotonic() - start
+    assert 1.3 < elapsed < 3.5, elapsed
+    assert result.planner == "offline (fallback)" and "wait limit 1.5s" in result.fallback
+    assert llm.lines and "of at most 1.5s" in llm.lines[0]
+
+
+def test_llm_fewer_proposals_than_slots_are_filled_by_optuna(llm):
+    llm.server.replies.append(("json", {"proposals": [{"params": {"lora_rank": 16}, "rationale": "r16"}]}))
+    result = llm.planner().propose(_ctx(k=3))
     assert [p.params for p in result.proposals] == [{"lora_rank": 16}, {}, {}]
 
 
-def test_gemini_parses_the_goal_and_overrides_still_win(gemini_server, monkeypatch):
-    monkeypatch.setenv("OPENRL_AGENT_GEMINI_BASE_URL", gemini_server.url)
-    gemini_server.replies.append(("json", {"understood": True, "trials": 5, "parallel": 2, "target": 0.65,
-                                           "model": "builtin:tiny-gemma"}))
-    plan = plan_goal("please get the warehouse model past sixty-five percent with five tries", {"parallel": 1})
-    assert plan.planner["name"] == "gemini"
+# --- the LLM reads the goal ----------------------------------------------------------------------
+def _point_at(llm: LLM, monkeypatch: pytest.MonkeyPatch) -> dict:
+    if llm.name == "gemini":
+        monkeypatch.setenv("OPENRL_AGENT_GEMINI_BASE_URL", llm.server.url)
+    else:
+        monkeypatch.setenv("OPENAI_BASE_URL", llm.server.url + "/v1")
+    return {"planner": llm.name}
+
+
+def test_llm_parses_the_goal_and_overrides_still_win(llm, monkeypatch):
+    flags = _point_at(llm, monkeypatch)
+    llm.server.replies.append(("json", {"understood": True, "trials": 5, "parallel": 2, "target": 0.65,
+                                        "model": "builtin:tiny-gemma"}))
+    plan = plan_goal("please get the warehouse model past sixty-five percent with five tries", {**flags, "parallel": 1})
+    assert plan.planner["name"] == llm.name
     assert (plan.constraints.trials, plan.constraints.parallel, plan.objective.target) == (5, 1, 0.65)
-    assert plan.sources["trials"] == "gemini" and plan.sources["parallel"] == "override"
-    gemini_server.replies.append(("json", {"understood": False, "reason": "this is about cooking"}))
+    assert plan.sources["trials"] == llm.name and plan.sources["parallel"] == "override"
+    llm.server.replies.append(("json", {"understood": False, "reason": "this is about cooking"}))
     with pytest.raises(GoalError, match="this is about cooking"):
-        plan_goal("bake a cake", {})
+        plan_goal("bake a cake", flags)
+
+
+def test_numbers_the_user_wrote_win_over_the_llms_reading(llm, monkeypatch):
+    flags = _point_at(llm, monkeypatch)
+    llm.server.replies.append(("json", {"understood": True, "trials": 30, "parallel": 2}))
+    plan = plan_goal("raise dev accuracy, 3 trials", flags)
+    assert plan.constraints.trials == 3 and plan.sources["trials"] == "goal"
+    assert plan.constraints.parallel == 2 and plan.sources["parallel"] == llm.name
+    with pytest.raises(GoalError, match='the goal says "-2 trials"'):
+        plan_goal("raise dev accuracy, -2 trials", flags)
+
+
+def test_the_goal_parsing_fallback_is_shown_in_the_plan(llm, monkeypatch):
+    flags = _point_at(llm, monkeypatch)
+    llm.server.replies += [("status", 500)] * 4
+    lines: list[str] = []
+    plan = plan_goal("raise dev accuracy, 3 trials", {**flags, "planner_wait_s": 2}, progress=lines.append)
+    assert plan.planner["wait_s"] == 2 and plan.constraints.trials == 3
+    assert any(f"{llm.name} could not read the goal" in n and "the regex rules read it instead" in n
+               for n in plan.notes)
+    console = Console(width=100, record=True)
+    console.print(plan_renderable(plan))
+    assert f"{llm.name} could not read the goal" in console.export_text().replace("\n", " ")
+    assert lines[0].startswith(f"asking {llm.name} for a reading of the goal (attempt 1 of 4")
 
 
 def test_offline_baseline_names_the_preset_it_runs():

@@ -20,6 +20,7 @@ from rich.text import Text
 
 from agent.report import format as fmt
 from agent.report.facts import leaderboard
+from agent.report.files import load_trial
 from agent.report.terminal import leaderboard_table
 
 Event = dict[str, Any]
@@ -34,6 +35,7 @@ class LiveView:
         self._running: dict[str, dict[str, Any]] = {}
         self._rows: list[dict[str, Any]] = []
         self._round: dict[str, Any] | None = None
+        self._waiting: tuple[str, float] | None = None  # the LLM planner's last progress line, and since when
         self._started = time.monotonic()
         self.done: Event | None = None
 
@@ -48,8 +50,14 @@ class LiveView:
             self.console.print(line)
 
     # -- event handlers: update state under the lock, return the lines to print --
+    def _on_planner_wait(self, ev: Event) -> list[RenderableType]:
+        first = self._waiting is None
+        self._waiting = (str(ev.get("line", "")), self._waiting[1] if self._waiting else time.monotonic())
+        return [Text(f"  {self._waiting[0]}", style="dim")] if first else []
+
     def _on_round(self, ev: Event) -> list[RenderableType]:
         self._round = ev
+        self._waiting = None
         lines: list[RenderableType] = [Text(f"Round {ev.get('round', '?')} ({ev.get('planner', 'planner')})",
                                             style="bold magenta")]  # fmt: skip
         if ev.get("fallback"):
@@ -73,7 +81,10 @@ class LiveView:
 
     def _on_progress(self, ev: Event) -> None:
         state = self._running.setdefault(ev["trial_id"], {})
-        state.update({k: ev.get(k) for k in ("step", "max_steps", "reward", "eta_s")})
+        state.update({k: ev.get(k) for k in ("step", "max_steps", "reward")})
+        eta = trial_eta(self.session_dir / "trials" / ev["trial_id"])
+        state["eta_s"] = eta if eta is not None else ev.get("eta_s")
+        state["eta_at"] = time.monotonic()
 
     def _on_finished(self, ev: Event) -> list[RenderableType]:
         self._running.pop(ev["trial_id"], None)
@@ -106,6 +117,10 @@ class LiveView:
     def __rich__(self) -> RenderableType:
         with self._lock:
             parts: list[RenderableType] = [self._running_table()]
+            if self._waiting is not None:
+                line, since = self._waiting
+                parts.append(Text(f"planner: {line}; waiting {fmt.duration(time.monotonic() - since)}",
+                                  style="yellow"))
             if self._rows:
                 parts.append(leaderboard_table(self._rows, title="Leaderboard so far"))
             elapsed = fmt.duration(time.monotonic() - self._started)
@@ -131,12 +146,13 @@ class LiveView:
                 fmt.steps(step, total),
                 _bar(step, total),
                 "-" if s.get("reward") is None else f"{s['reward']:.2f}",
-                fmt.duration(s.get("eta_s")),
+                fmt.duration(_counted_down(s)),
             )
         return table
 
 
 _HANDLERS: dict[str, Callable[[LiveView, Event], list[RenderableType] | None]] = {
+    "planner_wait": LiveView._on_planner_wait,
     "round": LiveView._on_round,
     "trial_started": LiveView._on_started,
     "trial_progress": LiveView._on_progress,
@@ -145,6 +161,32 @@ _HANDLERS: dict[str, Callable[[LiveView, Event], list[RenderableType] | None]] =
     "repeated_failure": LiveView._on_repeated_failure,
     "session_done": LiveView._on_done,
 }
+
+
+def trial_eta(trial_dir: Path) -> float | None:
+    """Seconds until a running trial stops training: its step limit at the mean GRPO step time, or its
+    time limit, whichever comes first. `budget.max_seconds` counts GRPO step time (`t_step`), not the
+    model load, SFT or evaluations, so both limits are measured on that clock. None before a step."""
+    trial = load_trial(trial_dir)
+    steps = [m for m in trial.metrics if isinstance(m.get("t_step"), int | float)]
+    if not steps:
+        return None
+    budget = trial.spec.get("budget") or {}
+    train_s = sum(float(m["t_step"]) for m in steps)
+    done, max_steps, max_seconds = int(steps[-1].get("step") or len(steps)), budget.get("max_steps"), budget.get("max_seconds")
+    limits = []
+    if max_steps:
+        limits.append(max(0, int(max_steps) - done) * train_s / len(steps))
+    if max_seconds:
+        limits.append(max(0.0, float(max_seconds) - train_s))
+    return min(limits) if limits else None
+
+
+def _counted_down(state: dict[str, Any]) -> float | None:
+    eta = state.get("eta_s")
+    if eta is None:
+        return None
+    return max(0.0, eta - (time.monotonic() - state.get("eta_at", time.monotonic())))
 
 
 def _shown(params: dict[str, Any]) -> dict[str, Any]:

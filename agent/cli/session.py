@@ -26,6 +26,7 @@ SESSION = typer.Argument(
 
 class Planner(StrEnum):
     gemini = "gemini"
+    openai = "openai"
     offline = "offline"
 
 
@@ -122,7 +123,8 @@ def start(
     planner: Planner | None = typer.Option(
         None,
         "--planner",
-        help="Who proposes trials (default: gemini when GEMINI_API_KEY is set, else offline).",
+        help="Who proposes trials (default: gemini when GEMINI_API_KEY is set, else offline). openai: any "
+        "OpenAI-compatible server, from OPENAI_BASE_URL / OPENAI_API_KEY / OPENRL_AGENT_OPENAI_MODEL.",
     ),
     launcher: Launcher = typer.Option(Launcher.local, "--launcher", help="Where trials run."),
     config: Path | None = typer.Option(
@@ -149,7 +151,8 @@ def start(
         "budget_minutes": budget_minutes,
     }
     with _as_user_error():
-        plan = api.plan_goal(goal, {k: v for k, v in overrides.items() if v is not None})
+        plan = api.plan_goal(goal, {k: v for k, v in overrides.items() if v is not None},
+                             progress=lambda line: console.print(line, style="dim", markup=False))
         _check_plan_inputs(plan)
         console.print(_plan_table(plan))
         session_dir = api.create_session(plan, runs_dir)

@@ -68,3 +68,41 @@ def test_plan_shows_values_with_their_source():
     assert "builtin:micro-gemma" in out and "learning_rate" in out
     trials_line = next(line for line in out.splitlines() if line.startswith("trials"))
     assert "4" in trials_line and "goal" in trials_line
+
+
+def _running_trial(session_dir, max_steps: int, max_seconds: float | None, t_steps: list[float]) -> None:
+    import json
+
+    tdir = session_dir / "trials" / "t0000"
+    tdir.mkdir(parents=True, exist_ok=True)
+    (tdir / "spec.json").write_text(json.dumps({"trial_id": "t0000", "budget": {
+        "max_steps": max_steps, "max_seconds": max_seconds}}))
+    lines = [{"step": i + 1, "reward_mean": 0.3, "t_step": t, "elapsed_s": 60 + 2 * i} for i, t in enumerate(t_steps)]
+    (tdir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def test_eta_honours_the_trials_time_limit_not_only_its_steps(tmp_path):
+    # 45 s of GRPO allowed, 10 s used in 5 steps of 200: the time limit ends it in 35 s, not 6m50s
+    _running_trial(tmp_path, max_steps=200, max_seconds=45, t_steps=[2.0] * 5)
+    view = LiveView(tmp_path, Console(width=120))
+    view.on_event({"type": "trial_progress", "trial_id": "t0000", "step": 5, "max_steps": 200, "reward": 0.3,
+                   "eta_s": 410})
+    shown = _render(Console(width=120), view)
+    assert "35s" in shown and "6m50s" not in shown
+    _running_trial(tmp_path, max_steps=8, max_seconds=45, t_steps=[2.0] * 5)  # now the steps end it first
+    view.on_event({"type": "trial_progress", "trial_id": "t0000", "step": 5, "max_steps": 8, "eta_s": 410})
+    assert " 6s" in _render(Console(width=120), view)
+
+
+def test_the_planner_wait_shows_as_a_line_and_in_the_view_until_the_round(tmp_path):
+    console = Console(record=True, width=120)
+    view = LiveView(tmp_path, console)
+    view.on_event({"type": "planner_wait", "line": "asking gemini for round 2's 2 proposals (attempt 1 of 4, 0s of at most 60s)"})
+    view.on_event({"type": "planner_wait", "line": "asking gemini for round 2's 2 proposals (attempt 2 of 4, 31s of at most 60s)"})
+    shown = _render(Console(width=120), view)
+    assert "planner: asking gemini for round 2's 2 proposals (attempt 2 of 4" in shown
+    assert console.export_text().count("asking gemini") == 1  # one line in the log, the view updates in place
+    view.on_event({"type": "round", "round": 2, "planner": "offline (fallback)", "fallback": "gemini failed: 4 attempts failed",
+                   "proposals": []})
+    assert "planner:" not in _render(Console(width=120), view)
+    assert "fallback: gemini failed" in console.export_text()

@@ -47,22 +47,33 @@ def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
     return tokenizer(prompt, add_special_tokens=not has_bos)["input_ids"]
 
 
-def stop_token_ids(tokenizer: Any, stop_strings: Sequence[str]) -> list[int]:
-    """Ids of EOS plus every vocabulary entry whose text contains a stop string.
-
-    Stopping on token ids (not on decoded strings) lets `generate` stop each row itself at no
-    per-step cost; a token that merely contains ';' still ends the statement.
-    """
-    ids = set()
-    for attr in ("eos_token_id",):
-        value = getattr(tokenizer, attr, None)
-        if isinstance(value, int):
-            ids.add(value)
-    if stop_strings:
-        vocab_size = len(tokenizer)
-        texts = tokenizer.batch_decode([[i] for i in range(vocab_size)], skip_special_tokens=False)
-        ids.update(i for i, text in enumerate(texts) if any(s in text for s in stop_strings))
+def end_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    """Every token that ends a turn: the tokenizer's EOS and each id the model's generation config
+    lists (Gemma-3 instruct lists `<eos>` and `<end_of_turn>`; the latter ends its turns)."""
+    ids = {tokenizer.eos_token_id} if isinstance(getattr(tokenizer, "eos_token_id", None), int) else set()
+    listed = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids.update([listed] if isinstance(listed, int) else (listed or []))
     return sorted(ids)
+
+
+class StopStrings:
+    """Finds the token that completes a stop string in a row's decoded text.
+
+    A stop string may span tokens ("\n--" is two in both tokenizers here), so each new token is
+    checked on the decoded text of the row's last few tokens: a match of m characters spans at
+    most m tokens, and a match can only end at the newest token (older ones were checked before).
+    """
+
+    def __init__(self, tokenizer: Any, strings: Sequence[str]) -> None:
+        self.tokenizer, self.strings = tokenizer, tuple(s for s in strings if s)
+        self.window = max((len(s) for s in self.strings), default=0)
+
+    def hits(self, rows: Sequence[list[int]]) -> list[bool]:
+        """For each row (its completion tokens so far): does its newest token complete a match?"""
+        if not self.strings:
+            return [False] * len(rows)
+        tails = self.tokenizer.batch_decode([r[-self.window:] for r in rows], skip_special_tokens=False)
+        return [any(s in t for s in self.strings) for t in tails]
 
 
 class HFEngine:
@@ -77,8 +88,9 @@ class HFEngine:
             max_prefill_tokens = 1024 if vocab > 65536 else 1 << 30
         self.max_prefill_tokens = max_prefill_tokens
         self.tokenizer = tokenizer
-        self.stop_ids = stop_token_ids(tokenizer, stop_strings)
-        if not self.stop_ids:
+        self.stop_ids = end_token_ids(model, tokenizer)
+        self.stop_strings = StopStrings(tokenizer, stop_strings)
+        if not self.stop_ids and not self.stop_strings.strings:
             raise ValueError("the tokenizer has no EOS token and no stop strings were given; "
                              "pass stop_strings so generation knows where the SQL ends")
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_ids[0]
@@ -119,23 +131,23 @@ class HFEngine:
             rows = self._decode(input_ids_PL, mask_PL, n, temperature, top_p, max_new_tokens)
         finally:
             self.model.train(was_training)
-        stops = set(self.stop_ids)
         completions = []
-        for tokens, ids in zip(rows, (ids for ids in prompts for _ in range(n)), strict=True):
-            finished = bool(tokens) and tokens[-1] in stops
+        for (tokens, finished), ids in zip(rows, (ids for ids in prompts for _ in range(n)), strict=True):
             text = self.tokenizer.decode(tokens, skip_special_tokens=True)
             completions.append(Completion(list(ids), tokens, text, finished))
         return completions
 
     def _decode(self, input_ids_PL: torch.Tensor, mask_PL: torch.Tensor, n: int, temperature: float,
-                top_p: float, max_new_tokens: int) -> list[list[int]]:
-        """Sample n continuations per prompt; finished rows leave the batch at once.
+                top_p: float, max_new_tokens: int) -> list[tuple[list[int], bool]]:
+        """Sample n continuations per prompt (tokens, whether a stop ended them); finished rows
+        leave the batch at once.
 
         `generate` keeps every row until the last one stops, so one long sample makes the whole
         batch pay for max_new_tokens; here a row that emits a stop token is dropped from the batch
         and its KV cache, so the cost follows the completions' real lengths. Each prompt is
         encoded once and its cache copied n times. Sampling is exactly softmax(logits / T) with
-        optional nucleus (top-p) filtering, no top-k; temperature 0 is greedy.
+        optional nucleus (top-p) filtering, no top-k; temperature 0 is greedy. A row stops at an
+        end token or at the token that completes a stop string (`StopStrings`).
         """
         positions_PL = (mask_PL.cumsum(-1) - 1).clamp(min=0)
         out = self.model(input_ids=input_ids_PL, attention_mask=mask_PL, position_ids=positions_PL,
@@ -151,13 +163,19 @@ class HFEngine:
         stop_V = torch.zeros(logits_BV.shape[-1], dtype=torch.bool, device=logits_BV.device)
         stop_V[[i for i in self.stop_ids if i < stop_V.shape[0]]] = True
         rows: list[list[int]] = [[] for _ in range(logits_BV.shape[0])]
+        finished = [False] * len(rows)
         for t in range(max_new_tokens):
             token_B = _sample(logits_BV, temperature, top_p)
-            for row, token in zip(alive_B.tolist(), token_B.tolist(), strict=True):
+            alive = alive_B.tolist()
+            for row, token in zip(alive, token_B.tolist(), strict=True):
                 rows[row].append(token)
+            stop_B = stop_V[token_B] | torch.tensor(self.stop_strings.hits([rows[r] for r in alive]),
+                                                    device=stop_V.device)
+            for row in (alive_B[stop_B]).tolist():
+                finished[row] = True
             if t == max_new_tokens - 1:
                 break
-            keep_B = ~stop_V[token_B]
+            keep_B = ~stop_B
             if not bool(keep_B.any()):
                 break
             if not bool(keep_B.all()):
@@ -169,7 +187,7 @@ class HFEngine:
             out = self.model(input_ids=token_B[:, None], attention_mask=mask_BL, position_ids=pos_B1,
                              cache=cache, use_cache=True, logits_to_keep=1)
             cache, logits_BV, pos_B1 = out.cache, out.logits[:, -1].float(), pos_B1 + 1
-        return rows
+        return list(zip(rows, finished, strict=True))
 
 class VLLMEngine:
     """vLLM rollouts for GPUs. Unverified until run on a GPU (none was available when written).
@@ -188,6 +206,7 @@ class VLLMEngine:
         self.model = model
         self.tokenizer = tokenizer
         self.stop_strings = list(stop_strings)
+        self.end_ids = end_token_ids(model, tokenizer)
         self._vllm = vllm
         self._dir = tempfile.mkdtemp(prefix="openrl-vllm-")
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -214,7 +233,8 @@ class VLLMEngine:
                  max_new_tokens: int) -> list[list[Completion]]:
         params = self._vllm.SamplingParams(
             n=n, temperature=temperature, top_p=top_p if temperature > 0 else 1.0, top_k=-1,
-            max_tokens=max_new_tokens, stop=self.stop_strings or None, include_stop_str_in_output=True)
+            max_tokens=max_new_tokens, stop=self.stop_strings or None, stop_token_ids=self.end_ids,
+            include_stop_str_in_output=True)
         prompt_ids = [encode_prompt(self.tokenizer, p) for p in prompts]
         outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], params, use_tqdm=False)
         groups = []

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from rl_core.engine import end_token_ids
+
 IGNORE = -100
 
 
@@ -35,16 +37,31 @@ class SFTConfig:
             raise ValueError(f"unknown SFT schedule {self.schedule!r}: use 'cosine' or 'constant'")
 
 
-def encode_pairs(tokenizer, pairs: Sequence[tuple[str, str]]) -> list[tuple[list[int], int]]:
-    """Token ids of prompt + completion + eos, and where the completion starts."""
+def completion_end_id(model, tokenizer, prompt_style: str) -> int:
+    """The token a target completion ends with: the one generation stops at after an answer.
+
+    For chat prompts, the token the chat template writes right after an assistant message
+    (Gemma-3 instruct: `<end_of_turn>`) when the model lists it among its end tokens; else EOS.
+    """
+    if prompt_style == "chat" and getattr(tokenizer, "chat_template", None):
+        marker = "SELECT 1"
+        text = tokenizer.apply_chat_template([{"role": "user", "content": "q"}, {"role": "assistant", "content": marker}],
+                                             tokenize=False)
+        after = tokenizer(text[text.rindex(marker) + len(marker):], add_special_tokens=False)["input_ids"]
+        if after and after[0] in end_token_ids(model, tokenizer):
+            return after[0]
+    return tokenizer.eos_token_id
+
+
+def encode_pairs(tokenizer, pairs: Sequence[tuple[str, str]], end_id: int | None = None
+                 ) -> list[tuple[list[int], int]]:
+    """Token ids of prompt + completion + end token (default EOS), and where the completion starts."""
     # BOS only when the rendered text lacks it (chat templates write it), as the rollout engine does.
     bos = getattr(tokenizer, "bos_token", None)
     prompts = [tokenizer(p, add_special_tokens=not (bos and p.startswith(bos)))["input_ids"] for p, _ in pairs]
     completions = tokenizer([c for _, c in pairs], add_special_tokens=False)["input_ids"]
-    eos = tokenizer.eos_token_id
-    return [
-        (list(p) + list(c) + [eos], len(p)) for p, c in zip(prompts, completions, strict=True)
-    ]
+    end = tokenizer.eos_token_id if end_id is None else end_id
+    return [(list(p) + list(c) + [end], len(p)) for p, c in zip(prompts, completions, strict=True)]
 
 
 def collate(encoded: Sequence[tuple[list[int], int]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -163,11 +180,15 @@ def train_sft(
     pairs: Sequence[tuple[str, str]],
     cfg: SFTConfig,
     on_step: Callable[[int, float], None] | None = None,
+    end_id: int | None = None,
 ) -> list[float]:
-    """Run `cfg.steps` AdamW steps over shuffled epochs of `pairs`; returns the loss per step."""
+    """Run `cfg.steps` AdamW steps over shuffled epochs of `pairs`; returns the loss per step.
+
+    Targets end with `end_id` (default EOS; `completion_end_id` gives an instruct model's).
+    """
     if not pairs or cfg.steps == 0:
         return []
-    encoded = encode_pairs(tokenizer, pairs)
+    encoded = encode_pairs(tokenizer, pairs, end_id)
     rng = random.Random(cfg.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -258,7 +258,7 @@ def _build_env(spec: TrialSpec, policy: Any, reward: Any) -> Any:
 def _sft_stage(spec: TrialSpec, env: Any, policy: Any, out: TrialDir) -> None:
     """Optional supervised warm-up on gold SQL before the GRPO steps (the `sft_steps` knob)."""
     import sql_env
-    from rl_core.sft import SFTConfig, train_sft
+    from rl_core.sft import SFTConfig, completion_end_id, train_sft
 
     gold = {e.id: e.gold_sql for e in sql_env.load_dataset(spec.dataset, spec.train_split)}
     pairs = [(env.prompt(i), gold[i]) for i in env.example_ids(spec.train_split) if i in gold]
@@ -267,7 +267,8 @@ def _sft_stage(spec: TrialSpec, env: Any, policy: Any, out: TrialDir) -> None:
     losses = train_sft(policy.model, policy.tokenizer, pairs,
                        SFTConfig(steps=spec.hparams.sft_steps, lr=spec.hparams.sft_learning_rate,
                                  batch_size=spec.hparams.sft_batch_size, schedule="constant", seed=spec.seed),
-                       on_step=lambda step, loss: ticker(step + 1, spec.hparams.sft_steps, f"loss={loss:.3f}"))
+                       on_step=lambda step, loss: ticker(step + 1, spec.hparams.sft_steps, f"loss={loss:.3f}"),
+                       end_id=completion_end_id(policy.model, policy.tokenizer, policy.prompt_style))
     print(f"sft {len(losses)} steps loss={losses[-1]:.3f} t={time.time() - t0:.1f}s", flush=True)
 
 

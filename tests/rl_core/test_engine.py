@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from rl_core.engine import HFEngine, VLLMEngine, encode_prompt, stop_token_ids
+from rl_core.engine import HFEngine, VLLMEngine, encode_prompt
 
 CHARS = list("abcdefghijklmnopqrstuvwxyz ;:?=")
 
@@ -44,12 +44,6 @@ def test_encode_prompt_adds_bos_once(setup):
     assert encode_prompt(tok, "<bos>ab")[0] == 2 and encode_prompt(tok, "<bos>ab")[1] != 2
 
 
-def test_stop_ids_include_eos_and_stop_string_tokens(setup):
-    _, tok = setup
-    assert stop_token_ids(tok, []) == [1]
-    assert stop_token_ids(tok, [";"]) == sorted([1, tok.convert_tokens_to_ids(";")])
-
-
 def test_generate_groups_stops_and_truncates(setup):
     model, tok = setup
     engine = HFEngine(model, tok, stop_strings=[";"])
@@ -61,8 +55,8 @@ def test_generate_groups_stops_and_truncates(setup):
         for c in group:
             assert c.prompt_ids == encode_prompt(tok, prompt)
             assert 1 <= len(c.token_ids) <= 12
-            assert not any(t in stop for t in c.token_ids[:-1])  # nothing after a stop token
-            assert c.finished == (c.token_ids[-1] in stop)
+            assert not any(t in stop or tok.decode(t) == ";" for t in c.token_ids[:-1])  # nothing after a stop
+            assert c.finished == (c.token_ids[-1] in stop or c.text.endswith(";"))
             assert c.text == tok.decode(c.token_ids, skip_special_tokens=True)
 
 
@@ -99,14 +93,15 @@ def test_greedy_matches_transformers_generate(setup):
     """The row-dropping decode loop gives generate's greedy tokens, stops included."""
     model, tok = setup
     engine = HFEngine(model, tok, stop_strings=[";"])
+    stop_ids = [*engine.stop_ids, tok.convert_tokens_to_ids(";")]
     prompts = ["ab", "select abc from t where x", "q"]
     ours = engine.generate(prompts, n=1, temperature=0.0, top_p=1.0, max_new_tokens=10)
     for prompt, (c,) in zip(prompts, ours, strict=True):
         ids = torch.tensor([encode_prompt(tok, prompt)])
         out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=10,
-                             eos_token_id=engine.stop_ids, pad_token_id=tok.pad_token_id)
+                             eos_token_id=stop_ids, pad_token_id=tok.pad_token_id)
         theirs = out[0, ids.shape[1]:].tolist()
-        end = next((i + 1 for i, t in enumerate(theirs) if t in engine.stop_ids), len(theirs))
+        end = next((i + 1 for i, t in enumerate(theirs) if t in stop_ids), len(theirs))
         assert c.token_ids == theirs[:end]
 
 

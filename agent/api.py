@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.goal import GoalError, Plan, plan_goal
+from agent.preflight import PreflightError, check_plan
 from agent.session import (
     CHECKPOINTS_FILE,
     SessionError,
@@ -55,14 +56,23 @@ from agent.session import (
     save_session,
     update_status,
 )
+from cluster.base import LauncherError
 
-__all__ = ["GoalError", "Plan", "SessionError", "create_session", "latest_session", "list_sessions",
+__all__ = ["GoalError", "Plan", "PreflightError", "SessionError", "create_session", "preflight", "latest_session", "list_sessions",
            "load_session", "plan_goal", "request_pause", "resume_session", "run_session", "make_launcher"]
 
 OnEvent = Callable[[dict[str, Any]], None]
 
 
+def preflight(plan: Plan, runs_dir: str | os.PathLike[str] = "runs", *, force_parallel: bool = False) -> list[str]:
+    """Check the plan against the spec, the model, the dataset and the runs directory before anything
+    exists (agent/preflight.py); raises PreflightError; returns warnings (caps already applied)."""
+    return check_plan(plan, runs_dir, force_parallel=force_parallel)
+
+
 def create_session(plan: Plan, runs_dir: str | os.PathLike[str] = "runs") -> Path:
+    """A new session directory for a plan that passes `preflight` (checked again here)."""
+    check_plan(plan, runs_dir, force_parallel=True)  # caps were the caller's choice; problems are not
     runs_dir = Path(runs_dir)
     runs_dir.mkdir(parents=True, exist_ok=True)
     session_id = new_session_id(runs_dir)
@@ -120,10 +130,17 @@ def run_session(session_dir: str | os.PathLike[str], on_event: OnEvent | None = 
             graph = build_graph(planner, launcher, session_dir=session_dir, plan=plan, emit=emit,
                                 checkpointer=SqliteSaver(conn), poll_s=poll_s)
             config = {"configurable": {"thread_id": plan["id"]}, "recursion_limit": 1_000_000}
-            with _sigint_pauses(session_dir, emit):
+            with _signals_pause(session_dir, emit):
                 final = graph.invoke(_input_for(graph, config), config, durability="sync")
         except KeyboardInterrupt:  # a second Ctrl-C: trials run on detached; resume re-attaches them
             update_status(session_dir, state="interrupted", stop_reason="interrupted", pid=None)
+            raise
+        except LauncherError as exc:  # e.g. a cluster that refuses connections: one line, resumable
+            update_status(session_dir, state="failed", stop_reason=f"launcher: {exc}", pid=None)
+            raise SessionError(f"{exc}; the session is kept: fix the launcher and `openrl-agent resume "
+                               f"{session_dir.name}`") from None
+        except Exception as exc:
+            update_status(session_dir, state="failed", stop_reason=f"{type(exc).__name__}: {exc}", pid=None)
             raise
         finally:
             conn.close()
@@ -175,20 +192,24 @@ def _exclusive(session_dir: Path) -> Iterator[None]:
 
 
 @contextmanager
-def _sigint_pauses(session_dir: Path, emit: OnEvent) -> Iterator[None]:
-    """First Ctrl-C: pause gracefully. Second: the default KeyboardInterrupt."""
+def _signals_pause(session_dir: Path, emit: OnEvent) -> Iterator[None]:
+    """First Ctrl-C or a SIGTERM (a service manager, `kill`): pause gracefully, so local trials stop
+    instead of running on alone. A second Ctrl-C: the default KeyboardInterrupt."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.getsignal(signal.SIGINT)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
-    def on_sigint(signum: int, frame: Any) -> None:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    def on_signal(signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         request_pause(session_dir)
         emit({"type": "pausing"})
 
-    signal.signal(signal.SIGINT, on_sigint)
+    for sig in previous:
+        signal.signal(sig, on_signal)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -42,6 +42,9 @@ def read_json(path: Path, default: Any = None) -> Any:
         return default
 
 
+BACKUP_FILE = "session.prev.json"
+
+
 def new_session_id(runs_dir: Path) -> str:
     """`s-YYYYMMDD-HHMMSS`, with a suffix when two sessions start in the same second."""
     base = time.strftime("s-%Y%m%d-%H%M%S", time.gmtime())
@@ -57,19 +60,47 @@ def session_file(session_dir: Path) -> Path:
 
 
 def load_session(session_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """session.json of a session, with its directory added as `dir`."""
+    """session.json of a session, with its directory added as `dir`. A damaged file (power loss,
+    a full disk, an editor) is a SessionError that says how to recover, never a traceback."""
     session_dir = Path(session_dir)
-    data = read_json(session_file(session_dir))
-    if data is None:
+    path = session_file(session_dir)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
         raise SessionError(f"{session_dir} is not a session (no {SESSION_FILE}); "
-                           "see `openrl-agent list` for the sessions under runs/")
+                           "see `openrl-agent list` for the sessions under runs/") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SessionError(damaged_message(session_dir, exc)) from None
+    if not isinstance(data, dict) or not isinstance(data.get("constraints"), dict):
+        raise SessionError(damaged_message(session_dir, ValueError("not a session object")))
     data["dir"] = str(session_dir)
     return data
 
 
+def damaged_message(session_dir: Path, exc: Exception) -> str:
+    backup = session_dir / BACKUP_FILE
+    how = (f"restore the previous copy with `cp {backup} {session_file(session_dir)}` (finished trials live in "
+           f"{session_dir / 'trials'} and {session_dir / 'study.journal'}, which are intact)"
+           if backup.is_file() else
+           f"its trials are still in {session_dir / 'trials'} and {session_dir / 'study.journal'}; "
+           "start a new session to continue the research")
+    return f"session {session_dir.name} is damaged: {SESSION_FILE} cannot be read ({exc}); {how}"
+
+
 def save_session(session_dir: Path, data: dict[str, Any]) -> None:
+    """Write session.json atomically, keeping the previous good copy as session.prev.json."""
     data = {k: v for k, v in data.items() if k != "dir"}
-    write_json_atomic(session_file(session_dir), data)
+    path = session_file(session_dir)
+    if path.is_file():
+        try:
+            _copy(path, Path(session_dir) / BACKUP_FILE)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            pass  # never back up a damaged file over a good backup
+    write_json_atomic(path, data)
+
+
+def _copy(src: Path, dst: Path) -> None:
+    write_json_atomic(dst, json.loads(src.read_text()))  # parses first: a damaged file raises, not copies
 
 
 def update_status(session_dir: Path, **status: Any) -> dict[str, Any]:
@@ -80,27 +111,49 @@ def update_status(session_dir: Path, **status: Any) -> dict[str, Any]:
     return data
 
 
-def list_sessions(runs_dir: str | os.PathLike[str] = "runs") -> list[dict[str, Any]]:
-    """All sessions under runs_dir, oldest first (ids sort by creation time)."""
+def list_sessions(runs_dir: str | os.PathLike[str] = "runs", *, damaged: bool = False) -> list[dict[str, Any]]:
+    """All sessions under runs_dir, oldest first (ids sort by creation time). With damaged=True, a
+    session whose session.json cannot be read is listed as {"id", "dir", "damaged": message}."""
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         return []
     out = []
     for child in sorted(runs_dir.iterdir()):
-        if session_file(child).is_file():
-            try:
-                out.append(load_session(child))
-            except (SessionError, json.JSONDecodeError):
-                continue
+        if not session_file(child).is_file():
+            continue
+        try:
+            out.append(load_session(child))
+        except SessionError as exc:
+            if damaged:
+                out.append({"id": child.name, "dir": str(child), "damaged": str(exc),
+                            "created_at": child.stat().st_mtime})
     out.sort(key=lambda s: (s.get("created_at", 0), s.get("id", "")))
     return out
 
 
 def latest_session(runs_dir: str | os.PathLike[str] = "runs") -> Path:
-    sessions = list_sessions(runs_dir)
+    """The newest session; if the newest is damaged, say so instead of silently picking an older one."""
+    sessions = list_sessions(runs_dir, damaged=True)
     if not sessions:
         raise SessionError(f"no sessions under {runs_dir}; start one with `openrl-agent start \"<goal>\"`")
-    return Path(sessions[-1]["dir"])
+    newest = max(sessions, key=lambda s: s["id"])
+    if newest.get("damaged"):
+        raise SessionError(newest["damaged"] + "; or name another session (`openrl-agent list`)")
+    return Path(newest["dir"])
+
+
+def agent_alive(session: dict[str, Any]) -> bool:
+    """Whether the agent process recorded in session.json's status still runs (same host)."""
+    pid = (session.get("status") or {}).get("pid")
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # --- pause flag -------------------------------------------------------------------------------

@@ -48,9 +48,10 @@ def _examples(*lines: str) -> str:
 def _user_errors() -> tuple[type[Exception], ...]:
     """The library's exception types that mean 'the user can fix this' (imported lazily: fast CLI start)."""
     from agent.goal import GoalError
+    from agent.preflight import PreflightError
     from agent.session import SessionError
 
-    return (UserError, SessionError, GoalError)
+    return (UserError, SessionError, GoalError, PreflightError)
 
 
 def resolve_session(session: str | None, runs_dir: Path) -> Path:
@@ -64,33 +65,21 @@ def resolve_session(session: str | None, runs_dir: Path) -> Path:
     raise UserError(f"no session '{session}' under {runs_dir}/; `openrl-agent list` shows the sessions there")
 
 
-def _check_start_inputs(launcher: Launcher) -> None:
+def _check_launcher(plan: Any) -> None:
     """Mistakes plan_goal cannot see (it only plans), caught before a session directory exists."""
-    if launcher is Launcher.k8s and not _has_kubeconfig():
+    if plan.launcher.get("name") == "k8s" and not _has_kubeconfig():
         raise UserError(
             "--launcher k8s needs cluster credentials: set KUBECONFIG or create ~/.kube/config "
             "(see README, 'Running on Kubernetes'), or use --launcher local"
         )
 
 
-def _check_plan_inputs(plan: Any) -> None:
-    """A model or dataset the goal or a flag names that cannot exist: say so now, not in every trial's error."""
-    model, dataset = plan.constraints.model, plan.constraints.dataset
-    if model.startswith("builtin:"):
-        from rl_core.tiny_gemma import RECIPES  # torch-free
-
-        if model.removeprefix("builtin:") not in RECIPES:
-            choices = ", ".join(f"builtin:{n}" for n in sorted(RECIPES))
-            raise UserError(
-                f"unknown built-in model {model}; choose one of {choices}, or a local model directory"
-            )
-    elif model.startswith(("/", "./", "../", "~")) and not Path(model).expanduser().is_dir():
-        raise UserError(f"model directory {model} does not exist; give a local Hugging Face model directory "
-                        "(config.json + weights; see `openrl-agent model --help`) or builtin:tiny-gemma")  # fmt: skip
-    if dataset.startswith(("/", "./", "../", "~")) and not Path(dataset).expanduser().exists():
-        raise UserError(
-            f"dataset {dataset} does not exist; `openrl-agent data --help` shows how to import one"
-        )
+def shown_path(path: Path) -> str:
+    """`runs/...` relative to the working directory when under it, else the absolute path."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(Path(path).resolve())
 
 
 def _has_kubeconfig() -> bool:
@@ -126,7 +115,12 @@ def start(
         help="Who proposes trials (default: gemini when GEMINI_API_KEY is set, else offline). openai: any "
         "OpenAI-compatible server, from OPENAI_BASE_URL / OPENAI_API_KEY / OPENRL_AGENT_OPENAI_MODEL.",
     ),
-    launcher: Launcher = typer.Option(Launcher.local, "--launcher", help="Where trials run."),
+    launcher: Launcher | None = typer.Option(
+        None, "--launcher", help="Where trials run (default: the config file's launcher, else local)."
+    ),
+    force_parallel: bool = typer.Option(
+        False, "--force-parallel", help="Keep --parallel above the usable cores instead of capping it."
+    ),
     config: Path | None = typer.Option(
         None,
         "--config",
@@ -136,8 +130,6 @@ def start(
     runs_dir: Path = RUNS_DIR,
 ) -> None:
     """Plan a research session from a goal, then run it with a live view."""
-    with _as_user_error():
-        _check_start_inputs(launcher)
     from agent import api
 
     overrides = {
@@ -146,17 +138,20 @@ def start(
         "model": model,
         "dataset": dataset,
         "planner": planner.value if planner else None,
-        "launcher": launcher.value,
+        "launcher": launcher.value if launcher else None,
         "config": config,
         "budget_minutes": budget_minutes,
     }
     with _as_user_error():
         plan = api.plan_goal(goal, {k: v for k, v in overrides.items() if v is not None},
                              progress=lambda line: console.print(line, style="dim", markup=False))
-        _check_plan_inputs(plan)
+        _check_launcher(plan)
+        warnings = api.preflight(plan, runs_dir, force_parallel=force_parallel)
+        for warning in warnings:
+            console.print(f"[yellow]warning:[/] {warning}", highlight=False)
         console.print(_plan_table(plan))
         session_dir = api.create_session(plan, runs_dir)
-    console.print(f"session [bold]{session_dir.name}[/] in {session_dir}")
+    console.print(f"session [bold]{session_dir.name}[/] in {shown_path(session_dir)}")
     _run_and_report(session_dir, api.run_session)
 
 
@@ -195,6 +190,20 @@ def _run_and_report(session_dir: Path, run: Any) -> None:
         f"session {name} {summary.get('state', 'done')} ({summary.get('reason', '')}); "
         f"full report: `openrl-agent report {name}`"
     )
+    rows = facts["leaderboard"]
+    if rows and not any(r["status"] == "succeeded" for r in rows):
+        fail("every trial failed; causes: " + _failure_causes(rows))
+
+
+def _failure_causes(rows: list[dict[str, Any]]) -> str:
+    from collections import Counter
+
+    causes = Counter(
+        f"{(r.get('error') or {}).get('kind', r['status'])}: {str((r.get('error') or {}).get('message', ''))[:120]}"
+        for r in rows
+        if r["status"] != "succeeded"
+    )
+    return "; ".join(f"{n} x {cause}" for cause, n in causes.most_common(3))
 
 
 @app.command(epilog=_examples("openrl-agent status", "openrl-agent status s-20261125-181500"))
@@ -216,6 +225,7 @@ def status(session: str | None = SESSION, runs_dir: Path = RUNS_DIR) -> None:
         "openrl-agent report s-20261125-181500 --format markdown > report.md",
         "openrl-agent report --format json | jq .best.reproduce",
         "openrl-agent report --plot curves.png",
+        "openrl-agent report --trial t0003",
     )
 )
 def report(
@@ -226,11 +236,17 @@ def report(
     plot: Path | None = typer.Option(
         None, "--plot", help="Also write learning curves and best-so-far to this PNG."
     ),
+    trial: str | None = typer.Option(
+        None, "--trial", help="Show one trial whole: spec, rationale, curves, wrong SQL, lineage."
+    ),
     runs_dir: Path = RUNS_DIR,
 ) -> None:
     """The leaderboard, best trial (config, adapter, reproduce command), rounds, importances, failures, curves."""
     from agent.report import build_report, render_markdown, render_terminal, write_plot
 
+    if trial is not None:
+        _report_trial(session, trial, format, runs_dir)
+        return
     if plot is not None and plot.suffix.lower() != ".png":
         fail(f"--plot writes a PNG; give a file name ending in .png, not {plot.name}")
     with _as_user_error():
@@ -244,6 +260,23 @@ def report(
     if plot is not None:
         # stderr, so `--format json --plot x.png > out.json` stays valid JSON
         typer.echo(f"wrote {write_plot(facts, plot)}", err=True)
+
+
+def _report_trial(session: str | None, trial_id: str, format: Format, runs_dir: Path) -> None:
+    from agent.report.trial_view import TrialNotFound, trial_facts, trial_renderable
+
+    if format is Format.markdown:
+        fail("--trial prints to the terminal (--format table) or as JSON (--format json), not markdown")
+    with _as_user_error():
+        session_dir = resolve_session(session, runs_dir)
+    try:
+        facts = trial_facts(session_dir, trial_id)
+    except TrialNotFound as exc:
+        fail(str(exc))
+    if format is Format.json:
+        typer.echo(json.dumps(facts, indent=2, default=str))
+    else:
+        console.print(trial_renderable(facts))
 
 
 @app.command(epilog=_examples("openrl-agent pause", "openrl-agent pause s-20261125-181500"))
@@ -273,7 +306,7 @@ def list_(runs_dir: Path = RUNS_DIR) -> None:
     from agent.report.facts import leaderboard
     from agent.session import list_sessions
 
-    sessions = list_sessions(runs_dir)
+    sessions = list_sessions(runs_dir, damaged=True)
     if not sessions:
         console.print(f'no sessions under {runs_dir}; start one with `openrl-agent start "<goal>"`')
         return
@@ -281,6 +314,9 @@ def list_(runs_dir: Path = RUNS_DIR) -> None:
     for col in ("session", "state", "trials", "best dev acc", "goal"):
         table.add_column(col, overflow="fold")
     for s in sessions:
+        if s.get("damaged"):
+            table.add_row(Path(s["dir"]).name, "[red]damaged[/]", "-", "-", s["damaged"])
+            continue
         rows = leaderboard(Path(s["dir"]))
         done = sum(r["status"] in ("succeeded", "failed") for r in rows)
         best = rows[0] if rows and rows[0]["accuracy"] is not None else None

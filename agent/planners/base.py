@@ -11,7 +11,6 @@ from typing import Any, Protocol
 
 from tools.search_space import SearchSpace
 
-
 ACTIONS = ("fresh", "continue", "branch")
 
 

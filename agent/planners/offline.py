@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from agent.planners.base import PlannerResult, PlanningContext, Proposal
+from rl_core.spec import FIELDS
 from tools.search_space import SearchSpace
 
 ERROR_STATUSES = ("syntax_error", "schema_error", "runtime_error", "forbidden", "timeout")
@@ -144,16 +145,24 @@ def _rule_no_signal(params: dict, curve: dict, space: SearchSpace, reasons: list
 
 
 def _baseline_rationale(d: dict, fixed: dict | None = None) -> str:
-    """The first trial's reason, naming the default values it actually runs (a config may change them)."""
-    sft = (fixed or {}).get("hparams.sft_steps")
-    tuning = "full fine-tuning" if d.get("lora_rank", 0) == 0 else f"LoRA r{d['lora_rank']}"
+    """The first trial's reason, naming the values it actually runs: searched defaults, else pinned
+    values, else the spec's defaults (a config may pin batch settings: never "None prompts")."""
+    def value(name: str) -> Any:
+        if name in d:
+            return d[name]
+        path = "budget.max_steps" if name == "max_steps" else f"hparams.{name}"
+        return (fixed or {}).get(path, FIELDS[path].default)
+
+    sft = value("sft_steps")
+    rank = value("lora_rank")
+    tuning = "full fine-tuning" if rank == 0 else f"LoRA r{rank}"
     reward = "binary execution reward" if not any(
         d.get(k) for k in ("reward_executes", "reward_partial_credit", "reward_format", "reward_length_penalty")
     ) else "shaped reward"
     recipe = f"the pretrained-model preset ({sft} supervised steps first, " if sft else "the calibrated recipe ("
-    return (f"baseline: the search space's defaults, {recipe}lr {_short(d.get('learning_rate', 0))}, "
-            f"{d.get('prompts_per_step')} prompts x {d.get('group_size')}, T={d.get('temperature', 0):g}, "
-            f"{d.get('loss_type', 'dapo')} loss, {tuning}, {reward})")
+    return (f"baseline: the search space's defaults, {recipe}lr {_short(value('learning_rate'))}, "
+            f"{value('prompts_per_step')} prompts x {value('group_size')}, T={value('temperature'):g}, "
+            f"{value('loss_type')} loss, {tuning}, {reward})")
 
 
 def _short(x: float) -> str:

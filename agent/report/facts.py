@@ -15,6 +15,7 @@ from typing import Any
 from agent.report import format as fmt
 from agent.report.files import TrialFiles, base_eval, load_trials, read_json
 from agent.report.importance import param_importances
+from agent.session import agent_alive
 
 # Shown first when they vary across trials; anything else that varies follows.
 PREFERRED_PARAMS = (
@@ -150,6 +151,8 @@ def planned_trials(session: dict[str, Any]) -> int | None:
 def session_state(session_dir: Path, session: dict[str, Any]) -> str:
     """The loop's own word for the state; a pause flag the loop has not picked up yet shows as 'pausing'."""
     state = (session.get("status") or {}).get("state") or "created"
+    if state == "running" and not agent_alive(session):
+        return "stopped (agent not running)"
     if (Path(session_dir) / "pause").exists() and state == "running":
         return "pausing"
     return str(state)

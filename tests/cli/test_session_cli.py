@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from typer.testing import CliRunner
@@ -84,8 +85,12 @@ def test_status_and_pause(runs):
     assert finished.exit_code == 0 and "is not running (finished); nothing to pause" in finished.output
     assert not (session / "pause").exists()
     data = json.loads((session / "session.json").read_text())
-    data["status"] = {"state": "running"}
-    (session / "session.json").write_text(json.dumps(data))  # as the loop leaves it while it runs
+    data["status"] = {"state": "running", "pid": 2**22 + 7}  # the loop was killed: its pid is gone
+    (session / "session.json").write_text(json.dumps(data))
+    dead = invoke("status", "--runs-dir", str(runs))
+    assert dead.exit_code == 0 and "stopped (agent not running)" in dead.output
+    data["status"] = {"state": "running", "pid": os.getpid()}  # as the loop leaves it while it runs
+    (session / "session.json").write_text(json.dumps(data))
     paused = invoke("pause", "--runs-dir", str(runs))
     assert paused.exit_code == 0 and "pause requested for s-20261125-120000" in paused.output
     assert (session / "pause").exists()

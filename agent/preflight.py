@@ -1,0 +1,151 @@
+"""Checks a plan must pass before a session exists: every user mistake caught before it costs compute.
+
+`check_plan(plan, runs_dir)` raises PreflightError (one line: what is wrong and the fix) when
+- the search space or a pinned value would make a trial the runner refuses (every range end and
+  choice is built into a spec and validated by rl_core.spec, the spec's one owner);
+- the model cannot load: an unknown built-in, a missing directory or one without config.json or
+  weights, a GGUF file that is not there, a packaged model whose extra is not installed, a Hub id
+  that is neither cached nor reachable;
+- the dataset is not built or imported, or lacks the train or evaluation split;
+- the runs directory is a file or cannot be written.
+It returns warnings (for example parallel trials above the usable cores, capped) that the caller shows.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from rl_core.gguf import KNOWN_MODELS
+from rl_core.tiny_gemma import RECIPES
+from sql_env.datasets.store import DatasetError, dataset_dir, splits_of
+from tools.search_space import SearchSpace, SearchSpaceError
+
+BUILTIN_PREFIX = "builtin:"
+
+
+class PreflightError(ValueError):
+    """The plan cannot run as given; the message says what to change."""
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def check_plan(plan: Any, runs_dir: str | os.PathLike[str], *, force_parallel: bool = False) -> list[str]:
+    """Raise PreflightError for the first problem; return warnings (and apply caps) otherwise."""
+    c = plan.constraints
+    check_runs_dir(Path(runs_dir))
+    check_model(c.model)
+    check_dataset(c.dataset, train_split="train", eval_split="dev")
+    space = SearchSpace.from_json(plan.search_space)
+    base = {"trial_id": "preflight", "session": "preflight", "model": c.model, "dataset": c.dataset,
+            "seed": c.seed}
+    if c.eval_limit:
+        base["eval.limit"] = c.eval_limit
+    if c.trial_seconds:
+        base["budget.max_seconds"] = c.trial_seconds
+    try:
+        space.check(base)
+    except SearchSpaceError as exc:
+        raise PreflightError(str(exc)) from None
+    split = space.fixed.get("eval.split", "dev")
+    if split == "test":
+        raise PreflightError('eval.split "test" is sealed: the session chooses on dev and confirms the winner '
+                             'on test at the end; remove the [fixed] "eval.split"')
+    return _cap_parallel(plan, force_parallel)
+
+
+def _cap_parallel(plan: Any, force: bool) -> list[str]:
+    c = plan.constraints
+    cores = usable_cores()
+    if (plan.launcher or {}).get("name", "local") != "local" or c.parallel <= cores:
+        return []
+    if force:
+        return [f"{c.parallel} trials at once on {cores} usable cores: each trial gets a fraction of a core "
+                "and all of them slow down (kept because --force-parallel was given)"]
+    asked = c.parallel
+    c.parallel = cores
+    return [f"{asked} trials at once on {cores} usable cores would slow every trial down; running {cores} at a "
+            "time (add --force-parallel to keep the number you asked for)"]
+
+
+def check_runs_dir(runs_dir: Path) -> None:
+    if runs_dir.exists() and not runs_dir.is_dir():
+        raise PreflightError(f"--runs-dir {runs_dir} is a file, not a directory; pick a directory for sessions")
+    probe = runs_dir
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise PreflightError(f"--runs-dir {runs_dir} cannot be written ({probe} is not a writable directory); "
+                             "pick a directory you can write to")
+
+
+def check_model(model: str) -> None:
+    if model.startswith(BUILTIN_PREFIX):
+        if model.removeprefix(BUILTIN_PREFIX) not in RECIPES:
+            choices = ", ".join(f"{BUILTIN_PREFIX}{n}" for n in sorted(RECIPES))
+            raise PreflightError(f"unknown built-in model {model}; choose one of {choices}, or a local model directory")
+        return
+    if model in KNOWN_MODELS:
+        pkg = KNOWN_MODELS[model]
+        if importlib.util.find_spec(pkg.module) is None or importlib.util.find_spec("gguf") is None:
+            raise PreflightError(f"model {model} needs the {pkg.extra} extra: pip install 'openrl-agent[{pkg.extra}]' "
+                                 "(or `make setup EXTRAS=gemma`)")
+        return
+    if model.lower().endswith(".gguf"):
+        if not Path(model).expanduser().is_file():
+            raise PreflightError(f"GGUF file {model} does not exist; check the path")
+        return
+    path = Path(model).expanduser()
+    if path.exists() or model.startswith(("/", "./", "../", "~")) or model.count("/") > 1:
+        _check_model_dir(path, model)
+        return
+    if "/" in model and not _hub_cached(model):
+        raise PreflightError(f"model {model} is not a local directory and is not in the Hugging Face cache; this "
+                             "tool does not download weights: fetch it where the Hub is reachable "
+                             f"(`huggingface-cli download {model} --local-dir DIR`) and pass --model DIR")
+    if "/" not in model:
+        raise PreflightError(f"model {model!r} is neither builtin:tiny-gemma, a packaged model "
+                             f"({', '.join(KNOWN_MODELS)}), a GGUF file, a local directory nor a Hub id")
+
+
+def _check_model_dir(path: Path, model: str) -> None:
+    if not path.is_dir():
+        raise PreflightError(f"model directory {model} does not exist; give a local Hugging Face model directory "
+                             "(config.json + weights; see `openrl-agent model --help`) or builtin:tiny-gemma")
+    config = path / "config.json"
+    try:
+        json.loads(config.read_text())
+    except FileNotFoundError:
+        raise PreflightError(f"{model} is not a Hugging Face model directory (no config.json); pass a directory "
+                             "written by save_pretrained") from None
+    except (OSError, ValueError) as exc:
+        raise PreflightError(f"{config} cannot be read as JSON ({exc}); re-save the model") from None
+    if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
+        raise PreflightError(f"{model} has a config.json but no weights (*.safetensors or *.bin); "
+                             "re-save the model with save_pretrained")
+
+
+def check_dataset(dataset: str, *, train_split: str, eval_split: str) -> None:
+    try:
+        folder = dataset_dir(dataset)
+    except DatasetError as exc:
+        raise PreflightError(str(exc)) from None
+    have = splits_of(folder)
+    for split in (train_split, eval_split):
+        if split not in have:
+            raise PreflightError(f"dataset {dataset} has no {split!r} split (it has: {', '.join(have) or 'none'}); "
+                                 "import it again with a train and a dev split")
+
+
+def _hub_cached(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except ValueError:  # not a valid repo id
+        return False

@@ -3,22 +3,26 @@
 Scores >= 5,000 completions for the built-in dev set, grouped 8 per prompt like a GRPO group, with
 a mix of correct SQL (the gold, written three distinct ways), wrong SQL (runs, other answer),
 erroneous SQL (syntax, unknown table, forbidden, no SQL at all) and slow SQL (a cross join of a
-million pairs that finishes in milliseconds; `--runaway N` adds never-ending queries, each of which
-holds a worker for the whole timeout).
+million pairs that finishes in milliseconds). `--runaway N` puts N runaway queries in every call:
+one huge value DuckDB cannot interrupt (`repeat('x', 2000000000)`, `list_sort(range(25000000))`,
+each text distinct), which the process backend stops at its timeout plus one second by killing its
+worker, and the thread backend waits out (seconds each); `--runaway` runs use `--n 1000 --repeat 1`
+to stay short.
 Every completion's SQL text is distinct within its group and the cross-call execution cache is off,
 so the figures are for real executions, not cache hits.
 
 Each call scores `--batch` groups at once, as the trainer does once per GRPO step (16 prompts by
-default). The headline figure is SQLEnvironment as the trainer builds it (thread backend), measured
-from creating the environment, so opening the databases and every gold query are inside it; the
-same completions are then scored again by the same environment (gold cached, execution cache
-still off). The process backend (`backend="process"`: worker subprocesses, each with its own DuckDB
-instances) is measured the same way, start-up included.
+default). The headline figure is SQLEnvironment as the trainer builds it (the process backend:
+worker subprocesses, each with its own DuckDB instances), measured from creating the environment, so
+starting the workers, opening the databases and every gold query are inside it; the same
+completions are then scored again by the same environment (gold cached, execution cache still off).
+The thread backend (`backend="thread"`, in-process) is measured the same way.
 
 The naive baseline verifies a prefix of the same completions the obvious way: one thread, a new
 DuckDB connection per completion, the gold query re-run every time.
 
     nice -n 10 .venv/bin/python benchmarks/reward_throughput.py [--n 5000] [--workers 2] [--repeat 3]
+    nice -n 10 .venv/bin/python benchmarks/reward_throughput.py --runaway 1 --n 1000 --repeat 1 --naive-n 0
 
 Prints figures only (the machine may be shared: `--repeat` runs each measurement several times and
 prints the median; the CPU time per completion, workers included, is the steadier figure).
@@ -44,7 +48,7 @@ from sql_env.prompts import extract_sql
 from sql_env.types import Example
 
 GROUP = 8
-RUNAWAY_SQL = "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r"
+RUNAWAY_SQL = ("SELECT length(repeat('x', 2000000000 + {k}))", "SELECT list_sort(range(25000000 + {k}))[1]")
 
 
 def first_table(sql: str) -> str:
@@ -71,15 +75,19 @@ def group_for(ex: Example, rng: random.Random, slow: bool) -> list[tuple[str, st
     return pairs
 
 
-def build_groups(examples: list[Example], n: int, runaway: int, seed: int) -> list[tuple[Example, list[tuple[str, str]]]]:
+def build_groups(examples: list[Example], n: int, runaway: int, batch: int, seed: int,
+                 ) -> list[tuple[Example, list[tuple[str, str]]]]:
+    """Groups for `n` completions; `runaway` groups of every call of `batch` groups end in a runaway."""
     rng = random.Random(seed)
     groups = []
     for i in range(-(-n // GROUP)):
         ex = examples[i % len(examples)]
         groups.append((ex, group_for(ex, rng, slow=rng.random() < 0.25)))
-    for i in rng.sample(range(len(groups)), min(runaway, len(groups))):
-        ex, pairs = groups[i]
-        pairs[-1] = ("runaway", RUNAWAY_SQL)
+    for start in range(0, len(groups), batch):
+        call = range(start, min(start + batch, len(groups)))
+        for i in rng.sample(call, min(runaway, len(call))):
+            ex, pairs = groups[i]
+            pairs[-1] = ("runaway", RUNAWAY_SQL[i % 2].format(k=i))
     return groups
 
 
@@ -102,10 +110,12 @@ def run_fast(dataset: str, groups, workers: int, timeout_s: float, batch: int, b
     t0 = time.perf_counter()
     _, again = score_all(env, calls)
     again_wall = time.perf_counter() - t0
+    restarts = env.worker_restarts
     env.close()
     return {"n": len(first), "wall": wall, "again_wall": again_wall, "cpu": cpu, "call_ms": call_ms,
             "exec_ms": [s.metrics["exec_s"] * 1e3 for s in first], "correct": [s.correct for s in first],
-            "same_again": sum(a.correct == b.correct for a, b in zip(first, again, strict=True))}
+            "same_again": sum(a.correct == b.correct for a, b in zip(first, again, strict=True)),
+            "statuses": [s.metrics["status"] for s in first], "restarts": restarts}
 
 
 def score_all(env: SQLEnvironment, calls: list) -> tuple[list[float], list]:
@@ -168,16 +178,18 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=5000, help="completions to score (>= 5000 for the figure)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=1.0, help="sandbox timeout per query, seconds")
-    parser.add_argument("--runaway", type=int, default=0, help="never-ending queries in the mix")
+    parser.add_argument("--runaway", type=int, default=0, help="runaway queries (one huge value) per call")
     parser.add_argument("--batch", type=int, default=16,
                         help="groups per score_many call (a GRPO step's prompts; the trainer's default is 16)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement; the median is printed")
     parser.add_argument("--naive-n", type=int, default=400, help="completions for the naive baseline")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backends", default="process,thread",
+                        help="SQLEnvironment backends to measure; the first is the headline (process: the trainer's default)")
     args = parser.parse_args()
 
     examples = load_dataset(args.dataset, "dev")
-    groups = build_groups(examples, args.n, args.runaway, args.seed)
+    groups = build_groups(examples, args.n, args.runaway, args.batch, args.seed)
     kinds = [k for _, pairs in groups for k, _ in pairs]
     cores = len(os.sched_getaffinity(0))
     mix = ", ".join(f"{k} {kinds.count(k)}" for k in ("correct", "wrong", "error", "slow", "runaway"))
@@ -187,11 +199,11 @@ def main() -> None:
 
     expected = [k == "correct" for k in kinds]
     results = {}
-    for backend in ("thread", "process"):
+    for backend in args.backends.split(","):
         r = results[backend] = median_run(args.repeat, run_fast, args.dataset, groups, args.workers, args.timeout,
                                           args.batch, backend)
         agree = sum(a == b for a, b in zip(r["correct"], expected, strict=True))
-        label = "fast " if backend == "thread" else "procs"
+        label = "procs" if backend == "process" else "fast "
         print(f"{label}: {r['n'] / r['wall']:8.0f} verified completions/s  ({backend} backend, {args.workers} "
               f"{'worker processes' if backend == 'process' else 'threads'}: {r['n']} in {r['wall']:.2f} s from a cold "
               f"start, gold and start-up included; cpu {r['cpu'] / r['n'] * 1e3:.3f} ms/completion)")
@@ -201,8 +213,14 @@ def main() -> None:
         print(f"       latency per completion (sandbox run): p50 {pct(r['exec_ms'], 0.5):.2f} ms  "
               f"p99 {pct(r['exec_ms'], 0.99):.2f} ms; verdicts as intended: {agree}/{r['n']}, "
               f"same on the second pass: {r['same_again']}/{r['n']}")
-    fast = results["thread"]
+        if args.runaway:
+            stuck = [st for st, k in zip(r["statuses"], kinds, strict=True) if k == "runaway"]
+            print(f"       runaways: {stuck.count('timeout')}/{len(stuck)} scored timeout, {r['restarts']} workers "
+                  f"replaced; slowest call {max(r['call_ms']) / 1e3:.2f} s")
+    fast = results[args.backends.split(",")[0]]
     fast_rate = fast["n"] / fast["wall"]
+    if not args.naive_n:
+        return
 
     naive = run_naive(args.dataset, groups, args.naive_n, args.timeout)
     naive_rate = naive["n"] / naive["wall"]

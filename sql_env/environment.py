@@ -14,8 +14,11 @@ then weight the reward components. What makes it fast enough to sit inside a GRP
   never normalised, and the gold itself is normalised only when a prediction needs it;
 - all completions of a call (`score`, or many groups with `score_many`) run across `workers` threads,
   the caller's among them, each taking the next query when it is free.
-`backend="process"` scores in worker subprocesses instead (sql_env.procpool): a DuckDB crash then
-costs verdicts, not the training run.
+Backends: `"process"` (the default) scores in worker subprocesses (sql_env.procpool), so the time
+limit always holds: a query DuckDB cannot interrupt (one huge value) has its worker killed at its
+timeout plus one second, and a DuckDB crash costs verdicts, not the training run. `"thread"` scores
+in this process: a little faster from a cold start, but one such query holds a thread, and the whole
+call, until DuckDB finishes it (seconds to minutes).
 """
 
 from __future__ import annotations
@@ -69,7 +72,7 @@ class SQLEnvironment:
         max_rows: int = 10_000,
         workers: int = 2,
         exec_cache_size: int = 4096,
-        backend: str = "thread",
+        backend: str = "process",
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")

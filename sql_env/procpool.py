@@ -1,49 +1,112 @@
-"""Scoring in worker processes: `SQLEnvironment(backend="process")`.
+"""Scoring in worker processes, with a time limit that always holds (SQLEnvironment's default backend).
 
-What it buys is isolation: a worker that dies (a DuckDB crash, the OOM killer) costs the verdicts it
-was computing, not the training run, and no worker shares a GIL or a DuckDB instance with another.
-What it does not buy on 2 cores is speed: benchmarks/reward_throughput.py measures it level with the
-thread backend once warm and a little behind from a cold start (two interpreters to start, each
-computing its own gold results); on machines with more cores it is the one without a shared GIL
-(not measured here).
+DuckDB stops a query only between vectors, so one call on one huge value (`repeat('x', 2000000000)`,
+`list_sort(range(25000000))`) runs on for seconds after its interrupt. A thread cannot be stopped;
+a process can. Each worker publishes the query it is running in a small shared-memory slot (start
+time and a digest of (database, SQL)); while a worker owes the parent a reply, the parent's task
+thread waits on the pipe and, when no reply has come, reads the slot: a query past its timeout plus
+`KILL_GRACE_S` gets its worker killed and replaced. The query's verdict is `timeout`, its digest is
+remembered (every worker is told, so the same SQL later costs nothing), and the group is scored
+again on the fresh worker. No message per query crosses the pipe: the slot is read only when a reply
+is late.
 
-Each worker is `python -m sql_env.procpool`: a plain subprocess, not `multiprocessing`, so it never
+Also isolation: a worker that dies (a DuckDB crash, the OOM killer) costs the verdicts it was
+computing, not the training run, and no worker shares a GIL or a DuckDB instance with another.
+
+Each worker is `python -m sql_env.procworker`: a plain subprocess, not `multiprocessing`, so it never
 re-imports the caller's main module (a CLI that imports torch, a script without a
-`__name__ == "__main__"` guard). It holds an in-process `SQLEnvironment` (thread backend, one thread)
+`__name__ == "__main__"` guard). It holds an in-process thread-backend `SQLEnvironment` (one thread)
 built from the parent's settings, and speaks pickles over its stdin/stdout. The parent sends whole
 GRPO groups, one group per task, to whichever worker is free, so a group's duplicate SQL still runs
-once and its gold result is computed in the worker that needs it. Gold results and the execution
-cache are per worker. Workers ignore SIGINT (the parent decides what Ctrl-C means) and exit when
-the parent closes their stdin or dies.
+once and its gold result is computed in the worker that needs it. Workers ignore SIGINT (the parent
+decides what Ctrl-C means) and exit when the parent closes their stdin or dies.
 """
 
 from __future__ import annotations
 
+import hashlib
+import mmap
 import os
 import pickle
 import queue
-import signal
+import select
+import struct
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO, NoReturn
+
+KILL_GRACE_S = 1.0  # how far past its timeout a query may run before its worker is killed
+_SLOT = struct.Struct("<Qd16s?")  # sequence number, start (time.monotonic), query digest, running
+
+
+def query_digest(db_id: str, sql: str) -> bytes:
+    return hashlib.blake2b(f"{db_id}\0{sql}".encode(errors="surrogatepass"), digest_size=16).digest()
+
+
+class QuerySlot:
+    """Which query a worker is running, in memory the parent and the worker share (a seqlock: the
+    worker bumps the sequence number around each write, a reader retries a torn read)."""
+
+    def __init__(self, fd: int) -> None:
+        self._map = mmap.mmap(fd, _SLOT.size)
+        self._seq = 0
+
+    def begin(self, digest: bytes) -> None:
+        self._write(time.monotonic(), digest, True)
+
+    def end(self) -> None:
+        self._write(0.0, bytes(16), False)
+
+    def read(self) -> tuple[float, bytes] | None:
+        """(start, digest) of the running query, or None between queries."""
+        while True:
+            seq, started, digest, running = _SLOT.unpack_from(self._map)
+            if seq % 2 == 0 and _SLOT.unpack_from(self._map)[0] == seq:
+                return (started, digest) if running else None
+            time.sleep(0.001)
+
+    def close(self) -> None:
+        self._map.close()
+
+    def _write(self, started: float, digest: bytes, running: bool) -> None:
+        self._seq += 1
+        struct.pack_into("<Q", self._map, 0, self._seq)  # odd: being written
+        _SLOT.pack_into(self._map, 0, self._seq + 1, started, digest, running)
+        self._seq += 1
 
 
 class WorkerDied(Exception):
     """The worker process exited (or was killed) while it held a task."""
 
 
+class QueryStuck(Exception):
+    """The worker was killed because one query outlived its timeout plus the grace."""
+
+    def __init__(self, digest: bytes, held_s: float) -> None:
+        super().__init__(f"query {digest.hex()} held its worker {held_s:.2f} s")
+        self.digest, self.held_s = digest, held_s
+
+
 class _Worker:
-    """One scoring subprocess and the pipes to it. Starting is split in two (`__init__` launches it
-    and sends its settings, `ready` waits for its answer) so several can start side by side."""
+    """One scoring subprocess, its pipes and its query slot. Starting is split in two (`__init__`
+    launches it and sends its settings, `ready` waits for its answer) so several start side by side."""
 
     def __init__(self, settings: dict[str, Any]) -> None:
+        self._slot_file = tempfile.TemporaryFile()  # unlinked at once: nothing is left behind
+        os.ftruncate(self._slot_file.fileno(), _SLOT.size)
+        self.slot = QuerySlot(self._slot_file.fileno())
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sql_env.procpool"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            [sys.executable, "-m", "sql_env.procworker", str(self._slot_file.fileno())],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=(self._slot_file.fileno(),),
             env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
         )
+        self.limit_s = settings.get("timeout_s", 2.0) + KILL_GRACE_S
+        self.stuck_known = 0  # how many of the scorer's stuck digests this worker has been told
         self._send(("init", settings))
 
     def ready(self) -> _Worker:
@@ -57,8 +120,12 @@ class _Worker:
             raise payload
         return self
 
-    def score(self, groups: list[tuple[str, list[str]]]) -> tuple[list, int]:
-        kind, payload = self._call(("score", groups))
+    def score(self, groups: list[tuple[str, list[str]]], stuck: list[tuple[bytes, float]]) -> tuple[list, int]:
+        """Scores of the groups; raises QueryStuck (worker killed) or WorkerDied."""
+        self._send(("score", (groups, stuck[self.stuck_known:])))
+        self.stuck_known = len(stuck)
+        self._await_reply()
+        kind, payload = self._receive()
         if kind == "error":
             raise payload
         return payload
@@ -74,10 +141,24 @@ class _Worker:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        self.slot.close()
+        self._slot_file.close()
 
-    def _call(self, message: tuple) -> tuple[str, Any]:
-        self._send(message)
-        return self._receive()
+    def _await_reply(self) -> None:
+        """Wait until the reply starts arriving; kill the worker if one query outlives its limit."""
+        fd, wait = self.proc.stdout.fileno(), self.limit_s
+        while not select.select([fd], [], [], wait)[0]:
+            running = self.slot.read()
+            if running is None:  # between queries (matching, pickling): look again later
+                wait = self.limit_s
+                continue
+            started, digest = running
+            held = time.monotonic() - started
+            if held >= self.limit_s:
+                self.proc.kill()
+                self.proc.wait()
+                raise QueryStuck(digest, held)
+            wait = self.limit_s - held
 
     def _send(self, message: tuple) -> None:
         try:
@@ -99,13 +180,14 @@ class _Worker:
 
 
 class ProcessScorer:
-    """`workers` scoring subprocesses fed from one queue; a worker that dies is replaced."""
+    """`workers` scoring subprocesses fed from one queue; a worker that dies or sticks is replaced."""
 
     def __init__(self, settings: dict[str, Any], workers: int) -> None:
         self.settings = settings
         self.workers = workers
         self.executions_run = 0  # queries the workers ran (gold included), summed from their replies
-        self.restarts = 0  # workers replaced after dying
+        self.restarts = 0  # workers replaced after dying or being killed for a stuck query
+        self.stuck: list[tuple[bytes, float]] = []  # (digest, seconds held) of queries killed, oldest first
         self._lock = threading.Lock()
         self._idle: queue.SimpleQueue[_Worker] | None = None
         self._all: list[_Worker] = []
@@ -174,9 +256,16 @@ class ProcessScorer:
         assert self._idle is not None
         worker = self._idle.get()
         try:
-            if worker.proc.poll() is not None:  # died while idle (killed from outside): not this task's doing
-                worker = self._replace(worker)
-            scores, executed = worker.score(task)
+            while True:
+                if worker.proc.poll() is not None:  # died while idle (killed from outside): not this task's doing
+                    worker = self._replace(worker)
+                try:
+                    scores, executed = worker.score(task, self.stuck)
+                    break
+                except QueryStuck as stuck:  # the culprit is known: score the task again without it
+                    with self._lock:
+                        self.stuck.append((stuck.digest, stuck.held_s))
+                    worker = self._replace(worker)
         except WorkerDied:
             worker = self._replace(worker)
             return None
@@ -196,24 +285,15 @@ class ProcessScorer:
         return replacement
 
 
-def _serve(inp: BinaryIO, out: BinaryIO) -> None:
-    """The worker's loop: an `init` message, then `score` messages until the parent closes stdin."""
-    env = None
+def serve(inp: BinaryIO, out: BinaryIO, handle: Callable[[str, Any], Any]) -> None:
+    """A worker's loop: each message is `handle(kind, payload)`'s reply, until stdin closes."""
     while True:
         try:
             kind, payload = pickle.load(inp)
         except EOFError:
             break
         try:
-            if kind == "init":
-                from sql_env.environment import SQLEnvironment
-
-                env = SQLEnvironment(**payload, backend="thread", workers=1)
-                reply: tuple[str, Any] = ("ok", None)
-            else:
-                before = env.executions_run
-                scores = env.score_many(payload)
-                reply = ("ok", (scores, env.executions_run - before))
+            reply: tuple[str, Any] = ("ok", handle(kind, payload))
         except Exception as e:  # reaches the parent and is raised there
             reply = ("error", e)
         try:
@@ -222,14 +302,3 @@ def _serve(inp: BinaryIO, out: BinaryIO) -> None:
             data = pickle.dumps(("error", RuntimeError(f"{type(e).__name__}: {e}")), protocol=pickle.HIGHEST_PROTOCOL)
         out.write(data)
         out.flush()
-    if env is not None:
-        env.close()
-
-
-if __name__ == "__main__":
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # The pipe to the parent is a private copy of stdout; fd 1 then points at stderr, so nothing a
-    # library prints can corrupt the protocol.
-    protocol_out = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
-    _serve(sys.stdin.buffer, protocol_out)

@@ -12,9 +12,11 @@ Defences, in the order a query meets them:
    so a query cannot undo any of it. These hold even if step 2 had a hole.
 4. Wall time: DuckDB has no statement timeout, so one watchdog thread per sandbox interrupts the
    connection of any query past its deadline (`Connection.interrupt`). DuckDB checks for an
-   interrupt between vectors, so one scalar call on one huge value (list_sort(range(25000000)))
-   finishes its vector first: such a query still ends as `timeout`, seconds late, and
-   `memory_limit` bounds how large that value, hence how late, it can be.
+   interrupt between vectors, so one scalar call on one huge value (`repeat('x', 2000000000)`,
+   `list_sort(range(25000000))`) finishes its vector first: such a query still ends as `timeout`,
+   but seconds late (4-18 s measured), and `memory_limit` does not bound such a value. Only a
+   process can be stopped: `SQLEnvironment`'s default process backend (sql_env.procpool) kills
+   and replaces a worker whose query runs past its timeout plus one second.
 5. Rows are fetched from a streaming result and capped at `max_rows`, so a huge cross join stops
    after `max_rows + 1` rows instead of materialising.
 
@@ -38,7 +40,8 @@ import duckdb
 from sql_env.types import ExecStatus, Execution
 
 _ALLOWED_FIRST_KEYWORDS = ("select", "with")
-_CATALOG = "sandbox_db"  # the name the database file is attached under
+_FALLBACK_CATALOG = "sandbox_db"  # for a file whose name cannot be a catalog's
+_RESERVED_CATALOGS = {"main", "memory", "system", "temp", "information_schema", "pg_catalog"}
 
 
 class _Watchdog:
@@ -133,7 +136,7 @@ class Sandbox:
 
     def __init__(
         self,
-        db_path: str | Path,
+        db_path: str | Path,  # attached under its file name (`nyc.duckdb` as `nyc`), so `nyc.taxi` works
         *,
         timeout_s: float = 2.0,
         max_rows: int = 10_000,
@@ -155,6 +158,8 @@ class Sandbox:
         self.max_rows = max_rows
         self.max_sql_chars = max_sql_chars
         self.workers = workers
+        stem = self.db_path.stem
+        self.catalog = stem if stem.lower() not in _RESERVED_CATALOGS and '"' not in stem else _FALLBACK_CATALOG
         self._db = self._open(memory_limit, threads)
         self._local = threading.local()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
@@ -182,6 +187,13 @@ class Sandbox:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="sql-sandbox")
         return list(self._pool.map(self.run, sqls))
+
+    def refusal(self, sql: str | bytes) -> Execution | None:
+        """The verdict `run` would give `sql` without running it (forbidden, syntax), or None if it would run."""
+        try:
+            return self._check(sql)[1]
+        except Exception as e:
+            return Execution("runtime_error", error=f"{type(e).__name__}: {e}")
 
     def close(self) -> None:
         with self._lock:
@@ -221,7 +233,7 @@ class Sandbox:
         db = duckdb.connect(":memory:", config=config)
         try:
             path = str(self.db_path.resolve()).replace("'", "''")
-            db.execute(f"ATTACH '{path}' AS {_CATALOG} (READ_ONLY)")
+            db.execute(f"ATTACH '{path}' AS \"{self.catalog}\" (READ_ONLY)")
             # Order matters: external access can only be switched off after ATTACH read the file,
             # and the lock comes last so no query can switch anything back on.
             db.execute("SET enable_external_access = false")
@@ -246,7 +258,7 @@ class Sandbox:
                     raise RuntimeError("sandbox is closed")
                 cursor = self._db.cursor()
                 self._cursors.append(cursor)
-            cursor.execute(f"USE {_CATALOG}")  # per connection: unqualified names mean the file
+            cursor.execute(f'USE "{self.catalog}"')  # per connection: unqualified names mean the file
             self._local.cursor = cursor
         return cursor
 

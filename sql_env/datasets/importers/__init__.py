@@ -42,9 +42,11 @@ def import_dataset(fmt: str, path: str | Path, name: str, out_dir: str | Path | 
                 raise DatasetError(f"{fmt} import needs a folder (question JSON files + databases), got {source}")
             splits = import_spider(source, staging, report)
         report.kept = {split: write_split(staging, split, examples) for split, examples in splits.items()}
+        report.check_unchanged(staging)
         write_json(staging / "manifest.json", {
             "name": name, "source": fmt, "imported_from": str(source.resolve()), "splits": report.kept,
             "databases": report.databases, "import_seconds": round(time.perf_counter() - started, 2),
+            "database_sha256": report.database_sha256,
         })
         report.folder = str(final)
         report.write(staging)

@@ -1,9 +1,11 @@
 """Per-example-context datasets (gretel synthetic text-to-SQL, sql-create-context): every row
 carries the `CREATE TABLE` + `INSERT` statements its question runs against.
 
-Rows with the same context share one DuckDB file named by the context's hash. The context is
-also loaded into an in-memory SQLite database, and when that works gold results are compared
-between the two engines as for Spider.
+Rows with the same context share one DuckDB file named by the context's hash, written once and
+then only read (golds run in the training sandbox, see verify.py), so a gold that updates, deletes
+or alters cannot change what a later question's gold returns. The context is also loaded into an
+in-memory SQLite database, and when that works gold results are compared between the two engines
+as for Spider (SQLite reads only there too).
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from pathlib import Path
 import duckdb
 import sqlglot
 
-from sql_env.datasets.importers.verify import ImportReport, Problem
+from sql_env.datasets.importers.verify import ImportReport, Problem, import_sandbox
 from sql_env.datasets.store import DatasetError
+from sql_env.sandbox import Sandbox
 from sql_env.types import Example
 
 QUESTION_KEYS = ("sql_prompt", "question")
@@ -58,18 +61,27 @@ def context_id(context: str) -> str:
     return "ctx_" + hashlib.sha256(normalized.encode()).hexdigest()[:12]
 
 
-def _load_duckdb(path: Path, context: str) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect(str(path))
+def _write_duckdb(path: Path, context: str) -> None:
+    """The context's database file, written and closed: from here on it is only read."""
     try:
-        con.execute(context)
+        _run_script(path, [context])
     except duckdb.Error:
         # Contexts are written in loose, mostly-SQLite SQL: retry through sqlglot from scratch.
-        con.close()
         path.unlink(missing_ok=True)
-        con = duckdb.connect(str(path))
-        for statement in sqlglot.transpile(context, read="sqlite", write="duckdb"):
+        _run_script(path, sqlglot.transpile(context, read="sqlite", write="duckdb"))
+
+
+def _run_script(path: Path, statements: list[str]) -> None:
+    # A private instance with no access to other files: a context cannot ATTACH, COPY or read_csv.
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute("ATTACH ? AS ctx", [str(path)])
+        con.execute("USE ctx")
+        con.execute("SET enable_external_access = false")
+        for statement in statements:
             con.execute(statement)
-    return con
+    finally:
+        con.close()
 
 
 def _load_sqlite(context: str) -> sqlite3.Connection | None:
@@ -85,7 +97,7 @@ def _load_sqlite(context: str) -> sqlite3.Connection | None:
 def import_context(path: Path, staging: Path, report: ImportReport, split: str | None = None,
                    ) -> dict[str, list[Example]]:
     splits: dict[str, list[Example]] = {}
-    cons: dict[str, tuple[duckdb.DuckDBPyConnection | None, sqlite3.Connection | None, str]] = {}
+    cons: dict[str, tuple[Sandbox | None, sqlite3.Connection | None, str]] = {}
     try:
         for name, file in find_split_files(path, split).items():
             splits[name] = [ex for i, row in enumerate(read_rows(file))
@@ -110,8 +122,10 @@ def _one(ex_id: str, row: dict, staging: Path, cons: dict, report: ImportReport)
     db_id = context_id(context)
     if db_id not in cons:
         try:
-            duck = _load_duckdb(staging / "databases" / f"{db_id}.duckdb", context)
-            cons[db_id] = (duck, _load_sqlite(context), "")
+            path = staging / "databases" / f"{db_id}.duckdb"
+            _write_duckdb(path, context)
+            report.copied(db_id, path)
+            cons[db_id] = (import_sandbox(path), _load_sqlite(context), "")
         except (duckdb.Error, sqlglot.errors.SqlglotError) as exc:
             cons[db_id] = (None, None, str(exc).splitlines()[0][:200])
     duck, lite, error = cons[db_id]

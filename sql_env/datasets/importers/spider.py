@@ -12,10 +12,9 @@ import json
 import sqlite3
 from pathlib import Path
 
-import duckdb
-
 from sql_env.datasets.importers.sqlite_copy import copy_sqlite
-from sql_env.datasets.importers.verify import ImportReport, Problem
+from sql_env.datasets.importers.verify import ImportReport, Problem, import_sandbox
+from sql_env.sandbox import Sandbox
 from sql_env.datasets.store import DatasetError
 from sql_env.types import Example
 
@@ -74,7 +73,7 @@ def import_spider(root: Path, staging: Path, report: ImportReport) -> dict[str, 
         report.notes.append(f"tables.json lists {len(known)} databases")
     raw = {split: [row for path in paths for row in read_rows(path)] for split, paths in split_files.items()}
     db_ids = sorted({str(r.get("db_id")) for rows in raw.values() for r in rows})
-    cons: dict[str, tuple[duckdb.DuckDBPyConnection, sqlite3.Connection]] = {}
+    cons: dict[str, tuple[Sandbox, sqlite3.Connection]] = {}
     try:
         for db_id in db_ids:
             src = find_sqlite(root, db_id)
@@ -82,8 +81,8 @@ def import_spider(root: Path, staging: Path, report: ImportReport) -> dict[str, 
                 continue
             duck_path = staging / "databases" / f"{db_id}.duckdb"
             report.notes += copy_sqlite(src, duck_path)
-            cons[db_id] = (duckdb.connect(str(duck_path), read_only=True),
-                           sqlite3.connect(f"file:{src}?mode=ro", uri=True))
+            report.copied(db_id, duck_path)
+            cons[db_id] = (import_sandbox(duck_path), sqlite3.connect(f"file:{src}?mode=ro", uri=True))
         report.databases = len(cons)
         return {split: _verify_split(split, rows, cons, report) for split, rows in raw.items()}
     finally:

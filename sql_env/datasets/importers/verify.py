@@ -1,25 +1,33 @@
-"""Run each imported gold query in DuckDB, compare it with the source database, and report.
+"""Check each imported gold query the way training will run it, compare it with the source, report.
 
-A gold query is kept when it runs in DuckDB and, where a SQLite reference exists, returns the
-same result there (Spider-style comparison from `sql_env.match`). It is tried as transpiled by
-sqlglot from the SQLite dialect first, then verbatim. Everything else is listed in the report.
+Nothing here can change a database or create a file: a gold runs only in the `Sandbox` the trainer
+uses (the DuckDB file attached read-only, external access off, one SELECT or WITH statement), so a
+gold the sandbox would refuse (UPDATE, DELETE, ALTER, ATTACH, COPY, SET, PRAGMA, file reads) is
+left out with that reason before it reaches any engine; the SQLite reference runs under an
+authorizer that allows reading only.
+
+A gold query is kept when it runs in the sandbox and, where a SQLite reference exists, returns the
+same result there (Spider-style comparison from `sql_env.match`). With a reference, sqlglot's
+transpilation from the SQLite dialect is tried first, then variants, then the text verbatim, and
+the comparison confirms the one kept. Without a reference nothing can confirm a rewrite, so only
+the user's own text is kept; a gold that runs only as rewritten is left out and the report says so.
 """
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import sqlglot
 from sqlglot import exp
 
 from sql_env.datasets.store import write_json
 from sql_env.match import order_matters, results_match
+from sql_env.sandbox import Sandbox
 
 QUERY_TIMEOUT_S = 10.0
 REPORT_FILE = "import_report.json"
@@ -29,7 +37,9 @@ REPORT_FILE = "import_report.json"
 class Problem:
     id: str
     db_id: str
-    reason: str  # missing_database | source_error | duckdb_error | mismatch | context_error | bad_row
+    # missing_database | source_error | duckdb_error | mismatch | context_error | bad_row | refused
+    # | unverified_rewrite | timeout | too_many_rows
+    reason: str
     detail: str = ""
 
 
@@ -46,14 +56,25 @@ class ImportReport:
     databases: int = 0
     problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    database_sha256: dict[str, str] = field(default_factory=dict)  # each file as the import wrote it
+
+    def copied(self, db_id: str, path: Path) -> None:
+        """Record a database file as written, before any gold query reads it."""
+        self.database_sha256[db_id] = file_sha256(path)
+
+    def check_unchanged(self, folder: Path) -> None:
+        for db_id, digest in self.database_sha256.items():
+            if file_sha256(folder / "databases" / f"{db_id}.duckdb") != digest:
+                raise RuntimeError(f"database {db_id} changed while its gold queries were checked; "
+                                   "this is a bug in the importer, please report it")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
-    def verify(self, ex_id: str, db_id: str, sql: str, duck: duckdb.DuckDBPyConnection,
+    def verify(self, ex_id: str, db_id: str, sql: str, box: Sandbox,
                ref: sqlite3.Connection | None) -> str | None:
         """Check one gold query (check_gold), tally it, and record a problem when it is not kept."""
-        gold, reason, detail, matched = check_gold(sql, duck, ref)
+        gold, reason, detail, matched = check_gold(sql, box, ref)
         self.ran += reason in (None, "mismatch")
         self.compared += matched is not None
         self.matched += bool(matched)
@@ -77,27 +98,42 @@ class ImportReport:
         return "\n".join(lines)
 
 
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
-def run_duckdb(con: duckdb.DuckDBPyConnection, sql: str, timeout_s: float = QUERY_TIMEOUT_S) -> list[tuple]:
-    """DuckDB has no statement timeout: interrupt from a timer instead."""
-    timer = threading.Timer(timeout_s, con.interrupt)
-    timer.start()
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        timer.cancel()
+_READ_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
+                 getattr(sqlite3, "SQLITE_RECURSIVE", 33)}
+
+
+def _read_only(action: int, *_: object) -> int:
+    return sqlite3.SQLITE_OK if action in _READ_ACTIONS else sqlite3.SQLITE_DENY
 
 
 def run_sqlite(con: sqlite3.Connection, sql: str, timeout_s: float = QUERY_TIMEOUT_S) -> list[tuple]:
+    """Rows of a read-only query; anything that would write, attach or change a setting is refused
+    when SQLite prepares it ("not authorized"), before it runs."""
     deadline = time.monotonic() + timeout_s
     con.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
+    con.set_authorizer(_read_only)
     try:
         return con.execute(sql).fetchall()
     finally:
+        con.set_authorizer(None)
         con.set_progress_handler(None, 0)
+
+
+def import_sandbox(db_path: Path) -> Sandbox:
+    """The sandbox gold queries are checked in: training's limits, a longer timeout."""
+    return Sandbox(db_path, timeout_s=QUERY_TIMEOUT_S, workers=1)
 
 
 def _ilike(node: exp.Expression) -> exp.Expression:
@@ -128,28 +164,54 @@ def candidates(sql: str, read: str = "sqlite") -> list[str]:
     return list(dict.fromkeys(out + [sql.strip().rstrip(";")]))
 
 
-def check_gold(sql: str, duck: duckdb.DuckDBPyConnection, ref: sqlite3.Connection | None,
+def check_gold(sql: str, box: Sandbox, ref: sqlite3.Connection | None,
                ) -> tuple[str | None, str | None, str, bool | None]:
     """(DuckDB SQL to keep or None, problem reason or None, detail, matched-or-None-if-no-reference)."""
+    refusal = box.refusal(sql)
+    if refusal is not None and refusal.status == "forbidden":
+        return None, "refused", f"the sandbox refuses it at training time: {refusal.error}", None
     reference = None
     if ref is not None:
         try:
             reference = run_sqlite(ref, sql)
         except (sqlite3.Error, OverflowError, ValueError) as exc:
+            if "not authorized" in str(exc):
+                return None, "refused", "not a read-only query (SQLite refused to prepare it for reading)", None
             return None, "source_error", _first_line(exc), None
-    ran, last_error = None, ""
+    if reference is None:
+        return _check_unreferenced(sql, box)
+    ran, last = None, ("duckdb_error", "")
     for candidate in candidates(sql):
-        try:
-            rows = run_duckdb(duck, candidate)
-        except (duckdb.Error, RuntimeError, OverflowError, ValueError) as exc:
-            last_error = _first_line(exc)
+        execution = box.run(candidate)
+        if not execution.ok:
+            last = _failure(execution)
             continue
-        if reference is None:
-            return candidate, None, "", None
-        if results_match(rows, reference, order_matters(candidate)):
+        if results_match(execution.rows, reference, order_matters(candidate)):
             return candidate, None, "", True
+        rows = execution.rows
         ran = ran or (candidate, f"DuckDB {len(rows)} rows {rows[:2]!r} vs SQLite {len(reference)} rows "
                                   f"{reference[:2]!r}"[:300])
     if ran:
         return None, "mismatch", ran[1], False
-    return None, "duckdb_error", last_error, None
+    return None, *last, None
+
+
+def _check_unreferenced(sql: str, box: Sandbox) -> tuple[str | None, str | None, str, bool | None]:
+    """No engine to compare with: the user's text runs as it is, or the example is left out."""
+    original = sql.strip().rstrip(";").strip()
+    execution = box.run(original)
+    if execution.ok:
+        return original, None, "", None
+    reason, detail = _failure(execution)
+    for candidate in candidates(sql):
+        if candidate != original and box.run(candidate).ok:
+            return None, "unverified_rewrite", (
+                f"{detail}; it runs only as rewritten by sqlglot ({candidate[:150]}), which no reference "
+                "engine could confirm means the same, so the original is not replaced"), None
+    return None, reason, detail, None
+
+
+def _failure(execution) -> tuple[str, str]:
+    reason = {"timeout": "timeout", "too_many_rows": "too_many_rows", "forbidden": "refused"}.get(
+        execution.status, "duckdb_error")
+    return reason, (execution.error or execution.status).splitlines()[0][:200]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
+from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
@@ -11,7 +13,7 @@ from rich.text import Text
 
 from agent.report import format as fmt
 
-RATIONALE_CHARS = 64  # the leaderboard shows the start; the Rounds section has every rationale in full
+RATIONALE_CHARS = 120  # the leaderboard shows the start; the Rounds section has every rationale in full
 STATUS_STYLE = {
     "succeeded": "green",
     "failed": "red",
@@ -82,33 +84,94 @@ def verdict_text(facts: dict[str, Any]) -> Text:
     return Text(facts["verdict"]["text"], style=style)
 
 
-def leaderboard_table(rows: list[dict[str, Any]], title: str = "Leaderboard") -> Table:
-    table = Table(title=title, title_justify="left", expand=False, show_lines=False)
-    table.add_column("#", justify="right")
-    table.add_column("trial")
-    table.add_column("status")
-    table.add_column("dev acc", justify="right")
-    table.add_column("Δ base ± se", justify="right")
-    table.add_column("key hparams")
-    table.add_column("reward", overflow="fold")
-    table.add_column("steps", justify="right")
-    table.add_column("wall", justify="right")
-    table.add_column("rationale", max_width=36, overflow="fold")
-    for r in rows:
-        signal = fmt.is_signal(r["gain"], r["gain_stderr"])
-        table.add_row(
-            str(r["rank"] or ""),
-            r["trial_id"],
-            Text(fmt.status(r), style=STATUS_STYLE.get(r["status"], "")),
-            fmt.pct(r["accuracy"]),
+_FIXED = (("#", "right"), ("trial", "left"), ("status", "left"), ("dev acc", "right"), ("Δ base ± se", "right"),
+          ("steps", "right"), ("wall", "right"))
+_SHORTENED = (("key hparams", 3), ("reward", 2), ("rationale", 3))  # share of the room left, by weight
+_GAP = 2  # cells between two columns (SIMPLE_HEAD's blank rule + collapsed padding)
+
+
+def leaderboard_table(rows: list[dict[str, Any]], title: str = "Leaderboard") -> RenderableType:
+    """At most two lines per trial at any width: the figures never wrap; hyperparameters, reward and
+    rationale are shortened with `…` to the room the terminal leaves (`openrl-agent report --trial ID` shows a
+    trial whole; markdown and JSON keep everything)."""
+    return _Leaderboard([_cells(r) for r in rows], title)
+
+
+def _cells(r: dict[str, Any]) -> list[Text]:
+    signal = fmt.is_signal(r["gain"], r["gain_stderr"])
+    rationale = fmt.clip(_one_line(r["rationale"] or ""), RATIONALE_CHARS) or (r["error"] or {}).get("kind", "")
+    return [Text(str(r["rank"] or "")), Text(r["trial_id"]),
+            Text(fmt.status(r), style=STATUS_STYLE.get(r["status"], "")), Text(fmt.pct(r["accuracy"])),
             Text(fmt.change(r["gain"], r["gain_stderr"]), style="green" if signal else ""),
-            fmt.params(r["params"]),
-            r["reward"],
-            fmt.steps(r["steps"], r["max_steps"]),
-            fmt.duration(r["wall_s"]),
-            fmt.clip(r["rationale"], RATIONALE_CHARS) or (r["error"] or {}).get("kind", ""),
-        )
-    return table
+            Text(fmt.steps(r["steps"], r["max_steps"])), Text(fmt.duration(r["wall_s"])),
+            Text(fmt.params(r["params"])), Text(_one_line(r["reward"])), Text(rationale)]
+
+
+class _Leaderboard:
+    """Sizes the shortened columns to the width it is rendered at (the live view, a pipe, a wide
+    screen): each gets at most two lines, cut with `…`; below about 90 columns `wall`, then `steps`,
+    make room."""
+
+    def __init__(self, cells: list[list[Text]], title: str) -> None:
+        self.cells, self.title = cells, title
+
+    def __rich_console__(self, console: Console, options: Any) -> Any:
+        names = [n for n, _ in _FIXED] + [n for n, _ in _SHORTENED]
+        natural = {n: max([len(n)] + [row[i].cell_len for row in self.cells]) for i, n in enumerate(names)}
+        shown = [n for n, _ in _FIXED]
+        room = options.max_width - _GAP * (len(names) - 1) - 2 - sum(natural[n] for n in shown)
+        for optional in ("wall", "steps"):
+            if room >= 3 * 12:
+                break
+            shown.remove(optional)
+            room += natural[optional] + _GAP
+        flex = [n for n, _ in _SHORTENED]
+        one_line = [natural[n] for n in flex]
+        widths = one_line if sum(one_line) <= room else _share(
+            room, [max(-(-w // 2), min(w, 12)) for w in one_line], [w for _, w in _SHORTENED])
+        table = Table(title=self.title, title_justify="left", expand=False, show_lines=False,
+                      box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, pad_edge=False)
+        for name, justify in _FIXED:
+            if name in shown:
+                table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+        for name, width in zip(flex, widths, strict=True):
+            table.add_column(name, no_wrap=True, width=width)
+        for row in self.cells:
+            fixed = [cell for (name, _), cell in zip(_FIXED, row, strict=False) if name in shown]
+            table.add_row(*fixed, *(_two_lines(cell, w) for cell, w in zip(row[len(_FIXED):], widths, strict=True)))
+        yield table
+
+
+def _two_lines(cell: Text, width: int) -> Text:
+    """The cell wrapped to `width`, at most two lines, the second cut with `…` if more was left."""
+    lines = textwrap.wrap(cell.plain, width) or [""]
+    if len(lines) > 2:
+        lines = [lines[0], fmt.clip(" ".join(lines[1:]), width)]
+    return Text("\n".join(lines), style=cell.style)
+
+
+def _share(room: int, natural: list[int], weights: list[int], least: int = 8) -> list[int]:
+    """Widths for the shortened columns: the room by weight, none under `least` (or its natural width if
+    smaller), none over its natural width; what a narrow column does not need goes to the others."""
+    widths = [min(least, n) for n in natural]
+    left, open_ = max(0, room - sum(widths)), [i for i, n in enumerate(natural) if widths[i] < n]
+    while left > 0 and open_:
+        total = sum(weights[i] for i in open_)
+        given = 0
+        for i in list(open_):
+            give = min(max(1, left * weights[i] // total), natural[i] - widths[i], left - given)
+            widths[i] += give
+            given += give
+            if widths[i] >= natural[i]:
+                open_.remove(i)
+        left -= given
+        if given == 0:
+            break
+    return widths
+
+
+def _one_line(text: Any) -> str:
+    return " ".join(str(text).split())
 
 
 def best_panel(best: dict[str, Any]) -> Panel:

@@ -26,6 +26,9 @@ Departures from the papers:
 - logp_old is not a separate forward pass: the first epoch runs before any optimizer step, so
   its own detached log-probs are exactly pi_old (ratio 1); later epochs reuse them. Rollouts come
   from `generate` with a KV cache; its log-probs agree with the training forward to ~1e-6.
+- Log-probs are those of the full tempered softmax: with top_p < 1 they ignore the nucleus that
+  sampling used (as TRL does), so a truncated token's probability is not renormalised.
+- Every log-prob forward runs with dropout off (LoRA dropout included), as sampling did.
 - Clip-higher (separate eps_low/eps_high) comes from DAPO; the DAPO overlong penalty and the
   Dr. GRPO removal of std scaling are options (scale_rewards), not fixed.
 - No KL by default (beta=0): with beta=0 the reference forward is skipped entirely.

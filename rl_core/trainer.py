@@ -218,7 +218,9 @@ class GRPOTrainer:
         old_logp: list[torch.Tensor] = []
         ref_logp: list[torch.Tensor | None] = [self._ref_logp(b) for b in batches]
         stats: dict[str, list[float]] = {"loss": [], "grad_norm": [], "clip_frac": [], "kl": [], "entropy": []}
-        self.model.train()
+        # Eval mode on purpose: dropout (LoRA's included) stays off, so every epoch scores the very
+        # policy that sampled (no mask then) and epoch 0's ratio is exactly 1, as in TRL.
+        self.model.eval()
         for epoch in range(hp.ppo_epochs):
             self.optimizer.zero_grad(set_to_none=True)
             loss_sum = 0.0

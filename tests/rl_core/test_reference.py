@@ -88,3 +88,28 @@ def test_trial_with_sft_logs_zero_kl_on_its_first_one_epoch_step(tmp_path, lora_
     assert result["status"] == "succeeded", result["error"]
     (row,) = [json.loads(line) for line in (tmp_path / "trial" / "metrics.jsonl").read_text().splitlines()]
     assert row["kl"] == pytest.approx(0.0, abs=1e-7)
+
+
+def test_lora_dropout_is_off_in_the_log_prob_forwards():
+    """Sampling ran without dropout; the PPO epochs must score the same policy (TRL does the same)."""
+    results = []
+    for dropout in (0.5, 0.0):
+        tok = tiny_tokenizer()
+        from peft import LoraConfig, get_peft_model
+
+        torch.manual_seed(0)
+        model = get_peft_model(tiny_gemma(len(tok)), LoraConfig(r=4, lora_alpha=8, lora_dropout=dropout,
+                                                                target_modules="all-linear"))
+        trainer = trainer_for(model, tok, ppo_epochs=2)
+        torch.manual_seed(0)
+        generated, _, _ = trainer.collect()
+        for group in generated:
+            group.results = [StepResult(reward=float(i)) for i in range(len(group.completions))]
+        torch.manual_seed(1)  # the same dropout masks for both, were any drawn
+        stats = trainer.update(generated)
+        results.append((stats, [p.detach().clone() for p in trainer.params]))
+    (with_dropout, params_a), (without, params_b) = results
+    assert with_dropout["grad_norm"] > 0
+    assert with_dropout["clip_frac"] == without["clip_frac"]
+    for a, b in zip(params_a, params_b, strict=True):
+        assert torch.allclose(a, b, atol=1e-6)

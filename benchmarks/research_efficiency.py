@@ -14,7 +14,7 @@ Two trial backends:
   tiny-gemma build, at 60-70 s per GRPO step; the tiny-gemma of that day scored 0% on dev before
   and after, so the run was stopped: real figures need a base policy with headroom.
 - --surrogate: each "trial" is this script in --as-trial mode, scoring a response surface written
-  from ../shared/notes/grpo-calibration.md (best near lr 1.2e-4 for full fine-tuning, ~8x higher
+  from docs/grpo-calibration.md (best near lr 1.2e-4 for full fine-tuning, ~8x higher
   for LoRA, divergence above ~4e-4, T ~0.75, more steps help, partial credit invites reward
   hacking, a little `executes` weight helps) plus 400-item eval noise. It checks the harness and
   the planner logic in seconds; it is NOT evidence about real GRPO, and since the offline

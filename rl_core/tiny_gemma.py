@@ -4,7 +4,7 @@
 initialised `Gemma3ForCausalLM` + a short supervised warm start on part of the train split, with
 the exact prompt the RL stage uses. The warm start is deliberately short: the point is headroom
 (greedy dev accuracy well below pass@8 at the rollout temperature) so GRPO has failures that
-sampling can find and fix (see ../shared/notes/grpo-calibration.md, round 3).
+sampling can find and fix (see docs/grpo-calibration.md, round 3).
 `builtin:micro-gemma` = the same tokenizer and architecture family at micro size, random init,
 no warm start: a model that builds in seconds for tests.
 

@@ -29,9 +29,13 @@ def run(
         trial_spec = TrialSpec.load(spec)
     except SpecError as exc:
         fail(str(exc))
+    out_dir = out or Path("runs/trials") / trial_spec.trial_id
+    if out_dir.exists() and not out_dir.is_dir():
+        fail(f"--out {out_dir} is a file; give a directory for the trial's files (it is created if missing)")
+    if resume and not out_dir.is_dir():
+        fail(f"--resume needs the trial directory of an earlier run; {out_dir} does not exist")
     from rl_core.trial import run_trial  # lazy: pulls in torch and transformers
 
-    out_dir = out or Path("runs/trials") / trial_spec.trial_id
     result = run_trial(trial_spec, out_dir, resume=resume)
     if result["status"] != "succeeded":
         error = result["error"] or {}

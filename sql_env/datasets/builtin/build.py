@@ -1,6 +1,6 @@
 """Build the built-in benchmark: four databases and train/dev/test questions, from one seed.
 
-Splits (see ../shared/notes/grpo-calibration.md for why dev looks like this):
+Splits (see docs/grpo-calibration.md for why dev looks like this):
 - train: schema x family combinations that are not held out, phrasings 1..n-1 of each family.
 - dev and test, each a third of:
   `composition` - a (schema, family) pair train never shows (each family is held out on one schema),

@@ -3,8 +3,8 @@
 Defences, in the order a query meets them:
 1. Text checks: valid UTF-8, at most `max_sql_chars` characters.
 2. DuckDB's own parser (`extract_statements`): exactly one statement, of type SELECT, whose first
-   keyword is SELECT or WITH. DuckDB also types DESCRIBE/SHOW/SUMMARIZE/VALUES/FROM-first as SELECT,
-   hence the keyword check. Everything else (COPY, EXPORT, ATTACH, INSTALL, LOAD, SET, PRAGMA, CALL,
+   keyword is SELECT, WITH or FROM (DuckDB's FROM-first query). DuckDB also types
+   DESCRIBE/SHOW/SUMMARIZE/VALUES as SELECT, hence the keyword check. Everything else (COPY, EXPORT, ATTACH, INSTALL, LOAD, SET, PRAGMA, CALL,
    DDL, DML, two statements) is `forbidden` before it reaches the engine.
 3. The connection itself: the file attached READ_ONLY, `enable_external_access=false` (no file or network access from
    table functions such as read_csv/read_text/glob), extension autoinstall/autoload off, no temp
@@ -39,7 +39,7 @@ import duckdb
 
 from sql_env.types import ExecStatus, Execution
 
-_ALLOWED_FIRST_KEYWORDS = ("select", "with")
+_ALLOWED_FIRST_KEYWORDS = ("select", "with", "from")  # `FROM t SELECT ...`: DuckDB's FROM-first query
 _FALLBACK_CATALOG = "sandbox_db"  # for a file whose name cannot be a catalog's
 _RESERVED_CATALOGS = {"main", "memory", "system", "temp", "information_schema", "pg_catalog"}
 
@@ -288,7 +288,7 @@ class Sandbox:
         keyword = _first_keyword(sql)
         if statements[0].type != duckdb.StatementType.SELECT or keyword not in _ALLOWED_FIRST_KEYWORDS:
             got = keyword.upper() if statements[0].type == duckdb.StatementType.SELECT else statements[0].type.name
-            return None, Execution("forbidden", error=f"only a SELECT or WITH query may run, got {got or 'another statement'}")
+            return None, Execution("forbidden", error=f"only a SELECT or WITH query (or FROM-first) may run, got {got or 'another statement'}")
         return statements[0], None
 
     def _run(self, sql: str | bytes) -> Execution:

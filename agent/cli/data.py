@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from collections import Counter
 from pathlib import Path
 
@@ -17,7 +18,8 @@ app = typer.Typer(
     "Examples:\n\n"
     "  openrl-agent data build\n\n"
     "  openrl-agent data show builtin --split dev --limit 5\n\n"
-    "  openrl-agent data import spider ~/data/spider --name spider",
+    "  openrl-agent data import spider ~/data/spider --name spider\n\n"
+    "  openrl-agent data import duckdb ~/data/nsql --name nsql",
     no_args_is_help=True,
 )
 
@@ -58,17 +60,21 @@ def _database_table(manifest: dict) -> Table:
 
 @app.command(name="import")
 def import_(
-    fmt: str = typer.Argument(..., metavar="FORMAT", help="spider | bird | context"),
-    path: Path = typer.Argument(..., help="Spider/BIRD folder, or a context-style .json/.jsonl file or folder."),
+    fmt: str = typer.Argument(..., metavar="FORMAT", help="spider | bird | context | duckdb"),
+    path: Path = typer.Argument(..., help="Spider/BIRD folder; a context-style .json/.jsonl file or folder; "
+                                "or (duckdb) a questions file or a folder with one and your .duckdb files."),
     name: str = typer.Option(..., "--name", help="Dataset name to use with `data show` and trial specs."),
     force: bool = typer.Option(False, "--force", help="Replace an existing dataset with this name."),
-    split: str | None = typer.Option(None, help="Split name for a single context-style file (default: from its name)."),
+    split: str | None = typer.Option(None, help="Split name for a single questions file (default: from its name)."),
     out: Path | None = typer.Option(None, help="Write here instead of the cache."),
 ) -> None:
     """Import a dataset from disk (no network), verify every gold query, and print the report.
 
     SQLite databases are copied into DuckDB; each gold query is transpiled, run in DuckDB and
-    compared with its SQLite result. Queries that fail are listed and left out.
+    compared with its SQLite result. DuckDB files (format duckdb: rows of question, query, db_id,
+    with <db_id>.duckdb files anywhere under the folder) are copied as they are, and their gold
+    queries run unchanged. Every gold runs in the training sandbox, so nothing is changed; the
+    ones that fail or that the sandbox refuses are listed and left out.
 
     Examples:
 
@@ -77,6 +83,8 @@ def import_(
       openrl-agent data import bird ~/data/bird/dev --name bird-dev
 
       openrl-agent data import context ~/data/gretel/test.jsonl --name gretel
+
+      openrl-agent data import duckdb ~/data/nsql --name nsql
     """
     from sql_env.datasets import DatasetError
     from sql_env.datasets.importers import import_dataset
@@ -89,7 +97,10 @@ def import_(
     console.print(report.summary(), highlight=False, markup=False)
     if not sum(report.kept.values()):
         fail(f"no example survived the import; see {report.folder}/import_report.json")
-    console.print(f"[green]ok[/] use it as: openrl-agent data show {name} --split {next(iter(report.kept))}")
+    console.print(f"dataset written to {report.folder}", soft_wrap=True, highlight=False, markup=False)
+    target = name if out is None else shlex.quote(str(report.folder))  # with --out, the name is not in the cache
+    console.print(f"[green]ok[/] use it as: openrl-agent data show {target} --split {next(iter(report.kept))}",
+                  soft_wrap=True, highlight=False)
 
 
 @app.command()

@@ -8,11 +8,12 @@ import time
 from pathlib import Path
 
 from sql_env.datasets.importers.context import import_context
+from sql_env.datasets.importers.duckdb_native import import_duckdb
 from sql_env.datasets.importers.spider import import_spider
 from sql_env.datasets.importers.verify import REPORT_FILE, ImportReport
 from sql_env.datasets.store import DatasetError, cache_root, publish, staging_dir, write_json, write_split
 
-FORMATS = ("spider", "bird", "context")
+FORMATS = ("spider", "bird", "context", "duckdb")
 
 __all__ = ["FORMATS", "REPORT_FILE", "ImportReport", "import_dataset"]
 
@@ -37,6 +38,8 @@ def import_dataset(fmt: str, path: str | Path, name: str, out_dir: str | Path | 
     try:
         if fmt == "context":
             splits = import_context(source, staging, report, split)
+        elif fmt == "duckdb":
+            splits = import_duckdb(source, staging, report, split)
         else:
             if not source.is_dir():
                 raise DatasetError(f"{fmt} import needs a folder (question JSON files + databases), got {source}")

@@ -87,7 +87,8 @@ class ImportReport:
 
     def summary(self, limit: int = 20) -> str:
         lines = [f"import {self.name} ({self.format}): {self.total} examples, {self.databases} databases",
-                 f"  ran in DuckDB: {self.ran}/{self.total}; matched SQLite: {self.matched}/{self.compared}",
+                 f"  ran in DuckDB: {self.ran}/{self.total}; " + (
+                     f"matched SQLite: {self.matched}/{self.compared}" if self.compared else "no SQLite reference"),
                  "  kept: " + ", ".join(f"{s}={n}" for s, n in self.kept.items())]
         if self.problems:
             lines.append(f"  not kept ({len(self.problems)}):")

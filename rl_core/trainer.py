@@ -28,6 +28,7 @@ from rl_core.grpo import (
     group_advantages,
     grpo_loss,
     head_log_probs,
+    masked_head_log_probs,
     mixed_groups,
 )
 from rl_core.spec import HParams
@@ -98,8 +99,11 @@ def autocast_context(device: torch.device) -> Any:
 
 class GRPOTrainer:
     def __init__(self, model: Any, env: Environment, engine: Engine, hp: HParams, train_ids: Sequence[str],
-                 *, seed: int, pad_id: int, total_steps: int | None = None) -> None:
+                 *, seed: int, pad_id: int, total_steps: int | None = None, old_log_probs: bool = False) -> None:
         self.model, self.env, self.engine, self.hp = model, env, engine, hp
+        # old_log_probs: the LM head on every padded position, entropy as a second head forward and
+        # always recomputed in backward (kept to measure against; same loss and gradient).
+        self.old_log_probs = old_log_probs
         self.pad_id = pad_id
         # The KL reference: the trainable weights as the first update found them (after any SFT
         # stage or parent weights), taken lazily by `_ref_logp` and kept in checkpoints.
@@ -200,9 +204,13 @@ class GRPOTrainer:
             hidden_B1CH = decoder(input_ids=inputs_B1C, attention_mask=mask_BLC,
                                   position_ids=pos_BLC[:, -inputs_B1C.shape[1]:], cache=cache,
                                   use_cache=cache is not None).last_hidden_state
-            return head_log_probs(hidden_B1CH[:, :-1], head, comp_BC, temperature=self.hp.temperature,
-                                  softcap=getattr(causal_lm.config, "final_logit_softcapping", None),
-                                  with_entropy=with_entropy)
+            softcap = getattr(causal_lm.config, "final_logit_softcapping", None)
+            if self.old_log_probs:
+                return head_log_probs(hidden_B1CH[:, :-1], head, comp_BC, temperature=self.hp.temperature,
+                                      softcap=softcap, with_entropy=with_entropy)
+            return masked_head_log_probs(hidden_B1CH[:, :-1], head, comp_BC, batch["comp_mask_BC"],
+                                         temperature=self.hp.temperature, softcap=softcap,
+                                         with_entropy=with_entropy)
 
     def update(self, groups: list[Group]) -> dict[str, float]:
         hp = self.hp

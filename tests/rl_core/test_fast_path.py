@@ -8,7 +8,7 @@ import torch
 
 from rl_core.env import StepResult
 from rl_core.grpo import head_log_probs, masked_head_log_probs
-from tests.rl_core.test_trainer import make, hp
+from tests.rl_core.test_trainer import hp, make
 
 
 @pytest.mark.parametrize("keep_logits_bytes", [1 << 30, 0], ids=["kept", "recomputed"])

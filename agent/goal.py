@@ -258,6 +258,8 @@ def _read_config(path: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         text = path.read_text()
     except OSError:
         raise GoalError(f"config file {path} not found; check the --config path") from None
+    except UnicodeDecodeError:
+        raise GoalError(f"config file {path} is not a text file (TOML or JSON); check the --config path") from None
     try:
         data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
     except (ValueError, tomllib.TOMLDecodeError) as exc:

@@ -26,7 +26,7 @@ from optuna.trial import TrialState
 from agent import study as st
 from agent.planners.base import Planner, PlanningContext
 from agent.session import pause_requested, save_round, trial_dir, update_status
-from cluster.base import TERMINAL, TrialHandle
+from cluster.base import TERMINAL, LauncherError, TrialHandle
 from rl_core.spec import SpecError, TrialSpec
 from rl_core.trialdir import (
     TrialDirError,
@@ -142,7 +142,12 @@ class Research:
         except SpecError as exc:  # plan-time checks make this rare (e.g. Optuna's pick breaks a cross-field rule)
             write_result(tdir, failed_result({"trial_id": tid, "params": trial.params}, "bad_spec", str(exc)))
             return None
-        handle = self.launcher.submit(spec.to_json())
+        try:
+            handle = self.launcher.submit(spec.to_json())
+        except LauncherError:
+            raise
+        except Exception as exc:  # an unreachable cluster, a full disk: one line, the session stays resumable
+            raise LauncherError(f"could not launch {tid}: {type(exc).__name__}: {_first_line(exc)}") from exc
         self._handles[tid] = handle
         self.emit({"type": "trial_started", "trial_id": tid, "params": trial.params,
                    "max_steps": spec.budget.max_steps, "max_seconds": spec.budget.max_seconds})
@@ -320,6 +325,11 @@ def _reattach(launcher: Any, session: str) -> list[TrialHandle]:
         return list(launcher.reattach(session))
     except Exception:  # noqa: BLE001 - a launcher that cannot list old trials: re-run them
         return []
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else ""
 
 
 def _result_or_damaged(tdir: Path) -> dict[str, Any] | None:

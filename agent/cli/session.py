@@ -55,12 +55,13 @@ def _user_errors() -> tuple[type[Exception], ...]:
 
 
 def resolve_session(session: str | None, runs_dir: Path) -> Path:
-    from agent.session import latest_session
+    from agent.session import latest_session, load_session
 
     if session is None:
         return Path(latest_session(runs_dir))
     for candidate in (Path(session), runs_dir / session):
         if (candidate / "session.json").is_file():
+            load_session(candidate)  # a damaged session.json says so here, with how to recover
             return candidate
     raise UserError(f"no session '{session}' under {runs_dir}/; `openrl-agent list` shows the sessions there")
 

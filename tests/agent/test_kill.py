@@ -90,19 +90,22 @@ def test_kill_9_from_outside_at_arbitrary_moments(tmp_path: Path):
     _check_counted_once(session_dir)
 
 
-def test_sigint_pauses_a_running_agent_process_and_resume_finishes(tmp_path: Path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_sigint_or_sigterm_pauses_a_running_agent_process_and_resume_finishes(tmp_path: Path, sig: int):
     session_dir = create_session(plan_goal(f"raise accuracy, {TRIALS} trials, 2 at a time",
                                            {"planner": "offline", "pruner": "none"}), tmp_path / "runs")
     proc = subprocess.Popen([sys.executable, str(AGENT), str(session_dir)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    for line in proc.stdout:  # Ctrl-C once the first trial is running
+    for line in proc.stdout:  # Ctrl-C (or a service manager's SIGTERM) once the first trial is running
         if line.startswith("event trial_progress"):
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(sig)
             break
     out = proc.communicate(timeout=60)[0]
     assert proc.returncode == 0 and "summary paused paused" in out, out
     status = json.loads((session_dir / "session.json").read_text())["status"]
-    assert status["state"] == "paused"
+    assert status["state"] == "paused" and status.get("pid") is None
+    launched = [json.loads(p.read_text()) for p in (session_dir / "trials").glob("*/launcher.json")]
+    assert launched and all(r["state"] != "running" for r in launched)  # no trial runs on alone
     final = _agent(session_dir)
     assert "summary done trial budget spent" in final.stdout, final.stdout + final.stderr
     _check_counted_once(session_dir)

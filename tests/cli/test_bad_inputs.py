@@ -1,0 +1,161 @@
+"""Every user mistake of the trial-contract issue: one clear line, exit 1, no traceback, and no
+session directory left behind where the input was refused. Runs the real CLI in-process (Typer's
+CliRunner); nothing trains, since every case is refused before a launch."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from agent.cli import app, common
+
+runner = CliRunner()
+GOAL = "raise dev accuracy of micro-gemma, 2 trials, 1 at a time"
+
+
+@pytest.fixture(autouse=True)
+def wide_console(monkeypatch):
+    monkeypatch.setattr(common.console, "width", 400)
+    monkeypatch.setattr(common.err_console, "width", 400)
+    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
+    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("KUBECONFIG", "/nonexistent/kubeconfig")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def _config(tmp_path: Path, text: str | bytes, name: str = "c.toml") -> str:
+    path = tmp_path / name
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return str(path)
+
+
+def _start_cases(tmp_path: Path) -> list[tuple[str, list[str], str]]:
+    model_dir = tmp_path / "model_no_weights"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text("{}")
+    bad_json_model = tmp_path / "model_bad_config"
+    bad_json_model.mkdir()
+    (bad_json_model / "config.json").write_text("{not json")
+    counter = iter(range(1000))
+
+    def c(text: str | bytes, suffix: str = ".toml") -> list[str]:
+        return ["--config", _config(tmp_path, text, f"c{next(counter)}{suffix}")]
+
+    return [
+        ("typo in [fixed]", c('[fixed]\n"hparams.learnig_rate" = 1e-4\n'), "learnig_rate"),
+        ("negative pinned lr", c("[params.learning_rate]\nfixed = -1e-4\n"), "learning_rate"),
+        ("group of one", c('[fixed]\n"hparams.group_size" = 1\n'), "group_size"),
+        ("params is a number", c("params = 5\n"), "params"),
+        ("fixed is a number", c("fixed = 7\n"), "fixed"),
+        ("low is text", c('[params.learning_rate]\nlow = "a"\nhigh = 1e-3\n'), "low"),
+        ("range outside the field", c("[params.temperature]\nlow = 0.5\nhigh = 9.0\n"), "temperature"),
+        ("unknown param", c("[params.lerning_rate]\nlow = 1e-5\nhigh = 1e-3\n"), "lerning_rate"),
+        ("choice the field refuses", c('[params.loss_type]\nchoices = ["dapo", "ppo"]\n'), "loss_type"),
+        ("target is a word", c('target = "high"\n'), "target"),
+        ("binary config", c(b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe"), ".toml"),
+        ("config not found", ["--config", str(tmp_path / "missing.toml")], "not found"),
+        ("sealed test split", c('[fixed]\n"eval.split" = "test"\n'), "sealed"),
+        ("unknown built-in", ["--model", "builtin:huge-gemma"], "unknown built-in model"),
+        ("missing model dir", ["--model", str(tmp_path / "nope")], "does not exist"),
+        ("model without weights", ["--model", str(model_dir)], "no weights"),
+        ("model config not JSON", ["--model", str(bad_json_model)], "cannot be read"),
+        ("hub id offline", ["--model", "someorg/some-model-that-is-not-cached"], "Hugging Face cache"),
+        ("missing dataset", ["--dataset", str(tmp_path / "no_data")], "dataset"),
+        ("unknown dataset name", ["--dataset", "not-imported-yet"], "unknown dataset"),
+        ("runs dir is a file", ["--runs-dir", str(tmp_path / "afile")], "is a file"),
+        ("k8s launcher from the config", c('launcher = "k8s"\n'), "cluster credentials"),
+        ("k8s launcher flag", ["--launcher", "k8s"], "cluster credentials"),
+        ("negative trials in goal", [], "trials"),
+    ]
+
+
+def test_every_refused_start_is_one_line_exit_1_and_leaves_no_session(tmp_path: Path):
+    (tmp_path / "afile").write_text("not a directory")
+    runs = tmp_path / "runs"
+    failures = []
+    for name, args, expected in _start_cases(tmp_path):
+        goal = "raise dev accuracy of micro-gemma, -2 trials" if name == "negative trials in goal" else GOAL
+        argv = ["start", goal, "--planner", "offline", *args]
+        if "--runs-dir" not in args:
+            argv += ["--runs-dir", str(runs)]
+        result = runner.invoke(app, argv)
+        out = result.output.strip()
+        problems = []
+        if result.exit_code != 1:
+            problems.append(f"exit {result.exit_code}")
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            problems.append(f"traceback {type(result.exception).__name__}: {result.exception}")
+        if "Traceback" in out or len(out.splitlines()) != 1 or not out.startswith("error:"):
+            problems.append(f"not one error line: {out[:300]!r}")
+        if expected.lower() not in out.lower():
+            problems.append(f"no {expected!r} in {out[:200]!r}")
+        if runs.exists() and any(runs.iterdir()):
+            problems.append(f"left {sorted(p.name for p in runs.iterdir())}")
+        if problems:
+            failures.append(f"{name}: {'; '.join(problems)}")
+    assert failures == []
+
+
+def test_parallel_above_the_cores_is_capped_with_a_warning(tmp_path: Path):
+    from agent.api import plan_goal, preflight
+
+    cores = len(os.sched_getaffinity(0))
+    plan = plan_goal(f"raise dev accuracy of micro-gemma, {cores + 6} trials, {cores + 3} at a time",
+                     {"planner": "offline"})
+    warnings = preflight(plan, tmp_path / "runs")
+    assert plan.constraints.parallel == cores and any(f"{cores + 3} trials at once" in w for w in warnings)
+    forced = plan_goal(f"raise dev accuracy of micro-gemma, {cores + 6} trials, {cores + 3} at a time",
+                       {"planner": "offline"})
+    assert preflight(forced, tmp_path / "runs", force_parallel=True) and forced.constraints.parallel == cores + 3
+
+
+def test_trial_run_out_on_a_file(tmp_path: Path):
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"model": "builtin:micro-gemma"}))
+    target = tmp_path / "out"
+    target.write_text("x")
+    result = runner.invoke(app, ["trial", "run", str(spec), "--out", str(target)])
+    assert result.exit_code == 1 and "is a file" in result.output and result.exception is None or isinstance(
+        result.exception, SystemExit)
+
+
+def test_damaged_session_json_is_listed_and_explained(tmp_path: Path):
+    runs = tmp_path / "runs"
+    good = runs / "s-20261125-100000"
+    good.mkdir(parents=True)
+    (good / "session.json").write_text(json.dumps({"id": good.name, "goal": "older", "constraints": {},
+                                                   "status": {"state": "done"}}))
+    broken = runs / "s-20261125-120000"
+    broken.mkdir()
+    (broken / "session.json").write_text('{"id": "s-20261125-120000", "goal": "trunc')
+    listed = runner.invoke(app, ["list", "--runs-dir", str(runs)])
+    assert listed.exit_code == 0 and "damaged" in listed.output and broken.name in listed.output
+    for command in ("report", "resume", "pause", "status"):
+        result = runner.invoke(app, [command, "--runs-dir", str(runs)])  # "latest" must not fall back to the older one
+        assert result.exit_code == 1, command
+        assert "damaged" in result.output and "Traceback" not in result.output, command
+        named = runner.invoke(app, [command, broken.name, "--runs-dir", str(runs)])
+        assert named.exit_code == 1 and "damaged" in named.output, command
+
+
+def test_k8s_server_that_refuses_connections_is_one_line_and_a_failed_session(tmp_path: Path, monkeypatch):
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\n"
+        'clusters: [{name: c, cluster: {server: "https://127.0.0.1:1", insecure-skip-tls-verify: true}}]\n'
+        "users: [{name: u, user: {token: abc}}]\n"
+        "contexts: [{name: x, context: {cluster: c, user: u, namespace: default}}]\ncurrent-context: x\n")
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    runs = tmp_path / "runs"
+    result = runner.invoke(app, ["start", GOAL, "--planner", "offline", "--launcher", "k8s", "--runs-dir", str(runs)])
+    assert result.exit_code == 1 and result.exception is None or isinstance(result.exception, SystemExit)
+    error_lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and "Connection refused" in error_lines[0] and "Traceback" not in result.output
+    (session,) = runs.iterdir()
+    status = json.loads((session / "session.json").read_text())["status"]
+    assert status["state"] == "failed" and status["pid"] is None  # not "running" forever

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import time
+import weakref
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ import sqlglot
 from sqlglot import exp
 
 from sql_env.datasets.store import write_json
+from sql_env.datasets.importers.sqlite_semantics import TextNumbers, as_numbers, as_sqlite
 from sql_env.match import order_matters, results_match
 from sql_env.sandbox import Sandbox
 
@@ -145,10 +147,11 @@ def _int_div(node: exp.Expression) -> exp.Expression:
     return exp.IntDiv(this=node.this, expression=node.expression) if isinstance(node, exp.Div) else node
 
 
-def candidates(sql: str, read: str = "sqlite") -> list[str]:
+def candidates(sql: str, read: str = "sqlite", text: TextNumbers | None = None) -> list[str]:
     """DuckDB versions of a source query, most faithful first: sqlglot's transpilation; then with
     SQLite semantics sqlglot leaves out (LIKE ignores ASCII case: ILIKE; `/` on integers
-    truncates: `//`), which only the comparison with SQLite can confirm; the text verbatim."""
+    truncates: `//`; numbers stored as text: sqlite_semantics), which only the comparison with
+    SQLite can confirm; the text verbatim."""
     out = []
     try:
         trees = [t for t in sqlglot.parse(sql, read=read) if t is not None]
@@ -159,10 +162,31 @@ def candidates(sql: str, read: str = "sqlite") -> list[str]:
                 variants.append(tree.copy().transform(_ilike))
             if tree.find(exp.Div):
                 variants += [v.copy().transform(_int_div) for v in list(variants)]
+            if text is not None and text.touched(tree):
+                variants += [rewrite(v, text.text) for rewrite in (as_sqlite, as_numbers) for v in list(variants)]
             out = [v.sql(dialect="duckdb") for v in variants]
     except sqlglot.errors.SqlglotError:
         pass
     return list(dict.fromkeys(out + [sql.strip().rstrip(";")]))
+
+
+_TEXT_NUMBERS: weakref.WeakKeyDictionary[Sandbox, TextNumbers] = weakref.WeakKeyDictionary()
+
+
+def _text_numbers(box: Sandbox) -> TextNumbers:
+    found = _TEXT_NUMBERS.get(box)
+    if found is None:
+        found = _TEXT_NUMBERS[box] = TextNumbers.of(box)
+    return found
+
+
+def _stored_as_text(sql: str, text: TextNumbers, catalog: str) -> str:
+    """'numbers stored as text in column db.table.col: ' when the query names such a column."""
+    try:
+        touched = text.touched(sqlglot.parse_one(sql, read="sqlite"))
+    except sqlglot.errors.SqlglotError:
+        return ""
+    return f"numbers stored as text in column {', '.join(f'{catalog}.{c}' for c in touched)}: " if touched else ""
 
 
 def check_gold(sql: str, box: Sandbox, ref: sqlite3.Connection | None,
@@ -181,20 +205,27 @@ def check_gold(sql: str, box: Sandbox, ref: sqlite3.Connection | None,
             return None, "source_error", _first_line(exc), None
     if reference is None:
         return _check_unreferenced(sql, box)
-    ran, last = None, ("duckdb_error", "")
-    for candidate in candidates(sql):
+    ran, last, tied = None, ("duckdb_error", ""), None
+    text = _text_numbers(box)
+    for candidate in candidates(sql, text=text):
         execution = box.run(candidate)
         if not execution.ok:
             last = _failure(execution)
             continue
-        if results_match(execution.rows, reference, order_matters(candidate)):
+        ordered = order_matters(candidate)
+        if results_match(execution.rows, reference, ordered):
             return candidate, None, "", True
+        if ordered and tied is None and results_match(execution.rows, reference, False):
+            tied = candidate  # the same rows in another order: rows that tie on the ORDER BY keys
         rows = execution.rows
         ran = ran or (candidate, f"DuckDB {len(rows)} rows {rows[:2]!r} vs SQLite {len(reference)} rows "
                                   f"{reference[:2]!r}"[:300])
+    if tied is not None:
+        return tied, None, "", True
+    cause = _stored_as_text(sql, text, box.catalog)
     if ran:
-        return None, "mismatch", ran[1], False
-    return None, *last, None
+        return None, "mismatch", cause + ran[1], False
+    return None, last[0], cause + last[1], None
 
 
 def _check_unreferenced(sql: str, box: Sandbox) -> tuple[str | None, str | None, str, bool | None]:

@@ -56,8 +56,13 @@ def load_policy(
     target_modules: str | list[str] = "all-linear",
     seed: int = 0,
     dtype: str = "auto",
+    init_weights: str | os.PathLike[str] | None = None,
 ) -> Policy:
-    """Resolve `model` to weights + tokenizer, optionally wrap with LoRA. Raises PolicyLoadError on bad names."""
+    """Resolve `model` to weights + tokenizer, optionally wrap with LoRA. Raises PolicyLoadError on bad names.
+
+    `init_weights`: another trial's saved policy (its `adapter/` directory) to start from instead of
+    the model's own weights: full weights are loaded as they are; a LoRA adapter is merged into the
+    base, so any new LoRA of this trial starts exactly where the parent ended (B = 0)."""
     if lora_rank < 0:
         raise PolicyLoadError(f"lora_rank must be >= 0 (0 = full fine-tuning), got {lora_rank}")
     if dtype not in _DTYPES:
@@ -65,6 +70,8 @@ def load_policy(
     path, builtin = _resolve(model, seed)
     torch_dtype = _torch_dtype(dtype, path)
     lm, tokenizer = _load_dir(path, torch_dtype)
+    if init_weights is not None:
+        lm = _load_parent(lm, Path(init_weights), torch_dtype)
     style = "chat" if (not builtin and tokenizer.chat_template and _INSTRUCT_NAME.search(model)) else "plain"
     if lora_rank > 0:
         lm = _wrap_lora(lm, lora_rank, lora_alpha, lora_dropout, target_modules, seed)
@@ -206,6 +213,22 @@ def _load_dir(path: Path | str, torch_dtype) -> tuple[Any, Any]:
     if gen.eos_token_id is None:
         gen.eos_token_id = tokenizer.eos_token_id
     return lm, tokenizer
+
+
+def _load_parent(lm, weights: Path, torch_dtype):
+    """The base model `lm` with a parent trial's saved weights in it."""
+    from transformers import AutoModelForCausalLM
+
+    if not weights.is_dir():
+        raise PolicyLoadError(f"the parent's weights {str(weights)!r} do not exist: the parent trial saved none")
+    if (weights / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(lm, weights).merge_and_unload()
+    try:
+        return AutoModelForCausalLM.from_pretrained(weights, dtype=torch_dtype)
+    except (OSError, ValueError) as exc:
+        raise PolicyLoadError(f"could not load the parent's weights from {str(weights)!r}: {exc}") from exc
 
 
 def _wrap_lora(lm, rank: int, alpha: int, dropout: float, target_modules, seed: int):

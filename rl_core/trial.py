@@ -19,6 +19,7 @@ from typing import Any
 
 from rl_core import trialdir as td
 from rl_core.spec import SpecError, TrialSpec
+from rl_core.stats import paired
 
 
 class TrialError(Exception):
@@ -107,7 +108,7 @@ def run_trial(spec: TrialSpec | dict[str, Any], out_dir: str | Path, *, resume: 
     previous = signal.signal(signal.SIGTERM, _raise_stop) if _in_main_thread() else None
     try:
         metrics = execute(spec, out, resume=resume, t_start=t_start)
-        return out.result(spec, "succeeded", None, metrics)
+        return out.result(spec, "succeeded", None, metrics, lineage=_lineage(spec, metrics))
     except (Exception, _Stop) as exc:
         kind, message = classify(exc)
         print(f"trial {spec.trial_id} failed ({kind}): {message}", file=sys.stderr, flush=True)
@@ -118,6 +119,14 @@ def run_trial(spec: TrialSpec | dict[str, Any], out_dir: str | Path, *, resume: 
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _lineage(spec: TrialSpec, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Where this trial's policy came from, and the training it carries in all."""
+    init = spec.init_from
+    return {"parent": init.trial or None, "branch_step": init.step,
+            "steps_total": init.step + int(metrics.get("steps") or 0),
+            "train_s_total": round(init.train_s + float(metrics.get("train_s") or 0.0), 1)}
 
 
 def execute(spec: TrialSpec, out: TrialDir, *, resume: bool, t_start: float) -> dict[str, Any]:
@@ -161,6 +170,7 @@ def _train_and_evaluate(spec: TrialSpec, out: TrialDir, policy: Any, env: Any, *
     # trainer takes it then and keeps it in its checkpoints.
     trainer = GRPOTrainer(policy.model, env, engine, hp, train_ids, seed=spec.seed,
                           pad_id=policy.tokenizer.pad_token_id, total_steps=spec.budget.max_steps)
+    subset_ids = dev_ids[: spec.eval.subset or None]  # intermediate evals: a small fixed subset
     clock = _Clock()
     checkpoint = out.latest_checkpoint() if resume else None
     if checkpoint is not None:
@@ -175,7 +185,8 @@ def _train_and_evaluate(spec: TrialSpec, out: TrialDir, policy: Any, env: Any, *
             (out.root / name).unlink(missing_ok=True)
         if hp.sft_steps:
             _sft_stage(spec, env, policy, out)
-        if spec.eval.before:
+        _restore_parent_optimizer(spec, trainer)
+        if spec.eval.before or not _before_from_parent(spec, dev_ids, out):
             _evaluate(spec, engine, env, dev_ids, out, step=0, t_start=t_start, pass_k=True)
     before = next((r for r in out.read_lines(td.EVAL_FILE) if r["step"] == 0), None)
     budget = spec.budget
@@ -189,12 +200,11 @@ def _train_and_evaluate(spec: TrialSpec, out: TrialDir, policy: Any, env: Any, *
         _progress(spec, metrics)
         step = trainer.step_count
         if spec.eval.every_steps and step % spec.eval.every_steps == 0 and step != budget.max_steps:
-            _evaluate(spec, engine, env, dev_ids, out, step=step, t_start=t_start, pass_k=False)
+            _evaluate(spec, engine, env, subset_ids, out, step=step, t_start=t_start, pass_k=False)
         if budget.checkpoint_every and step % budget.checkpoint_every == 0:
             _save_checkpoint(out, {**trainer.state_dict(), "train_s": clock.train_s})
     after = _evaluate(spec, engine, env, dev_ids, out, step=trainer.step_count, t_start=t_start, pass_k=True)
-    policy.model.save_pretrained(out.root / td.WEIGHTS_DIR)
-    policy.tokenizer.save_pretrained(out.root / td.WEIGHTS_DIR)
+    _save_weights(policy, trainer, out)
     rows = out.read_lines(td.METRICS_FILE)
     last = rows[-5:]
     metrics = {
@@ -202,6 +212,8 @@ def _train_and_evaluate(spec: TrialSpec, out: TrialDir, policy: Any, env: Any, *
         "dev_stderr_before": before["stderr"] if before else None,
         "dev_accuracy_after": after["accuracy"], "dev_stderr_after": after["stderr"], "dev_n": after["n"],
         "gain": round(after["accuracy"] - before["accuracy"], 4) if before else None,
+        "gain_stderr_paired": _paired_se(before, after),
+        "eval_split": spec.eval.split,
         "steps": trainer.step_count, "wall_s": round(time.time() - t_start, 1), "train_s": round(clock.train_s, 1),
         "reward_mean_last": round(sum(r["reward_mean"] for r in last) / len(last), 4) if last else None,
     }
@@ -210,6 +222,56 @@ def _train_and_evaluate(spec: TrialSpec, out: TrialDir, policy: Any, env: Any, *
         metrics[f"pass@{k}_before"] = before.get(f"pass@{k}") if before else None
         metrics[f"pass@{k}_after"] = after.get(f"pass@{k}")
     return metrics
+
+
+def _paired_se(before: dict[str, Any] | None, after: dict[str, Any]) -> float | None:
+    """The standard error of after - before on the same questions (rl_core.stats.paired)."""
+    if not before or not before.get("outcomes") or not after.get("outcomes"):
+        return None
+    return round(paired(before["outcomes"], after["outcomes"]).se, 4)
+
+
+def _before_from_parent(spec: TrialSpec, dev_ids: list[str], out: TrialDir) -> bool:
+    """A child's "before" is its parent's final evaluation when it covered the same questions:
+    copy it (marked) instead of evaluating the same weights again. False if it cannot be used."""
+    if not spec.init_from.trial:
+        return False
+    parent_evals = td.read_jsonl(Path(spec.init_from.weights).parent / td.EVAL_FILE)
+    final = parent_evals[-1] if parent_evals else None
+    if not final or final.get("split") != spec.eval.split or sorted(final.get("outcomes") or {}) != sorted(dev_ids):
+        return False
+    out.append(td.EVAL_FILE, {**final, "step": 0, "from_parent": spec.init_from.trial, "elapsed_s": 0.0})
+    print(f"eval step 0: the parent {spec.init_from.trial}'s final evaluation (same questions)", flush=True)
+    return True
+
+
+OPTIMIZER_FILE = "optimizer.pt"
+
+
+def _save_weights(policy: Any, trainer: Any, out: TrialDir) -> None:
+    """The final policy other trials may branch from, plus the optimizer state for a continuation
+    (only for full fine-tuning: a LoRA child merges the parent and starts a fresh adapter)."""
+    import torch
+
+    weights = out.root / td.WEIGHTS_DIR
+    policy.model.save_pretrained(weights)
+    policy.tokenizer.save_pretrained(weights)
+    if policy.lora_rank == 0:
+        torch.save({"optimizer": trainer.optimizer.state_dict()}, weights / OPTIMIZER_FILE)
+
+
+def _restore_parent_optimizer(spec: TrialSpec, trainer: Any) -> None:
+    import torch
+
+    path = Path(spec.init_from.weights) / OPTIMIZER_FILE if spec.init_from.weights else None
+    if not spec.init_from.optimizer or path is None:
+        return
+    if spec.hparams.lora_rank != 0 or not path.is_file():
+        print("init_from.optimizer: the parent left no optimizer state this trial can use "
+              "(full fine-tuning on both sides); starting a fresh optimizer", flush=True)
+        return
+    state = torch.load(path, weights_only=False, map_location="cpu")
+    trainer.optimizer.load_state_dict(state["optimizer"])
 
 
 class _Clock:
@@ -225,7 +287,8 @@ def _load_policy(spec: TrialSpec) -> Any:
     except PolicyLoadError as exc:  # checked before paying for the model
         raise TrialError("bad_spec", str(exc)) from exc
     try:
-        policy = load_policy(spec.model, lora_rank=hp.lora_rank, lora_alpha=hp.lora_alpha,
+        policy = load_policy(spec.model, init_weights=spec.init_from.weights or None,
+                             lora_rank=hp.lora_rank, lora_alpha=hp.lora_alpha,
                              lora_dropout=hp.lora_dropout, target_modules=hp.target_modules, seed=spec.seed)
     except Exception as exc:  # a model that cannot load is the spec's problem, classified apart
         raise TrialError("model_load", f"{type(exc).__name__}: {exc}") from exc
@@ -280,7 +343,8 @@ def _evaluate(spec: TrialSpec, engine: Any, env: Any, dev_ids: list[str], out: T
     result = greedy_accuracy(engine, env, dev_ids, max_new_tokens=hp.max_new_tokens,
                              on_progress=_Ticker(f"eval step {step} greedy"))
     row: dict[str, Any] = {"step": step, "split": spec.eval.split, "accuracy": round(result.accuracy, 4),
-                           "stderr": round(result.stderr, 4), "n": result.n}
+                           "stderr": round(result.stderr, 4), "n": result.n,
+                           "outcomes": {example_id: bool(v.correct) for example_id, _, v in result.items}}
     if pass_k and spec.eval.pass_k:
         k = spec.eval.pass_k
         pass_ids = dev_ids[: spec.eval.pass_limit or None]

@@ -1,0 +1,114 @@
+"""Trackers fed from a contract-shaped trial directory, read back with each library's own reader:
+TensorBoard's EventAccumulator, and MLflow's client against a real `mlflow server` on a free port."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tools.tracking import mirror_trial
+
+
+def _trial(runs: Path) -> Path:
+    tdir = runs / "s-20261202-010000" / "trials" / "t0001"
+    tdir.mkdir(parents=True)
+    spec = {"trial_id": "t0001", "session": "s-20261202-010000", "model": "builtin:micro-gemma",
+            "hparams": {"learning_rate": 2e-4, "group_size": 8}, "budget": {"max_steps": 3, "max_seconds": 45}}
+    (tdir / "spec.json").write_text(json.dumps(spec))
+    rows = [{"step": s, "reward_mean": 0.2 * s, "batch_accuracy": 0.1 * s, "kl": 0.01 * s, "entropy": 1.0,
+             "grad_norm": 0.5, "t_generate": 1.0, "t_score": 0.1, "t_train": 0.4, "reward/executes": 0.3}
+            for s in (1, 2, 3)]
+    (tdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    evals = [{"step": 0, "split": "dev", "accuracy": 0.40, "n": 50}, {"step": 3, "split": "dev", "accuracy": 0.46, "n": 50}]
+    (tdir / "eval.jsonl").write_text("".join(json.dumps(e) + "\n" for e in evals))
+    (tdir / "result.json").write_text(json.dumps({"trial_id": "t0001", "status": "succeeded", "spec": spec,
+                                                  "metrics": {"dev_accuracy_after": 0.46, "steps": 3}}))
+    return tdir
+
+
+def test_tensorboard_event_files_hold_every_step_and_eval(tmp_path):
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed: pip install -e '.[tracking]'")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tdir = _trial(tmp_path)
+    assert mirror_trial(tdir, {"backends": ["tensorboard"]}, tmp_path) == []
+    acc = EventAccumulator(str(tmp_path / "tensorboard" / "s-20261202-010000" / "t0001"))
+    acc.Reload()
+    assert [(e.step, round(e.value, 3)) for e in acc.Scalars("train/reward_mean")] == [(1, 0.2), (2, 0.4), (3, 0.6)]
+    assert {"train/kl", "train/grad_norm", "train/t_generate", "train/reward_executes"} <= set(acc.Tags()["scalars"])
+    assert [(e.step, round(e.value, 2)) for e in acc.Scalars("eval/dev_accuracy")] == [(0, 0.4), (3, 0.46)]
+
+
+def test_a_tracker_that_is_down_costs_a_warning_not_the_trial(tmp_path):
+    pytest.importorskip("mlflow", reason="the mlflow extra is not installed: pip install -e '.[tracking]'")
+    tdir = _trial(tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once closed
+    start = time.monotonic()
+    warnings = mirror_trial(tdir, {"backends": ["mlflow", "nope"], "mlflow_uri": f"http://127.0.0.1:{port}"},
+                            tmp_path)
+    assert len(warnings) == 2 and warnings[0].startswith("tracking: mlflow failed for t0001")
+    assert "unknown backend 'nope'" in warnings[1]
+    assert time.monotonic() - start < 60  # MLflow's own retries would take minutes
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    pytest.importorskip("mlflow", reason="the mlflow extra is not installed: pip install -e '.[tracking]'")
+    root = tmp_path_factory.mktemp("mlflow")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                             "--workers", "1", "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
+                             "--artifacts-destination", str(root / "artifacts")],
+                            stdout=subprocess.DEVNULL, stderr=(root / "server.log").open("w"))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("mlflow server did not start: " + (root / "server.log").read_text()[-2000:])
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.mark.slow  # a real mlflow server starts in 10-60 s on a busy 2-core machine
+def test_mlflow_run_per_trial_nested_under_the_session(tmp_path, mlflow_server):
+    from mlflow.tracking import MlflowClient
+
+    tdir = _trial(tmp_path)
+    tags = {"planner": "gemini", "rationale": "branch from the best", "parent": "t0000"}
+    assert mirror_trial(tdir, {"backends": ["mlflow"], "mlflow_uri": mlflow_server}, tmp_path, tags) == []
+    client = MlflowClient(tracking_uri=mlflow_server)
+    experiment = client.get_experiment_by_name("openrl-agent/s-20261202-010000")
+    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    session, trial = runs["s-20261202-010000"], runs["t0001"]
+    assert trial.data.tags["mlflow.parentRunId"] == session.info.run_id
+    assert trial.data.tags["planner"] == "gemini" and trial.data.tags["parent"] == "t0000"
+    assert trial.data.params["hparams.learning_rate"] == "0.0002" and trial.data.params["budget.max_seconds"] == "45"
+    history = client.get_metric_history(trial.info.run_id, "train/reward_mean")
+    assert [(m.step, round(m.value, 3)) for m in history] == [(1, 0.2), (2, 0.4), (3, 0.6)]
+    assert [m.step for m in client.get_metric_history(trial.info.run_id, "eval/dev_accuracy")] == [0, 3]
+    assert trial.info.status == "FINISHED"
+    assert [a.path for a in client.list_artifacts(trial.info.run_id)] == ["result.json"]
+    assert mirror_trial(tdir, {"backends": ["mlflow"], "mlflow_uri": mlflow_server}, tmp_path) == []
+    again = client.search_runs([experiment.experiment_id], filter_string="tags.`openrl.kind` = 'session'")
+    assert len(again) == 1  # the session's parent run is found again, not duplicated

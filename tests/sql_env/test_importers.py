@@ -4,11 +4,10 @@ import duckdb
 import pytest
 
 from sql_env.datasets import DatasetError, database_path, load_dataset, schema_ddl
-from sql_env.datasets.importers import REPORT_FILE, import_dataset
-from sql_env.datasets.importers import verify
+from sql_env.datasets.importers import REPORT_FILE, import_dataset, verify
 from sql_env.datasets.importers.verify import check_gold, import_sandbox
-from tests.sql_env.exec_fixtures import build_small_db
 from tests.fixtures.text2sql_fixtures import write_bird, write_context, write_spider
+from tests.sql_env.exec_fixtures import build_small_db
 
 
 def reasons(report):

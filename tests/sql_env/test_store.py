@@ -4,7 +4,7 @@ import duckdb
 import pytest
 
 from sql_env.datasets import DatasetError, database_path, dataset_dir, load_dataset, schema_ddl
-from sql_env.datasets.store import publish, staging_dir, write_json, write_split
+from sql_env.datasets.folder import publish, staging_dir, write_json, write_split
 from sql_env.types import Example
 
 

@@ -28,7 +28,7 @@ from sql_env.datasets.builtin import flights, hr, retail, university
 from sql_env.datasets.builtin.families import Draw, Family
 from sql_env.datasets.builtin.registry import FAMILIES
 from sql_env.datasets.builtin.spec import Schema
-from sql_env.datasets.store import cache_root, publish, staging_dir, write_json, write_split
+from sql_env.datasets.folder import cache_root, publish, staging_dir, write_json, write_split
 from sql_env.types import Example
 
 # Bump whenever generated content changes: the cache folder is keyed by it, so a stale build

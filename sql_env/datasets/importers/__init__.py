@@ -7,11 +7,11 @@ import shutil
 import time
 from pathlib import Path
 
+from sql_env.datasets.folder import DatasetError, cache_root, publish, staging_dir, write_json, write_split
 from sql_env.datasets.importers.context import import_context
 from sql_env.datasets.importers.duckdb_native import import_duckdb
 from sql_env.datasets.importers.spider import import_spider
 from sql_env.datasets.importers.verify import REPORT_FILE, ImportReport
-from sql_env.datasets.store import DatasetError, cache_root, publish, staging_dir, write_json, write_split
 
 FORMATS = ("spider", "bird", "context", "duckdb")
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import duckdb
 import sqlglot
 
+from sql_env.datasets.folder import DatasetError
 from sql_env.datasets.importers.verify import ImportReport, Problem, import_sandbox
-from sql_env.datasets.store import DatasetError
 from sql_env.sandbox import Sandbox
 from sql_env.types import Example
 

@@ -19,9 +19,9 @@ import re
 import shutil
 from pathlib import Path
 
+from sql_env.datasets.folder import DatasetError
 from sql_env.datasets.importers.context import read_rows
 from sql_env.datasets.importers.verify import ImportReport, Problem, import_sandbox
-from sql_env.datasets.store import DatasetError
 from sql_env.sandbox import Sandbox
 from sql_env.types import Example
 

@@ -12,10 +12,10 @@ import json
 import sqlite3
 from pathlib import Path
 
+from sql_env.datasets.folder import DatasetError
 from sql_env.datasets.importers.sqlite_copy import copy_sqlite
 from sql_env.datasets.importers.verify import ImportReport, Problem, import_sandbox
 from sql_env.sandbox import Sandbox
-from sql_env.datasets.store import DatasetError
 from sql_env.types import Example
 
 # Per split, alternatives in order of preference; a tuple inside means "all of these that exist"

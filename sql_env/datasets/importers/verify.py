@@ -26,7 +26,7 @@ from typing import Any
 import sqlglot
 from sqlglot import exp
 
-from sql_env.datasets.store import write_json
+from sql_env.datasets.folder import write_json
 from sql_env.datasets.importers.sqlite_semantics import TextNumbers, as_numbers, as_sqlite
 from sql_env.match import order_matters, results_match
 from sql_env.sandbox import Sandbox

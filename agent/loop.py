@@ -23,11 +23,13 @@ from typing import Any
 
 from optuna.trial import TrialState
 
+from agent import budget as bd
 from agent import study as st
+from agent.lineage import checked, parent_init, trial_spec
 from agent.planners.base import Planner, PlanningContext
 from agent.session import pause_requested, save_round, trial_dir, update_status
 from cluster.base import TERMINAL, LauncherError, TrialHandle
-from rl_core.spec import SpecError, TrialSpec
+from rl_core.spec import SpecError
 from rl_core.trialdir import (
     TrialDirError,
     failed_result,
@@ -63,6 +65,8 @@ class Research:
         self._forget_paused_runs()
         self._handles = {h.trial_id: h for h in _reattach(launcher, self.session)}
         self._progress: dict[str, int] = {}
+        self.clock = bd.SessionClock(self.dir)
+        self.branching = bool(self.c.get("branching", True))
 
     def _forget_paused_runs(self) -> None:
         """Trials a pause cancelled re-run from scratch: drop their old directories before the
@@ -79,32 +83,46 @@ class Research:
         free = int(self.c["parallel"]) - counts["running"]
         budget_left = int(self.c["trials"]) - sum(counts.values())
         k = max(0, min(free - counts["waiting"], budget_left))
+        if k > 0 and not self._can_launch():
+            k = 0  # no trial could finish in the time left: the loop winds down
         rnd = int(state.get("round", 0)) + 1
         record: dict[str, Any] = {"round": rnd, "planner": self.planner.name, "proposals": [], "notes": []}
         feedback = list(state.get("feedback") or [])
         if k > 0:
+            trials = self.finished_trials()
+            running = [t for t in st.by_state(self.study, TrialState.RUNNING)]
             ctx = PlanningContext(goal=self.plan["goal"], objective=self.plan["objective"], space=self.space,
-                                  round=rnd, k=k, trials=self.finished_trials(), feedback=feedback,
-                                  active=[t.params for t in st.by_state(self.study, TrialState.RUNNING)])
+                                  round=rnd, k=k, trials=trials, feedback=feedback,
+                                  active=[t.params for t in running], branching=self.branching,
+                                  running=[{"trial_id": st.trial_id_of(t), "params": t.params,
+                                            "parent": t.user_attrs.get("parent"),
+                                            "action": t.user_attrs.get("action", "fresh")} for t in running])
             result = self.planner.propose(ctx)
             record.update(planner=result.planner, notes=result.notes, fallback=result.fallback)
-            feedback = result.notes
+            feedback = list(result.notes)
+            params_of = {t["trial_id"]: t.get("params") or {} for t in trials}
             for p in result.proposals:
+                p, note = checked(self.dir, p, params_of, self.branching)
+                if note:
+                    feedback.append(note)
+                    record["notes"].append(note)
                 self.study.enqueue_trial(p.params, user_attrs={
                     "rationale": p.rationale, "round": rnd, "planner": result.planner,
-                    "proposed": sorted(p.params)})
+                    "proposed": sorted(p.params), "action": p.action, "parent": p.parent})
         asked = []
         for _ in range(min(free, counts["waiting"] + k)):
             trial = st.ask(self.study, self.space.distributions())
             spec = self.spec_for(trial)
             asked.append({"trial_id": st.trial_id_of(trial), "params": trial.params,
                           "reward": spec.reward.components if spec else {}, "rationale": trial.user_attrs.get("rationale", ""),
-                          "planner": trial.user_attrs.get("planner", "optuna")})
+                          "planner": trial.user_attrs.get("planner", "optuna"),
+                          "action": trial.user_attrs.get("action", "fresh"), "parent": trial.user_attrs.get("parent")})
         record["proposals"] = asked
         if asked or k:
             save_round(self.dir, record)
             self.emit({"type": "round", "round": rnd, "planner": record["planner"], "fallback": record.get("fallback"),
                        "notes": record["notes"], "proposals": asked})
+        self.clock.save(force=True)
         return {"round": rnd if (asked or k) else state.get("round", 0), "feedback": feedback,
                 "active_s": time.monotonic() - t0}
 
@@ -138,7 +156,7 @@ class Research:
         if tdir.exists():
             shutil.rmtree(tdir)  # leftovers of a cancelled or never-started run
         try:
-            spec = trial_spec(self.space, self.c, self.session, tid, trial.params)
+            spec = self._spec(trial, max_seconds=self._launch_seconds())
         except SpecError as exc:  # plan-time checks make this rare (e.g. Optuna's pick breaks a cross-field rule)
             write_result(tdir, failed_result({"trial_id": tid, "params": trial.params}, "bad_spec", str(exc)))
             return None
@@ -150,14 +168,56 @@ class Research:
             raise LauncherError(f"could not launch {tid}: {type(exc).__name__}: {_first_line(exc)}") from exc
         self._handles[tid] = handle
         self.emit({"type": "trial_started", "trial_id": tid, "params": trial.params,
-                   "max_steps": spec.budget.max_steps, "max_seconds": spec.budget.max_seconds})
+                   "max_steps": spec.budget.max_steps, "max_seconds": spec.budget.max_seconds,
+                   "action": trial.user_attrs.get("action", "fresh"), "parent": trial.user_attrs.get("parent")})
         return handle
 
-    def spec_for(self, trial: Any) -> TrialSpec | None:
+    def _spec(self, trial: Any, max_seconds: float | None = None) -> Any:
+        parent, action = trial.user_attrs.get("parent"), trial.user_attrs.get("action", "fresh")
+        init = parent_init(self.dir, parent, action) if parent else None
+        return trial_spec(self.space, self.c, self.session, st.trial_id_of(trial), trial.params,
+                          number=trial.number, init_from=init, max_seconds=max_seconds,
+                          eval_seconds=bd.overhead_s(self._results()) if self.c.get("budget_minutes") else None)
+
+    def spec_for(self, trial: Any) -> Any:
         try:
-            return trial_spec(self.space, self.c, self.session, st.trial_id_of(trial), trial.params)
+            return self._spec(trial)
         except SpecError:
             return None
+
+    # --- time ------------------------------------------------------------------------------------
+    def _results(self) -> list[dict[str, Any]]:
+        out = []
+        for trial in st.by_state(self.study, TrialState.COMPLETE):
+            metrics = trial.user_attrs.get("metrics")
+            if metrics:
+                out.append({"metrics": metrics})
+        return out
+
+    def _reserve_s(self) -> float:
+        return bd.confirm_reserve_s(self._results(), top_k=int(self.c.get("confirm_top_k", 2)),
+                                    parallel=int(self.c["parallel"]), seeds=int(self.c.get("confirm_seeds", 0)),
+                                    seed_train_s=float(self.c.get("trial_seconds") or 0.0))
+
+    def time_left(self) -> float:
+        """Seconds of the wall-clock budget left for trials (the confirmation's reserve taken off)."""
+        minutes = self.c.get("budget_minutes")
+        if not minutes:
+            return float("inf")
+        return minutes * 60 - self.clock.used() - self._reserve_s()
+
+    def _can_launch(self) -> bool:
+        return not self.c.get("budget_minutes") or self._launch_seconds() is not None
+
+    def _launch_seconds(self) -> float | None:
+        """GRPO seconds a trial launched now gets (None: it could not finish in time)."""
+        if not self.c.get("budget_minutes"):
+            return self.c.get("trial_seconds")
+        counts = st.counts(self.study)
+        left = max(1, int(self.c["trials"]) - counts["finished"])
+        return bd.launch_seconds(remaining_s=self.time_left(), overhead=bd.overhead_s(self._results()),
+                                 planned_s=self.c.get("trial_seconds"), trials_left=left,
+                                 parallel=int(self.c["parallel"]))
 
     # --- collect -------------------------------------------------------------------------------
     def collect(self, state: dict[str, Any]) -> dict[str, Any]:
@@ -165,19 +225,19 @@ class Research:
         t0 = time.monotonic()
         running = state.get("running") or {}
         done: dict[str, tuple[int, dict[str, Any] | None]] = {}
-        had_time = self._time_left(state, 0.0) > 0  # once over budget, wait for trials to finish
         while running:
             for tid, entry in running.items():
                 if tid not in done:
                     outcome = self._check(tid, entry)
                     if outcome is not None:
                         done[tid] = outcome
-            over_time = had_time and self._time_left(state, time.monotonic() - t0) <= 0
-            if done or pause_requested(self.dir) or over_time:
+            self.clock.save()
+            if done or pause_requested(self.dir) or self.time_left() <= 0:
                 break
             time.sleep(self.poll_s)
         for tid, (number, result) in done.items():
             self._finish(tid, number, result)
+        self.clock.save(force=True)
         return {"running": {tid: None for tid in done}, "finished": sorted(done),
                 "active_s": time.monotonic() - t0}
 
@@ -219,8 +279,10 @@ class Research:
         if self.plan.get("pruner", "median") == "none" or every <= 0:
             return False
         max_steps = _launch_budget(tdir).get("max_steps") or 0
+        offset = _branch_step(tdir)  # a child is compared with the others at its cumulative step
         for step, accuracy in eval_points(tdir):
-            if 0 < step < max_steps and step % every == 0 and st.report_eval(self.study, number, step, accuracy):
+            if 0 < step < max_steps and step % every == 0 and \
+                    st.report_eval(self.study, number, offset + step, accuracy):
                 return True
         return False
 
@@ -254,7 +316,7 @@ class Research:
             return {"next": decision}
         if decision == "paused":
             return {"next": "end", "stop_reason": "paused", "running": self._pause(state)}
-        return {"next": "end", "stop_reason": decision}
+        return {"next": "end", "stop_reason": decision, "running": self._stop_at_deadline(state)}
 
     def decide(self, state: dict[str, Any]) -> str:
         counts = st.counts(self.study)
@@ -262,7 +324,8 @@ class Research:
         target = self.plan["objective"].get("target")
         best = st.best_value(self.study)
         goal_met = target is not None and best is not None and best >= target
-        out_of_time = self._time_left(state, 0.0) <= 0
+        time_left = self.time_left()
+        out_of_time = time_left <= 0 or not self._can_launch()
         if pause_requested(self.dir):
             return "paused"
         trials, running = int(self.c["trials"]), counts["running"]
@@ -271,7 +334,7 @@ class Research:
         if orphans:
             return "launch"
         stop_launching = goal_met or out_of_time
-        if running == 0 and stop_launching:
+        if (running == 0 and stop_launching) or time_left <= 0:
             return "goal met" if goal_met else "time budget spent"
         if not stop_launching and running < int(self.c["parallel"]) and counts["finished"] + running < trials:
             return "propose"
@@ -289,11 +352,19 @@ class Research:
                 dropped[tid] = None
         return dropped
 
-    def _time_left(self, state: dict[str, Any], extra_s: float) -> float:
-        minutes = self.c.get("budget_minutes")
-        if not minutes:
-            return float("inf")
-        return minutes * 60 - float(state.get("active_s", 0.0)) - extra_s
+    def _stop_at_deadline(self, state: dict[str, Any]) -> dict[str, Any]:
+        """At the time budget's end, trials still running are stopped and recorded as failed
+        (timeout): the budget holds. Each launch got only the time left, so this is rare."""
+        stopped = {}
+        for tid, entry in (state.get("running") or {}).items():
+            handle = TrialHandle(**entry["handle"]) if entry.get("handle") else None
+            if handle is not None and handle.backend != "none":
+                self.launcher.cancel(handle)
+            message = "stopped at the end of the session's time budget before it finished"
+            st.tell_result(self.study, int(entry["number"]), {"status": "failed", "error": {
+                "kind": "timeout", "message": message}}, self.metric)
+            stopped[tid] = None
+        return stopped
 
     # --- planner inputs ------------------------------------------------------------------------
     def finished_trials(self) -> list[dict[str, Any]]:
@@ -303,21 +374,6 @@ class Research:
                 row["summary"] = summarize_trial(trial_dir(self.dir, row["trial_id"]))
                 rows.append(row)
         return rows
-
-
-def trial_spec(space: SearchSpace, constraints: dict[str, Any], session: str, trial_id: str,
-               params: dict[str, Any]) -> TrialSpec:
-    """The validated spec of one trial: the search-space point plus the session's model, data and limits."""
-    c = constraints
-    base: dict[str, Any] = {"trial_id": trial_id, "session": session, "model": c["model"],
-                            "dataset": c["dataset"], "seed": c.get("seed", 0)}
-    if c.get("eval_limit"):
-        base["eval.limit"] = c["eval_limit"]
-    if c.get("eval_every_steps"):
-        base["eval.every_steps"] = c["eval_every_steps"]
-    if c.get("trial_seconds"):
-        base["budget.max_seconds"] = c["trial_seconds"]
-    return space.build_spec(params, base=base)
 
 
 def _reattach(launcher: Any, session: str) -> list[TrialHandle]:
@@ -345,6 +401,13 @@ def _launch_budget(tdir: Path) -> dict[str, Any]:
         return launch_spec(tdir).get("budget") or {}
     except TrialDirError:
         return {}
+
+
+def _branch_step(tdir: Path) -> int:
+    try:
+        return int((launch_spec(tdir).get("init_from") or {}).get("step") or 0)
+    except TrialDirError:
+        return 0
 
 
 def _eta(line: dict[str, Any], step: int, max_steps: int | None, max_seconds: float | None) -> float | None:

@@ -127,7 +127,7 @@ def run_baseline(args: argparse.Namespace, seed: int, runs: Path, kind: str) -> 
     import optuna
 
     from agent.api import create_session
-    from agent.loop import trial_spec
+    from agent.lineage import trial_spec
     from agent.session import open_study
     from agent.study import score_of
     from cluster.base import TERMINAL

@@ -4,22 +4,25 @@ Row keys: rank (succeeded trials by score, best first; None for others), trial_i
 status (succeeded | failed | pruned | running | queued | interrupted), score (the objective),
 dev_accuracy_before/after, gain, gain_stderr, params, key_params, reward (component weights),
 reward_summary, steps, wall_s, rationale, round, planner, error ({kind, message} or None),
-adapter_path.
+adapter_path, action (fresh | continue | branch), parent, steps_total, train_s_total (with the
+parent's training).
 
-`gain_stderr` treats the before and after evaluations as independent binomial estimates:
-sqrt(se_before^2 + se_after^2), se = sqrt(p(1-p)/n). Both run on the same dev items, so this is
-conservative; a gain larger than about two of them is unlikely to be noise.
+`gain` is the change over the policy the trial started from (its parent's final weights for a
+child) and `gain_stderr` its paired standard error: both evaluations ran on the same dev
+questions, so it is sd(per-question difference)/sqrt(n) (rl_core.stats). Results written before
+per-question outcomes were kept fall back to the conservative independent estimate.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 from optuna.trial import TrialState
 
+from rl_core.stats import binomial_se
+from rl_core.trialdir import TrialDirError, launch_spec, read_result, was_cancelled
 from tools.journal import open_study
 
 KEY_PARAMS = ("learning_rate", "lora_rank", "kl_beta", "group_size", "prompts_per_step", "temperature",
@@ -52,17 +55,18 @@ def _row(session_dir: Path, trial: Any) -> dict[str, Any]:
     attrs = trial.user_attrs
     tid = attrs.get("trial_id") or f"t{trial.number:04d}"
     tdir = session_dir / "trials" / tid
-    result = _read(tdir / "result.json") or {}
-    spec = result.get("spec") or _read(tdir / "launch_spec.json") or {}
+    result = _read_result(tdir) or {}
+    spec = result.get("spec") or _launch_spec(tdir)
     metrics = attrs.get("metrics") or result.get("metrics") or {}
     status = _STATUS.get(trial.state, trial.state.name.lower())
-    if status == "running" and (_read(tdir / "launcher.json") or {}).get("state") == "cancelled":
+    if status == "running" and was_cancelled(tdir):
         status = "interrupted"  # stopped by a pause; re-runs on resume
     reward = ((spec.get("reward") or {}).get("components")) or _reward_from_params(trial.params)
     before, after = metrics.get("dev_accuracy_before"), metrics.get("dev_accuracy_after")
     gain = metrics.get("gain")
     if gain is None and before is not None and after is not None:
         gain = after - before
+    lineage = result.get("lineage") or {}
     error = attrs.get("error") or (result.get("error") if result.get("status") == "failed" else None)
     return {
         "rank": None, "trial_id": tid, "number": trial.number, "status": status,
@@ -77,6 +81,9 @@ def _row(session_dir: Path, trial: Any) -> dict[str, Any]:
         "error": {k: error.get(k) for k in ("kind", "message")} if isinstance(error, dict) else None,
         "adapter_path": str(tdir / result["adapter_path"]) if result.get("adapter_path") else None,
         "pruned_at_step": attrs.get("pruned_at_step"),
+        "action": attrs.get("action", "fresh"), "parent": attrs.get("parent"),
+        "steps_total": lineage.get("steps_total", metrics.get("steps")),
+        "train_s_total": lineage.get("train_s_total", metrics.get("train_s")),
     }
 
 
@@ -91,24 +98,28 @@ def _reward_from_params(params: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def _binomial_se(p: float | None, n: Any) -> float | None:
-    if p is None or not isinstance(n, int) or n <= 0:
-        return None
-    return math.sqrt(max(p * (1 - p), 0.0) / n)
-
-
 def _gain_stderr(metrics: dict[str, Any]) -> float | None:
+    """The paired standard error of after - before (same questions) when the trial recorded it;
+    for older results, the conservative independent one."""
+    if metrics.get("gain_stderr_paired") is not None:
+        return float(metrics["gain_stderr_paired"])
     n = metrics.get("dev_n")
-    se_after = metrics.get("dev_stderr_after") or _binomial_se(metrics.get("dev_accuracy_after"), n)
-    se_before = metrics.get("dev_stderr_before") or _binomial_se(metrics.get("dev_accuracy_before"), n)
+    se_after = metrics.get("dev_stderr_after") or binomial_se(metrics.get("dev_accuracy_after"), n)
+    se_before = metrics.get("dev_stderr_before") or binomial_se(metrics.get("dev_accuracy_before"), n)
     if se_after is None or se_before is None:
         return None
     return math.sqrt(se_after**2 + se_before**2)
 
 
-def _read(path: Path) -> dict[str, Any] | None:
+def _read_result(tdir: Path) -> dict[str, Any] | None:
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+        return read_result(tdir)
+    except TrialDirError as exc:  # shown as the trial's error, never a crash of the leaderboard
+        return {"status": "failed", "error": {"kind": "corrupt", "message": str(exc)}, "metrics": {}}
+
+
+def _launch_spec(tdir: Path) -> dict[str, Any]:
+    try:
+        return launch_spec(tdir)
+    except TrialDirError:
+        return {}

@@ -44,6 +44,9 @@ class PlanningContext:
     trials: list[dict[str, Any]] = field(default_factory=list)
     feedback: list[str] = field(default_factory=list)  # what was clamped or rejected last round
     active: list[dict[str, Any]] = field(default_factory=list)  # params of trials running now
+    branching: bool = True  # may proposals continue or branch from finished trials
+    # One dict per running trial: trial_id, params, action, parent.
+    running: list[dict[str, Any]] = field(default_factory=list)
 
     def tried(self, params: dict[str, Any]) -> bool:
         """True if a finished or running trial already used exactly these values."""

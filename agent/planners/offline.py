@@ -1,12 +1,22 @@
-"""OfflinePlanner: Optuna's TPE for hyperparameters plus rules that read trial diagnostics.
+"""OfflinePlanner: a population-based-training policy over the trial tree, Optuna's TPE for fresh
+starts, and rules that read trial diagnostics.
 
-Each round proposes k configs:
-1. round 0: the search space's defaults (the calibrated recipe), so the first trial is a known-good
-   baseline; later rounds: the best trial so far with the rules below applied (if none fires, its
-   learning rate nudged by x0.7 or x1.4, alternating by round, as a local search step);
-2. the rest: left open, so the study's TPE sampler fills every parameter at launch.
+Each round proposes k trials:
+1. nothing finished yet: the search space's defaults (the calibrated recipe) as a known-good
+   baseline, the rest left open so the study's TPE sampler fills them (fresh starts);
+2. with branching on (the default), in the spirit of PBT (exploit = copy a top trial's weights,
+   explore = perturb its hyperparameters), over the tree of trials:
+   - the parent is the best finished trial by dev score (the next best once it has two trials
+     running from it);
+   - `continue` it unchanged (its weights, values and optimizer state: GRPO's gain keeps growing
+     with training time) when it is the best and no plain continuation of it exists already;
+   - every other slot `branch`es from it: the rules below read the parent's curves and samples at
+     the branch point; when none fires, explore: learning rate x0.8 or x1.25 and the temperature
+     -/+0.1, alternating per slot, never a (parent, values) pair already tried;
+3. with branching off: the best trial's values with the rules applied, started fresh (the old
+   policy), the rest TPE.
 
-Rules (read from the best trial's curves and samples, and from failed trials):
+Rules (read from the parent's curves and samples, and from failed trials):
 - many failing queries: >30% of sampled SQL has a syntax/schema/runtime error -> raise the
   `executes` weight by 0.1, so running SQL earns signal before it is right;
 - reward hacking: mean reward rose (> +0.05) while batch accuracy stayed flat (< +0.01) or dev
@@ -20,6 +30,7 @@ Every change is clamped into the search space and written into the rationale.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from agent.planners.base import PlannerResult, PlanningContext, Proposal
@@ -36,11 +47,13 @@ class OfflinePlanner:
         self.seed = seed
 
     def propose(self, ctx: PlanningContext) -> PlannerResult:
-        proposals: list[Proposal] = []
-        notes: list[str] = []
         if ctx.k <= 0:
             return PlannerResult([], self.name)
         best = ctx.best()
+        if best is not None and ctx.branching:
+            return self._tree(ctx)
+        proposals: list[Proposal] = []
+        notes: list[str] = []
         if best is None and not ctx.trials:
             proposals.append(Proposal(ctx.space.defaults(), _baseline_rationale(ctx.space.defaults(), ctx.space.fixed)))
         else:
@@ -48,13 +61,63 @@ class OfflinePlanner:
             clean, clamp_notes = ctx.space.validate(params)
             notes += reasons + clamp_notes
             proposals.append(Proposal(clean, "; ".join(reasons) or "explore around the best trial"))
+        self._fill_with_tpe(ctx, proposals)
+        return PlannerResult(proposals, self.name, notes)
+
+    def _fill_with_tpe(self, ctx: PlanningContext, proposals: list[Proposal]) -> None:
         n_done = len(ctx.succeeded())
         while len(proposals) < ctx.k:
             proposals.append(Proposal({}, f"TPE sample from {n_done} finished trial(s): Optuna picks every "
                                           "parameter (random until enough trials are in)"))
+
+    # --- the tree (PBT-style exploit and explore) ------------------------------------------------
+    def _tree(self, ctx: PlanningContext) -> PlannerResult:
+        parent = self._pick_parent(ctx)
+        pid = parent["trial_id"]
+        proposals: list[Proposal] = []
+        notes: list[str] = []
+        score = f"dev {parent['score']:.3f}"
+        if pid == (ctx.best() or {}).get("trial_id") and not self._continued(ctx, pid):
+            proposals.append(Proposal(dict(parent.get("params") or {}),
+                                      f"continue {pid} ({score}) unchanged: GRPO keeps gaining with training time",
+                                      "continue", pid))
+        slot = 0
+        while len(proposals) < ctx.k:
+            params, reasons = self._exploit(ctx, parent, explore=False)
+            if not reasons[1:]:  # no rule fired at the branch point: PBT's explore step
+                params, why = _explore(params, ctx.space, ctx.round + slot)
+                reasons.append(why)
+            params, clamp_notes = ctx.space.validate(params)
+            notes += clamp_notes
+            for _ in range(4):
+                if not self._branched(ctx, pid, params):
+                    break
+                params, why = _explore(params, ctx.space, ctx.round + slot + 1)
+                reasons.append(f"already tried from {pid}: {why}")
+                params, _ = ctx.space.validate(params)
+            proposals.append(Proposal(params, f"branch from {pid} ({score}): " + "; ".join(reasons[1:]), "branch", pid))
+            slot += 1
         return PlannerResult(proposals, self.name, notes)
 
-    def _exploit(self, ctx: PlanningContext, best: dict[str, Any] | None) -> tuple[dict[str, Any], list[str]]:
+    @staticmethod
+    def _pick_parent(ctx: PlanningContext) -> dict[str, Any]:
+        done = sorted(ctx.succeeded(), key=lambda t: -t["score"])
+        children = Counter(r.get("parent") for r in ctx.running)
+        return next((t for t in done if children[t["trial_id"]] < 2), done[0])
+
+    @staticmethod
+    def _continued(ctx: PlanningContext, pid: str) -> bool:
+        rows = list(ctx.trials) + list(ctx.running)
+        return any(r.get("action") == "continue" and r.get("parent") == pid for r in rows)
+
+    @staticmethod
+    def _branched(ctx: PlanningContext, pid: str, params: dict[str, Any]) -> bool:
+        rows = list(ctx.trials) + list(ctx.running)
+        return any(r.get("parent") == pid and all((r.get("params") or {}).get(k) == v for k, v in params.items())
+                   for r in rows)
+
+    def _exploit(self, ctx: PlanningContext, best: dict[str, Any] | None,
+                 explore: bool = True) -> tuple[dict[str, Any], list[str]]:
         base = dict(best["params"]) if best else ctx.space.defaults()
         params = dict(base)
         reasons: list[str] = []
@@ -76,13 +139,29 @@ class OfflinePlanner:
                         params[name] = max(2, int(params[name]) // 2)
                 reasons.append(f"{failed['trial_id']} ran out of memory: halve group size and prompts per step")
         factor = 0.7 if ctx.round % 2 else 1.4
-        for _ in range(4):  # never re-run a config already tried: step the learning rate instead
+        for _ in range(4 if explore else 0):  # never re-run a config already tried: step the learning rate instead
             if "learning_rate" not in params or (params != base and not ctx.tried(params)):
                 break
             why = "no rule fired" if params == base else "config already tried"
             params["learning_rate"] = float(params["learning_rate"]) * factor
             reasons.append(f"{why}: local step, learning rate x{factor}")
         return params, reasons
+
+
+def _explore(params: dict[str, Any], space: SearchSpace, index: int) -> tuple[dict[str, Any], str]:
+    """PBT's explore: perturb the continuous knobs by a fixed factor, the direction alternating."""
+    out = dict(params)
+    up = index % 2 == 0
+    changes = []
+    if "learning_rate" in space.params:
+        lr = float(out.get("learning_rate", space.params["learning_rate"].default))
+        out["learning_rate"] = lr * (1.25 if up else 0.8)
+        changes.append(f"learning rate x{1.25 if up else 0.8}")
+    if "temperature" in space.params:
+        t = float(out.get("temperature", space.params["temperature"].default))
+        out["temperature"] = round(t + (0.1 if up else -0.1), 3)
+        changes.append(f"temperature {'+' if up else '-'}0.1")
+    return out, "explore: " + ", ".join(changes) if changes else "explore: nothing continuous to perturb"
 
 
 def _bump(space: SearchSpace, params: dict[str, Any], name: str, delta: float) -> bool:

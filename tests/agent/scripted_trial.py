@@ -4,7 +4,8 @@ The research loop must not care how a trial computes its score, and the pause/ki
 trials that take a controlled time. This script is a real subprocess launched by the real
 LocalLauncher; it writes metrics.jsonl, eval.jsonl, samples.jsonl and result.json per
 docs/contracts.md, with a dev accuracy that is a smooth function of the hyperparameters (best at the
-search space's defaults: lr 2e-4, temperature 0.7). Behaviour comes from the SCRIPTED_TRIAL environment variable (JSON):
+search space's defaults: lr 2e-4, temperature 0.7). A child (`init_from`) starts at its parent's
+final accuracy and adds a smaller step of the same shape, as longer training does. Behaviour comes from the SCRIPTED_TRIAL environment variable (JSON):
 {"step_s": seconds per step, "steps": n, "slow_if": [param, value, step_s], "fail_if": {"param": value},
 "fail_all": true, "fail_kind": "nan_loss"}. Every step also writes a dev eval line (for the pruner).
 """
@@ -23,10 +24,21 @@ def write_json_atomic(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def accuracy(h: dict) -> float:
+def quality(h: dict) -> float:
     lr_term = math.exp(-((math.log10(h.get("learning_rate", 2e-4)) - math.log10(2e-4)) ** 2) * 1.5)
-    t_term = 1 - abs(h.get("temperature", 0.7) - 0.7)
-    return round(0.40 + 0.30 * lr_term * t_term, 4)
+    return lr_term * (1 - abs(h.get("temperature", 0.7) - 0.7))
+
+
+def accuracy(h: dict) -> float:
+    return round(0.40 + 0.30 * quality(h), 4)
+
+
+def start_of(spec: dict) -> float:
+    weights = (spec.get("init_from") or {}).get("weights")
+    if not weights:
+        return 0.4
+    parent = json.loads((Path(weights).parent / "result.json").read_text())
+    return parent["metrics"]["dev_accuracy_after"]
 
 
 def main() -> int:
@@ -37,9 +49,10 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     steps = int(control.get("steps", 3))
     started = time.time()
-    final = accuracy(h)
+    start = start_of(spec)
+    final = accuracy(h) if start == 0.4 else round(min(0.95, start + 0.05 * quality(h)), 4)
     with open(out / "eval.jsonl", "a") as ev:
-        ev.write(json.dumps({"step": 0, "split": "dev", "accuracy": 0.4, "stderr": 0.02, "n": 400,
+        ev.write(json.dumps({"step": 0, "split": "dev", "accuracy": start, "stderr": 0.02, "n": 400,
                              "elapsed_s": 0.0}) + "\n")
     step_s = float(control.get("step_s", 0.05))
     slow = control.get("slow_if")
@@ -49,7 +62,7 @@ def main() -> int:
             open(out / "eval.jsonl", "a") as ev:
         for step in range(1, steps + 1):
             time.sleep(step_s)
-            ev.write(json.dumps({"step": step, "split": "dev", "accuracy": 0.4 + (final - 0.4) * step / steps,
+            ev.write(json.dumps({"step": step, "split": "dev", "accuracy": start + (final - start) * step / steps,
                                  "stderr": 0.02, "n": 400, "elapsed_s": time.time() - started}) + "\n")
             ev.flush()
             m.write(json.dumps({"step": step, "reward_mean": 0.3 + 0.05 * step, "batch_accuracy": 0.3,
@@ -66,11 +79,18 @@ def main() -> int:
             "spec": spec, "error": {"kind": control.get("fail_kind", "nan_loss"),
                                     "message": f"loss became NaN at step {steps}"}})
         return 1
+    (out / "adapter").mkdir(exist_ok=True)
+    (out / "adapter" / "config.json").write_text("{}")
+    init = spec.get("init_from") or {}
+    train_s = round(steps * step_s, 2)
     write_json_atomic(out / "result.json", {
         "trial_id": spec["trial_id"], "status": "succeeded", "error": None, "adapter_path": "adapter",
-        "spec": spec, "metrics": {"dev_accuracy_before": 0.4, "dev_accuracy_after": final,
-                                  "dev_stderr_after": 0.024, "dev_n": 400, "gain": round(final - 0.4, 4),
-                                  "steps": steps, "wall_s": time.time() - started, "reward_mean_last": 0.5}})
+        "spec": spec, "metrics": {"dev_accuracy_before": start, "dev_accuracy_after": final,
+                                  "dev_stderr_after": 0.024, "dev_n": 400, "gain": round(final - start, 4),
+                                  "steps": steps, "wall_s": time.time() - started, "train_s": train_s,
+                                  "reward_mean_last": 0.5},
+        "lineage": {"parent": init.get("trial") or None, "branch_step": init.get("step", 0),
+                    "steps_total": init.get("step", 0) + steps, "train_s_total": init.get("train_s", 0) + train_s}})
     print(f"step {steps}/{steps} reward=0.50 acc={final:.2f} kl=0.010 t=0.1s", flush=True)
     return 0
 

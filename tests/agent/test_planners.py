@@ -83,9 +83,15 @@ def test_offline_first_round_starts_from_the_calibrated_defaults():
     assert result.proposals[1].params == {}  # TPE fills it at ask()
 
 
-def _exploit(trials: list) -> tuple[dict, str]:
-    result = OfflinePlanner().propose(_ctx(k=1, trials=trials))
-    return result.proposals[0].params, result.proposals[0].rationale
+def _exploit(trials: list, branching: bool = True) -> tuple[dict, str]:
+    """The offline planner's rules at the branch point: the second proposal (the first continues the best)."""
+    ctx = _ctx(k=2 if branching else 1, trials=trials)
+    ctx.branching = branching
+    result = OfflinePlanner().propose(ctx)
+    p = result.proposals[-1 if branching else 0]
+    if branching:
+        assert p.action == "branch" and p.parent == "t0000"
+    return p.params, p.rationale
 
 
 def test_rule_many_syntax_errors_raises_the_executes_weight():
@@ -117,8 +123,26 @@ def test_rule_nan_failure_and_oom_failure():
 def test_rule_no_signal_raises_temperature_and_no_rule_takes_a_local_step():
     params, why = _exploit([_trial("t0000", 0.5, curve={"reward_last": 0.01, "reward_delta": 0.0})])
     assert params["temperature"] == pytest.approx(0.85) and "no learning signal" in why
-    params, why = _exploit([_trial("t0000", 0.5)])
+    params, why = _exploit([_trial("t0000", 0.5)])  # no rule fires: PBT's explore step
+    assert params["learning_rate"] in (pytest.approx(1e-4 * 1.25), pytest.approx(1e-4 * 0.8)) and "explore" in why
+    params, why = _exploit([_trial("t0000", 0.5)], branching=False)  # without branching: a fresh local step
     assert params["learning_rate"] == pytest.approx(1e-4 * 1.4) and "local step" in why
+
+
+def test_offline_tree_continues_the_best_then_branches_and_never_repeats():
+    trials = [_trial("t0000", 0.5), _trial("t0001", 0.6)]
+    first = OfflinePlanner().propose(_ctx(k=2, trials=trials)).proposals
+    assert (first[0].action, first[0].parent) == ("continue", "t0001")
+    assert first[0].params == trials[1]["params"]  # unchanged
+    assert (first[1].action, first[1].parent) == ("branch", "t0001") and first[1].params != trials[1]["params"]
+    # A continuation of t0001 exists (running): no second one; branches differ from the running one.
+    ctx = _ctx(k=2, trials=trials)
+    ctx.running = [{"trial_id": "t0002", "params": first[0].params, "action": "continue", "parent": "t0001"},
+                   {"trial_id": "t0003", "params": first[1].params, "action": "branch", "parent": "t0001"}]
+    again = OfflinePlanner().propose(ctx).proposals
+    assert [p.action for p in again] == ["branch", "branch"]
+    assert all(p.parent == "t0000" for p in again)  # t0001 has two running children: the next best
+    assert again[0].params != again[1].params
 
 
 # --- the LLM planners (Gemini, OpenAI-compatible): same behaviour, two transports -------------

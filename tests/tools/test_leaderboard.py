@@ -1,4 +1,3 @@
-import json
 import math
 from pathlib import Path
 
@@ -49,9 +48,9 @@ def test_rows_rank_succeeded_first_with_gain_stderr(tmp_path: Path):
     assert rows[1]["adapter_path"].endswith(f"trials/{low}/adapter")
     assert rows[1]["reward_summary"] == "execution_match 1"
     assert rows[3]["error"] == {"kind": "nan_loss", "message": "NaN at step 3"}
-    # A pause leaves the trial RUNNING in the study; its cancelled launcher state shows it.
+    # A pause leaves the trial RUNNING in the study; the cancelled marker shows it.
     (session / "trials" / running).mkdir(parents=True)
-    (session / "trials" / running / "launcher.json").write_text(json.dumps({"state": "cancelled"}))
+    (session / "trials" / running / "cancelled").write_text("{}")  # rl_core.trialdir's marker
     assert leaderboard(session)[2]["status"] == "interrupted"
 
 

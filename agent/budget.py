@@ -1,0 +1,92 @@
+"""The session's wall-clock budget: `--budget-minutes N` means the session is done, confirmation and
+report included, within N minutes of running time (a pause does not count; the time before a
+`kill -9` does).
+
+- `SessionClock` keeps the seconds a session has used in `clock.json`, saved every few seconds, so a
+  killed agent loses at most that much of its account on resume.
+- `launch_seconds` gives a new trial the GRPO seconds that remain for it: the time left, minus the
+  confirmation reserve, minus its evaluation and loading overhead as measured on earlier trials,
+  shared among the trials still to run. A trial that cannot get `MIN_TRAIN_S` is not launched.
+- `confirm_reserve_s` is what the test-split confirmation (top-k + base, in waves of the parallel
+  slots) and the report need at the end.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from rl_core.trialdir import TrialDirError, read_json_object, write_json_atomic
+
+CLOCK_FILE = "clock.json"
+MIN_TRAIN_S = 15.0  # a trial with less GRPO time than this teaches nothing worth its evaluation
+PRIOR_OVERHEAD_S = 60.0  # model load + two evaluations, before any trial has measured it
+REPORT_S = 10.0  # writing the report and closing the session
+
+
+class SessionClock:
+    """Seconds of running time a session has used, across restarts."""
+
+    def __init__(self, session_dir: Path, save_every_s: float = 2.0) -> None:
+        self.path = Path(session_dir) / CLOCK_FILE
+        try:
+            self.base = float((read_json_object(self.path) or {}).get("used_s", 0.0))
+        except (TrialDirError, TypeError, ValueError):
+            self.base = 0.0
+        self.t0 = time.monotonic()
+        self.save_every_s = save_every_s
+        self._saved = 0.0
+
+    def used(self) -> float:
+        return self.base + time.monotonic() - self.t0
+
+    def save(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._saved >= self.save_every_s:
+            write_json_atomic(self.path, {"used_s": round(self.used(), 2)})
+            self._saved = now
+
+
+def overhead_s(results: list[dict[str, Any]]) -> float:
+    """Seconds a trial spends outside GRPO steps (loading, supervised stage, evaluations): the
+    largest measured on finished trials (a fresh trial evaluates twice, a child once), else a prior."""
+    measured = []
+    for result in results:
+        m = result.get("metrics") or {}
+        if isinstance(m.get("wall_s"), int | float) and isinstance(m.get("train_s"), int | float):
+            measured.append(max(0.0, float(m["wall_s"]) - float(m["train_s"])))
+    return max(measured) if measured else PRIOR_OVERHEAD_S
+
+
+def eval_job_s(results: list[dict[str, Any]]) -> float:
+    """One load + one evaluation: about half a fresh trial's overhead (it loads once, evaluates twice)."""
+    measured = [max(0.0, float(r["metrics"]["wall_s"]) - float(r["metrics"]["train_s"]))
+                for r in results if isinstance((r.get("metrics") or {}).get("wall_s"), int | float)
+                and isinstance((r.get("metrics") or {}).get("train_s"), int | float)]
+    return statistics.median(measured) if measured else PRIOR_OVERHEAD_S
+
+
+def confirm_reserve_s(results: list[dict[str, Any]], *, top_k: int, parallel: int, seeds: int = 0,
+                      seed_train_s: float = 0.0) -> float:
+    """Time the end of the session needs: top-k + base test evaluations in waves, retrains, report."""
+    if top_k <= 0:
+        return REPORT_S
+    waves = math.ceil((top_k + 1) / max(1, parallel))
+    reserve = waves * eval_job_s(results) + REPORT_S
+    if seeds:
+        reserve += math.ceil(seeds / max(1, parallel)) * (seed_train_s + overhead_s(results))
+    return reserve
+
+
+def launch_seconds(*, remaining_s: float, overhead: float, planned_s: float | None, trials_left: int,
+                   parallel: int) -> float | None:
+    """GRPO seconds for the next trial, or None when one cannot finish in the time left."""
+    waves = max(1, math.ceil(trials_left / max(1, parallel)))
+    share = remaining_s / waves - overhead
+    seconds = min(share, remaining_s - overhead)
+    if planned_s:
+        seconds = min(seconds, planned_s)
+    return round(seconds, 1) if seconds >= MIN_TRAIN_S else None

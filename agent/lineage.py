@@ -1,0 +1,95 @@
+"""Trials that build on each other: the spec of a study trial, including where its weights come from.
+
+A planner proposes `fresh` (the base policy), `continue` (a finished trial's final weights, the
+same hyperparameters, its optimizer state) or `branch` (a finished trial's final weights with
+changed hyperparameters and reward weights). The parent must have succeeded and saved its
+weights; anything else is turned into a fresh start with a note the planner reads next round.
+The trial tree is recorded three ways: the study trial's user attributes (`action`, `parent`),
+the child's spec (`init_from`), and its result (`lineage`: parent, branch step, steps and GRPO
+seconds in all).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from agent.planners.base import Proposal
+from rl_core.spec import TrialSpec
+from rl_core.trialdir import WEIGHTS_DIR, TrialDirError, read_result
+from tools.search_space import SearchSpace
+
+
+def trial_dir(session_dir: Path, trial_id: str) -> Path:
+    return Path(session_dir) / "trials" / trial_id
+
+
+def parent_problem(session_dir: Path, parent: str) -> str | None:
+    """Why `parent` cannot be branched from, or None when it can."""
+    try:
+        result = read_result(trial_dir(session_dir, parent))
+    except TrialDirError as exc:
+        return str(exc)
+    if result is None:
+        return f"{parent} has not finished"
+    if result.get("status") != "succeeded":
+        return f"{parent} did not succeed"
+    if not result.get("adapter_path") or not (trial_dir(session_dir, parent) / WEIGHTS_DIR).is_dir():
+        return f"{parent} saved no weights"
+    return None
+
+
+def checked(session_dir: Path, proposal: Proposal, parent_params: dict[str, dict[str, Any]],
+            branching: bool) -> tuple[Proposal, str | None]:
+    """The proposal as it will run, and a note when it had to change."""
+    if proposal.action == "fresh":
+        return proposal, None
+    if not branching:
+        return Proposal(proposal.params, proposal.rationale), "branching is off in this session: started fresh"
+    problem = parent_problem(session_dir, proposal.parent or "")
+    if problem is not None:
+        return (Proposal(proposal.params, proposal.rationale),
+                f"{proposal.action} from {proposal.parent} refused ({problem}): started fresh")
+    if proposal.action == "continue":  # unchanged: the parent's own values, whatever was proposed
+        return Proposal(dict(parent_params.get(proposal.parent, {})), proposal.rationale, "continue",
+                        proposal.parent), None
+    return proposal, None
+
+
+def parent_init(session_dir: Path, parent: str, action: str) -> dict[str, Any]:
+    """The child's `init_from`: the parent's weights and how much training they carry."""
+    result = read_result(trial_dir(session_dir, parent)) or {}
+    lineage = result.get("lineage") or {}
+    metrics = result.get("metrics") or {}
+    return {"trial": parent, "weights": str((trial_dir(session_dir, parent) / WEIGHTS_DIR).resolve()),
+            "optimizer": action == "continue",
+            "step": int(lineage.get("steps_total", metrics.get("steps") or 0)),
+            "train_s": float(lineage.get("train_s_total", metrics.get("train_s") or 0.0))}
+
+
+def trial_spec(space: SearchSpace, constraints: dict[str, Any], session: str, trial_id: str,
+               params: dict[str, Any], *, number: int = 0, init_from: dict[str, Any] | None = None,
+               max_seconds: float | None = None, eval_seconds: float | None = None) -> TrialSpec:
+    """The validated spec of one trial: the search-space point, the session's model, data and limits,
+    a seed of its own (session seed + trial number, so identical configs are independent runs), and
+    for a child its parent's weights (the parent's final evaluation serves as its "before")."""
+    c = constraints
+    base: dict[str, Any] = {"trial_id": trial_id, "session": session, "model": c["model"],
+                            "dataset": c["dataset"], "seed": int(c.get("seed", 0)) + number}
+    if c.get("eval_limit"):
+        base["eval.limit"] = c["eval_limit"]
+    if c.get("eval_every_steps"):
+        base["eval.every_steps"] = c["eval_every_steps"]
+        base["eval.subset"] = c.get("eval_subset", 100)
+    seconds = max_seconds or c.get("trial_seconds")
+    if seconds:
+        base["budget.max_seconds"] = seconds
+    if eval_seconds is not None:
+        base["budget.eval_seconds"] = round(eval_seconds, 1)
+    if init_from:
+        base.update({f"init_from.{k}": v for k, v in init_from.items()})
+        base["eval.before"] = False  # the parent's final evaluation is the child's before
+        base["hparams.sft_steps"] = 0  # the parent's weights already carry any supervised stage
+        if init_from.get("optimizer"):
+            base["hparams.warmup_steps"] = 0  # a continuation keeps the parent's optimizer state
+    return space.build_spec(params, base=base)

@@ -1,13 +1,19 @@
 """`openrl-agent cluster check`: can this kubeconfig run trials in that namespace, and on what?
 
 Checks in order, stopping at the first one the rest depend on: the kubeconfig loads; the API server
-answers and accepts the credentials; the namespace exists; RBAC lets this user create and watch
-Jobs and ConfigMaps and read pod logs (SelfSubjectAccessReview); and the nodes' GPU capacity.
+answers and accepts the credentials; the namespace exists; RBAC allows every verb the launcher uses
+(SelfSubjectAccessReview, one per verb in NEEDED); Kueue's LocalQueue exists (when one is configured);
+the image reference suits the trials; and the nodes' GPU capacity. Whether the image can be pulled
+is not checked: that needs the nodes' registry credentials, which this user does not hold.
+
+`rbac_manifests` renders NEEDED as the minimal Role and RoleBinding (`openrl-agent cluster rbac`).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from typing import Any
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
@@ -16,10 +22,14 @@ from cluster.base import LauncherError
 from cluster.k8s_client import REQUEST_TIMEOUT_S, connect, explain
 from cluster.k8s_manifests import GKE_ACCELERATOR_LABEL, KubernetesConfig
 
-# (API group, resource, verb) the KubernetesLauncher uses.
-NEEDED = [("batch", "jobs", "create"), ("batch", "jobs", "get"), ("batch", "jobs", "list"), ("batch", "jobs", "watch"),
-          ("batch", "jobs", "delete"), ("", "configmaps", "create"), ("", "configmaps", "patch"),
-          ("", "configmaps", "delete"), ("", "pods", "list"), ("", "pods/log", "get")]
+# (API group, resource, verb) the KubernetesLauncher uses: submit, the watch and the shared pod list,
+# pending reasons (FailedCreate events), collection (pod logs), cancel, reattach (the spec ConfigMap).
+NEEDED = [("batch", "jobs", "create"), ("batch", "jobs", "list"), ("batch", "jobs", "watch"),
+          ("batch", "jobs", "delete"), ("", "configmaps", "create"), ("", "configmaps", "get"),
+          ("", "configmaps", "patch"), ("", "configmaps", "delete"), ("", "pods", "list"), ("", "pods/log", "get"),
+          ("", "events", "list")]
+KUEUE_NEEDED = [("kueue.x-k8s.io", "localqueues", "get"), ("kueue.x-k8s.io", "workloads", "list")]
+ROLE_NAME = "openrl-agent-launcher"
 
 
 @dataclass
@@ -45,9 +55,70 @@ def check_cluster(config: KubernetesConfig) -> list[CheckItem]:
     items.append(ns_item)
     if not ns_item.ok and ns_item.fatal:
         return items
-    items.append(_rbac(api, config.namespace))
+    items.append(_rbac(api, config.namespace, NEEDED + (KUEUE_NEEDED if config.kueue_queue else [])))
+    if config.kueue_queue:
+        items.append(_kueue(api, config))
+    items.append(_image(config))
     items.append(_gpus(api, config))
     return items
+
+
+def rbac_manifests(namespace: str, subject: dict[str, str], kueue: bool = False) -> list[dict[str, Any]]:
+    """The least Role the launcher needs in `namespace`, and its binding to `subject` (kind, name)."""
+    rules: dict[tuple[str, str], list[str]] = {}
+    for group, resource, verb in NEEDED + (KUEUE_NEEDED if kueue else []):
+        rules.setdefault((group, resource), []).append(verb)
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": ROLE_NAME, "namespace": namespace},
+            "rules": [{"apiGroups": [g], "resources": [r], "verbs": v} for (g, r), v in rules.items()]}
+    who = dict(subject)
+    if who["kind"] == "ServiceAccount":
+        who.setdefault("namespace", namespace)
+    else:
+        who.setdefault("apiGroup", "rbac.authorization.k8s.io")
+    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": {"name": ROLE_NAME, "namespace": namespace},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": ROLE_NAME},
+               "subjects": [who]}
+    return [role, binding]
+
+
+def _kueue(api: client.ApiClient, config: KubernetesConfig) -> CheckItem:
+    queue, ns = config.kueue_queue, config.namespace
+    try:
+        lq = client.CustomObjectsApi(api).get_namespaced_custom_object(
+            "kueue.x-k8s.io", "v1beta1", ns, "localqueues", queue, _request_timeout=REQUEST_TIMEOUT_S)
+    except ApiException as exc:
+        if exc.status == 404 and not _names_object(exc, queue):
+            return CheckItem("kueue", False, "Kueue is not installed (no localqueues.kueue.x-k8s.io): suspended "
+                                             "Jobs would wait forever; install Kueue or drop kueue_queue")
+        if exc.status == 404:
+            return CheckItem("kueue", False, f"LocalQueue {queue!r} does not exist in namespace {ns}; create it "
+                                             "(pointing at a ClusterQueue) or pass another --kueue-queue")
+        return CheckItem("kueue", False, str(explain(exc, api, ns, "get localqueues")))
+    cluster_queue = (lq.get("spec") or {}).get("clusterQueue", "?")
+    return CheckItem("kueue", True, f"LocalQueue {queue} -> ClusterQueue {cluster_queue}")
+
+
+def _names_object(exc: ApiException, name: str) -> bool:
+    """Whether a 404 is about this object (the resource type exists) rather than an unknown resource type."""
+    try:
+        return json.loads(exc.body).get("details", {}).get("name") == name
+    except (TypeError, ValueError, AttributeError):
+        return False
+
+
+def _image(config: KubernetesConfig) -> CheckItem:
+    image = config.image
+    tag = image.rsplit("/", 1)[-1].partition(":")[2] if "@" not in image else ""
+    if config.gpus and tag.startswith("cpu"):
+        return CheckItem("image", False, f"trials ask for GPUs but the image {image} is the CPU build; use the "
+                                         "image built from docker/Dockerfile.cuda", fatal=False)
+    if config.gpus == 0 and tag.startswith("cuda"):
+        return CheckItem("image", False, f"{image} is the CUDA build but trials ask for no GPU (a larger pull "
+                                         "for nothing); use the :cpu image or --gpus", fatal=False)
+    pinned = "pinned by digest" if "@sha256:" in image else f"pull policy {config.pull_policy()} (a mutable tag)"
+    return CheckItem("image", True, f"{image}, {pinned}; pullability is checked only when a pod starts")
 
 
 def _namespace(api: client.ApiClient, namespace: str) -> CheckItem:
@@ -64,10 +135,10 @@ def _namespace(api: client.ApiClient, namespace: str) -> CheckItem:
     return CheckItem("namespace", True, f"{namespace} exists")
 
 
-def _rbac(api: client.ApiClient, namespace: str) -> CheckItem:
+def _rbac(api: client.ApiClient, namespace: str, needed: list[tuple[str, str, str]]) -> CheckItem:
     authz = client.AuthorizationV1Api(api)
     missing = []
-    for group, resource, verb in NEEDED:
+    for group, resource, verb in needed:
         res, _, sub = resource.partition("/")
         attrs = {"namespace": namespace, "group": group, "resource": res, "verb": verb}
         if sub:
@@ -82,8 +153,9 @@ def _rbac(api: client.ApiClient, namespace: str) -> CheckItem:
             missing.append(f"{verb} {resource}")
     if missing:
         return CheckItem("rbac", False, f"missing in namespace {namespace}: {', '.join(missing)}; ask the cluster "
-                                        "admin for a Role (and RoleBinding) granting them")
-    return CheckItem("rbac", True, "may create, watch and delete Jobs and ConfigMaps and read pod logs")
+                                        "admin to apply `openrl-agent cluster rbac` (a Role and RoleBinding)")
+    return CheckItem("rbac", True, f"may create, watch and delete Jobs and ConfigMaps, read pod logs and events "
+                                   f"({len(needed)} verbs checked)")
 
 
 def _gpus(api: client.ApiClient, config: KubernetesConfig) -> CheckItem:

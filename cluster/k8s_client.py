@@ -1,27 +1,100 @@
-"""Connecting to a cluster, and turning client failures into one sentence that says the fix.
+"""Connecting to a cluster, pacing requests, and turning client failures into one sentence that says the fix.
 
 The kubernetes client raises a zoo of errors (ConfigException, MaxRetryError, ApiException with a
 JSON body, exec-plugin failures); `explain` maps the ones a user can cause to a LauncherError.
+
+`Throttle` sits under every request of an ApiClient: a token bucket (client-go's QPS/Burst) so a
+session with hundreds of trials cannot flood the API server, and retries of the answers that mean
+"later" (429 Too Many Requests, 500/502/503/504), honouring Retry-After, with exponential backoff.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 from kubernetes.config.config_exception import ConfigException
+from urllib3 import Retry
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from cluster.base import LauncherError
 
 REQUEST_TIMEOUT_S = 15
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# urllib3 retries one failed connection (fail in seconds when the server is down); answers are the
+# Throttle's to retry, so urllib3 must not also retry a 429 on its own schedule.
+URLLIB3_RETRIES = Retry(total=1, status=0, redirect=0, respect_retry_after_header=False)
 
 
-def connect(kubeconfig: str | None = None, context: str | None = None) -> client.ApiClient:
-    """An ApiClient from a kubeconfig (file, $KUBECONFIG, ~/.kube/config) or, in a pod, in-cluster config."""
+class Throttle:
+    """Rate limit and retry every request an ApiClient makes (install with `throttle.install(api)`)."""
+
+    def __init__(self, qps: float = 20.0, burst: int = 40, retries: int = 5, max_backoff_s: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.qps, self.burst, self.retries, self.max_backoff_s = qps, burst, retries, max_backoff_s
+        self.clock, self.sleep = clock, sleep
+        self.tokens = float(burst)
+        self.updated = clock()
+        self.lock = threading.Lock()
+        self.requests = 0  # sent, retries included
+        self.retried = 0
+
+    def take(self) -> None:
+        """Wait for a token (refilled at qps, at most burst saved up)."""
+        with self.lock:
+            now = self.clock()
+            self.tokens = min(float(self.burst), self.tokens + (now - self.updated) * self.qps)
+            self.updated = now
+            self.tokens -= 1.0
+            wait_s = -self.tokens / self.qps if self.tokens < 0 else 0.0
+            self.requests += 1
+        if wait_s > 0:
+            self.sleep(wait_s)
+
+    def backoff_s(self, attempt: int, retry_after: str | None) -> float:
+        try:
+            asked = float(retry_after) if retry_after else 0.0
+        except ValueError:
+            asked = 0.0  # an HTTP date: fall back to our own schedule
+        return min(self.max_backoff_s, max(asked, 0.5 * 2 ** attempt))
+
+    def install(self, api: client.ApiClient) -> client.ApiClient:
+        inner = api.rest_client.request
+
+        def request(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+            for attempt in range(self.retries + 1):
+                self.take()
+                response = inner(method, url, *args, **kwargs)
+                if response.status not in RETRY_STATUSES or attempt == self.retries:
+                    return response
+                delay = self.backoff_s(attempt, response.headers.get("Retry-After"))
+                _discard(response)
+                with self.lock:
+                    self.retried += 1
+                self.sleep(delay)
+            raise AssertionError("unreachable")
+
+        api.rest_client.request = request
+        return api
+
+
+def _discard(response: Any) -> None:
+    try:
+        response.read()
+    except Exception:  # noqa: BLE001 - a broken body of an answer we retry anyway
+        pass
+
+
+def connect(kubeconfig: str | None = None, context: str | None = None,
+            throttle: Throttle | None = None) -> client.ApiClient:
+    """An ApiClient from a kubeconfig (file, $KUBECONFIG, ~/.kube/config) or, in a pod, in-cluster config;
+    its requests go through `throttle` (default: 20 requests/s, bursts of 40, retries of 429/5xx)."""
     cfg = client.Configuration()
     in_pod = "KUBERNETES_SERVICE_HOST" in os.environ and kubeconfig is None and "KUBECONFIG" not in os.environ
     path = kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or os.path.expanduser("~/.kube/config")
@@ -39,8 +112,8 @@ def connect(kubeconfig: str | None = None, context: str | None = None) -> client
         raise LauncherError(_config_message(path, context, exc)) from None
     except Exception as exc:  # a kubeconfig that is not YAML, an exec plugin that is not installed
         raise LauncherError(f"cannot load kubeconfig {path}: {exc}; fix or regenerate the file") from None
-    cfg.retries = 1  # fail in seconds when the server is down, not after urllib3's default retries
-    return client.ApiClient(cfg)
+    cfg.retries = URLLIB3_RETRIES
+    return (throttle or Throttle()).install(client.ApiClient(cfg))
 
 
 def _config_message(path: str, context: str | None, exc: ConfigException) -> str:
@@ -69,8 +142,8 @@ def explain(exc: BaseException, api: client.ApiClient | None = None, namespace: 
                                  "is invalid or has expired; refresh it (GKE: `gcloud container clusters "
                                  "get-credentials CLUSTER`) and retry")
         if exc.status == 403:
-            return LauncherError(f"not allowed to {action} (403 Forbidden: {reason}); ask the cluster admin "
-                                 "for a Role granting create/get/list/watch/delete on jobs and configmaps"
+            return LauncherError(f"not allowed to {action} (403 Forbidden: {reason}); ask the cluster admin to "
+                                 "apply the Role that `openrl-agent cluster rbac` prints"
                                  + (f" in namespace {namespace}" if namespace else ""))
         if exc.status == 404 and namespace and "namespaces" in reason and namespace in reason:
             return LauncherError(f"namespace {namespace!r} does not exist{where}; create it "

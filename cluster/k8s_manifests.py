@@ -10,16 +10,29 @@ the in-pod entry point (cluster/pod_entry.py) prints result.json as its last log
 
 GPU defaults follow GKE: GPU nodes carry `cloud.google.com/gke-accelerator=<type>` and the taint
 `nvidia.com/gpu=present:NoSchedule`, so a GPU trial gets that nodeSelector (when `gpu_type` is
-set) and a toleration for the taint. With `kueue_queue`, the Job carries Kueue's queue label and
-is created suspended; Kueue unsuspends it when the queue's quota admits it.
+set) and a toleration for the taint, and its spec's `device: auto` becomes `cuda` (a pod that holds
+a GPU it cannot see fails at once instead of training on CPU). With `kueue_queue`, the Job carries
+Kueue's queue label and is created suspended; Kueue unsuspends it when the queue's quota admits it.
+
+Pods pass the "restricted" Pod Security level: a numeric non-root uid (the images' `trial` user,
+1000), no privilege escalation, every capability dropped, the RuntimeDefault seccomp profile, and
+no service-account token (the pod runs model-written SQL and needs no API access).
+
+Time limits: the in-pod entry point enforces the trial's wall time from the moment the trial
+process starts (`--wall-s`), so node scale-up and a multi-GB image pull do not eat into it;
+the Job's activeDeadlineSeconds is a backstop of wall time + `startup_timeout_s`. A pod that is
+preempted or evicted (condition DisruptionTarget) is retried by the Job without counting against
+backoffLimit (podFailurePolicy, Kubernetes >= 1.26; older servers drop the field).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from cluster.base import SESSION_LABEL, TRIAL_LABEL, LauncherError, spec_identity
@@ -33,13 +46,17 @@ SPEC_MOUNT = "/etc/openrl-agent"
 WORK_MOUNT = "/openrl-work"  # unusual on purpose: the test node rewrites it in every argument
 CONTAINER = "trial"
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENRL_TORCH_THREADS")
+TRIAL_UID = 1000  # the `trial` user of docker/Dockerfile.*; numeric so runAsNonRoot can verify it
+# A pod the cluster took away (spot preemption, eviction, node drain) is not the trial's failure:
+# the Job starts a new pod, and the launcher counts the trial once, when the Job ends.
+DISRUPTION_RETRY = {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
 
 
 @dataclass
 class KubernetesConfig:
     namespace: str = "default"
     image: str = "openrl-agent-trial:cpu"  # build with docker/Dockerfile.cpu or docker/Dockerfile.cuda
-    image_pull_policy: str = "IfNotPresent"
+    image_pull_policy: str | None = None  # None: IfNotPresent for a digest (@sha256:...), else Always
     kubeconfig: str | None = None  # None: $KUBECONFIG / ~/.kube/config, or in-cluster config in a pod
     context: str | None = None
     cpu: str = "2"
@@ -50,9 +67,15 @@ class KubernetesConfig:
     tolerations: list[dict[str, Any]] = field(default_factory=list)
     kueue_queue: str | None = None
     service_account: str | None = None
-    backoff_limit: int = 0  # a retried trial would overwrite its own outputs; retry in the agent
-    active_deadline_s: int | None = None  # None: rl_core.spec.Budget.wall_limit_s, as locally
-    ttl_s: int | None = 3600  # finished Jobs are removed after this; results are copied out first
+    backoff_limit: int = 0  # a failed trial is not rerun by the Job (preemption is retried regardless)
+    active_deadline_s: int | None = None  # None: wall time + startup_timeout_s (a backstop; see above)
+    startup_timeout_s: int = 1800  # a trial whose pod has not started by then fails with the pending reason
+    ttl_s: int | None = 7 * 24 * 3600  # a backstop: the launcher deletes each Job once it has collected it
+    run_as_user: int = TRIAL_UID
+    pod_annotations: dict[str, str] = field(default_factory=dict)  # e.g. {"gke-gcsfuse/volumes": "true"}
+    stream_interval_s: float = 30.0  # how often a running trial's metrics are read back from its pod log
+    api_qps: float = 20.0  # client-side rate limit of API requests (token bucket), like client-go's QPS
+    api_burst: int = 40
     runs_pvc: str | None = None  # shared runs volume claim; the launcher's runs_dir is the same volume
     runs_mount: str = "/runs"
     trial_command: list[str] = field(default_factory=lambda: ["python", "-m", "rl_core.trial"])
@@ -72,6 +95,20 @@ class KubernetesConfig:
             raise LauncherError(f"cpu {self.cpu!r} is not a Kubernetes CPU quantity (e.g. \"2\" or \"500m\")") from None
         if not self.trial_command:
             raise LauncherError("trial_command must not be empty (default: python -m rl_core.trial)")
+        if not isinstance(self.run_as_user, int) or self.run_as_user <= 0:
+            raise LauncherError(f"run_as_user must be a numeric uid > 0 (the restricted Pod Security level "
+                                f"forbids root), got {self.run_as_user!r}")
+        if self.image_pull_policy not in (None, "Always", "IfNotPresent", "Never"):
+            raise LauncherError(f"image_pull_policy {self.image_pull_policy!r} must be Always, IfNotPresent or "
+                                "Never (or unset: IfNotPresent for a digest, else Always)")
+        if self.api_qps <= 0 or self.api_burst < 1:
+            raise LauncherError("api_qps must be > 0 and api_burst >= 1")
+
+    def pull_policy(self) -> str:
+        """A mutable tag is pulled on every start (IfNotPresent would run a stale image); a digest is not."""
+        if self.image_pull_policy:
+            return self.image_pull_policy
+        return "IfNotPresent" if "@sha256:" in self.image else "Always"
 
     def threads(self) -> int:
         """Thread count for the trial's math libraries: the whole CPUs requested, at least 1."""
@@ -111,14 +148,17 @@ def build_manifests(spec: dict[str, Any], config: KubernetesConfig) -> tuple[dic
     configmap = {
         "apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": name, "namespace": config.namespace, "labels": labels},
-        "data": {"spec.json": json.dumps(spec, indent=2)},
+        "data": {"spec.json": json.dumps(pod_spec_json(spec, config), indent=2)},
     }
+    template_meta: dict[str, Any] = {"labels": {k: v for k, v in labels.items() if k != KUEUE_LABEL}}
+    if config.pod_annotations:
+        template_meta["annotations"] = dict(config.pod_annotations)
     job_spec: dict[str, Any] = {
         "backoffLimit": config.backoff_limit,
-        "template": {"metadata": {"labels": {k: v for k, v in labels.items() if k != KUEUE_LABEL}},
-                     "spec": _pod_spec(spec, name, session, trial_id, config)},
+        "podFailurePolicy": {"rules": [DISRUPTION_RETRY]},
+        "template": {"metadata": template_meta, "spec": _pod_spec(spec, name, session, trial_id, config)},
     }
-    deadline = config.active_deadline_s if config.active_deadline_s is not None else _default_deadline(spec)
+    deadline = config.active_deadline_s if config.active_deadline_s is not None else _default_deadline(spec, config)
     if deadline is not None:
         job_spec["activeDeadlineSeconds"] = deadline
     if config.ttl_s is not None:
@@ -131,16 +171,66 @@ def build_manifests(spec: dict[str, Any], config: KubernetesConfig) -> tuple[dic
     return configmap, job
 
 
-def _default_deadline(spec: dict[str, Any]) -> int | None:
+def _default_deadline(spec: dict[str, Any], config: KubernetesConfig) -> int | None:
     wall = default_wall_s(spec)
-    return None if wall is None else int(wall)
+    return None if wall is None else int(wall) + config.startup_timeout_s
+
+
+def pod_spec_json(spec: dict[str, Any], config: KubernetesConfig) -> dict[str, Any]:
+    """The spec as the pod runs it: a GPU trial asks for CUDA, so a GPU torch cannot see is an error."""
+    if config.gpus and spec.get("device", "auto") == "auto":
+        return {**spec, "device": "cuda"}
+    return spec
+
+
+def _looks_like_path(value: str) -> bool:
+    return value.startswith(("/", "./", "../", "~")) or (os.sep in value and value.count("/") != 1)
+
+
+def pod_paths(spec: dict[str, Any], config: KubernetesConfig, runs_dir: Path) -> dict[str, Any]:
+    """The spec with this machine's paths made visible to a pod, or a LauncherError saying why not.
+
+    A model or dataset path that exists here does not exist in a pod (unless on the shared runs
+    volume); a path that does not exist here is taken for one inside the image. A branch's parent
+    weights (`init_from.weights`) must be on the runs volume, where they get the pod's mount path.
+    """
+    out = dict(spec)
+    for key in ("model", "dataset"):
+        value = spec.get(key)
+        if isinstance(value, str) and _looks_like_path(value) and Path(value).expanduser().exists():
+            out[key] = _on_runs_volume(value, key, config, runs_dir)
+    init = spec.get("init_from") or {}
+    if init.get("weights"):
+        if not config.runs_pvc:
+            raise LauncherError(f"trial {spec.get('trial_id')} branches from {init.get('trial')}'s weights, which a pod "
+                                "can only read from a shared runs volume: set runs_pvc (a ReadWriteMany PVC mounted "
+                                "at the agent's runs dir too) or do not branch on Kubernetes")
+        out["init_from"] = {**init, "weights": _on_runs_volume(init["weights"], "init_from.weights", config, runs_dir)}
+    return out
+
+
+def _on_runs_volume(value: str, key: str, config: KubernetesConfig, runs_dir: Path) -> str:
+    local = Path(value).expanduser().resolve()
+    if config.runs_pvc:
+        try:
+            rel = local.relative_to(Path(runs_dir).resolve())
+        except ValueError:
+            pass
+        else:
+            return f"{config.runs_mount.rstrip('/')}/{rel.as_posix()}"
+    raise LauncherError(f"{key} {value!r} is a path on this machine, which a pod cannot see; bake it into the "
+                        "trial image (docker/) and give its path there, or put it on the shared runs volume "
+                        "(runs_pvc)")
 
 
 def _pod_spec(spec: dict[str, Any], name: str, session: str, trial_id: str,
               config: KubernetesConfig) -> dict[str, Any]:
     out_dir = trial_out_dir(session, trial_id, config)
-    command = ["python", "-m", "cluster.pod_entry", "--spec", f"{SPEC_MOUNT}/spec.json", "--out", out_dir,
-               "--", *config.trial_command]
+    command = ["python", "-m", "cluster.pod_entry", "--spec", f"{SPEC_MOUNT}/spec.json", "--out", out_dir]
+    wall = default_wall_s(spec)
+    if wall is not None:
+        command += ["--wall-s", f"{wall:g}"]
+    command += ["--", *config.trial_command]
     threads = str(config.threads())
     env = [{"name": k, "value": threads} for k in THREAD_ENV]
     env += [{"name": "TOKENIZERS_PARALLELISM", "value": "false"}, {"name": "PYTHONUNBUFFERED", "value": "1"}]
@@ -157,11 +247,17 @@ def _pod_spec(spec: dict[str, Any], name: str, session: str, trial_id: str,
     else:
         mounts.append({"name": "work", "mountPath": WORK_MOUNT})
         volumes.append({"name": "work", "emptyDir": {}})
+    uid = config.run_as_user
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
-        "containers": [{"name": CONTAINER, "image": config.image, "imagePullPolicy": config.image_pull_policy,
+        "automountServiceAccountToken": False,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": uid, "runAsGroup": uid, "fsGroup": uid,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [{"name": CONTAINER, "image": config.image, "imagePullPolicy": config.pull_policy(),
                         "command": command, "env": env, "volumeMounts": mounts,
-                        "resources": {"requests": requests, "limits": limits}}],
+                        "resources": {"requests": requests, "limits": limits},
+                        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                                            "runAsNonRoot": True, "runAsUser": uid}}],
         "volumes": volumes,
     }
     selector = dict(config.node_selector)

@@ -1,73 +1,192 @@
-"""In-pod entry point: run the trial, make sure it leaves a result, print that result last.
+"""In-pod entry point: run the trial, stream its progress, make sure it leaves a result, print that last.
 
-    python -m cluster.pod_entry --spec /etc/openrl-agent/spec.json --out DIR -- python -m rl_core.trial
+    python -m cluster.pod_entry --spec /etc/openrl-agent/spec.json --out DIR [--wall-s S] -- python -m rl_core.trial
 
 Runs `<command> <spec> --out DIR` as a child, copies its output to stdout (the pod log) and to
-DIR/trial.log, forwards SIGTERM (pod deletion) to it, and afterwards:
-- writes a classified failed result.json if the trial died without one (cluster/outcome.py);
-- prints `OPENRL_RESULT_JSON: {...}` as the very last log line, so a launcher without a shared
-  runs volume reads the result from the pod log;
+DIR/trial.log, forwards SIGTERM (pod deletion, preemption, the Job's deadline) to it, and:
+- while it runs, prints each new line of DIR/metrics.jsonl and DIR/eval.jsonl as
+  `OPENRL_METRIC_JSON: {...}` / `OPENRL_EVAL_JSON: {...}`, so a launcher without a shared runs
+  volume can copy them back from the pod log (pruning and the planner's summaries read them);
+- enforces the wall time `--wall-s` from the moment the trial process starts (SIGTERM, then
+  SIGKILL after a grace period), so time spent waiting for a node or an image does not count;
+- afterwards writes a classified failed result.json if the trial died without one (cluster/outcome.py),
+  and prints `OPENRL_RESULT_JSON: {...}` as the very last log line, on a line of its own;
 - exits 0 if the trial succeeded and 1 otherwise, so the Job's Complete/Failed condition is the
   trial's outcome.
+
+A pod that receives SIGTERM was taken away (deleted, preempted, past its deadline): the result the
+runner writes while stopping is set aside (result.terminated.json) and no result line is printed,
+so on a shared runs volume nobody takes it for the outcome while the Job retries the trial; the
+launcher reads the outcome off the Job (DeadlineExceeded = timeout).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
-from cluster.outcome import LOG_FILE, ensure_result
+from cluster.outcome import LOG_FILE, RESULT_FILE, ensure_result
+from rl_core.trialdir import EVAL_FILE, METRICS_FILE
 
 RESULT_MARKER = "OPENRL_RESULT_JSON: "
+METRIC_MARKER = "OPENRL_METRIC_JSON: "
+EVAL_MARKER = "OPENRL_EVAL_JSON: "
+STREAMS = {METRICS_FILE: METRIC_MARKER, EVAL_FILE: EVAL_MARKER}
+TERMINATED_RESULT = "result.terminated.json"
+STOP_GRACE_S = 30.0
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports it
 
 
 def parse_result_line(log: str) -> dict | None:
     """The result printed by pod_entry: the last marker line of a pod log, parsed; None if absent."""
     for line in reversed(log.splitlines()):
         if line.startswith(RESULT_MARKER):
-            try:
-                data = json.loads(line[len(RESULT_MARKER):])
-            except json.JSONDecodeError:
-                return None
-            return data if isinstance(data, dict) else None
+            return _parse(line[len(RESULT_MARKER):])
     return None
 
 
-def run(spec_path: Path, out: Path, command: list[str]) -> int:
+def parse_stream_lines(log: str) -> dict[str, list[dict[str, Any]]]:
+    """Metric and eval rows streamed into a pod log, in order, keyed by the trial-dir file they belong to."""
+    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in STREAMS}
+    for line in log.splitlines():
+        for name, marker in STREAMS.items():
+            if line.startswith(marker):
+                row = _parse(line[len(marker):])
+                if row is not None:
+                    rows[name].append(row)
+    return rows
+
+
+def _parse(text: str) -> dict | None:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+class _Output:
+    """stdout shared by the child's lines and the streamed rows: whole lines only, one writer at a time."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.at_line_start = True
+
+    def write(self, data: bytes) -> None:
+        with self.lock:
+            sys.stdout.buffer.write(data)
+            sys.stdout.flush()
+            self.at_line_start = data.endswith(b"\n")
+
+    def line(self, text: str) -> None:
+        with self.lock:
+            prefix = b"" if self.at_line_start else b"\n"  # a last child line without its newline
+            sys.stdout.buffer.write(prefix + text.encode() + b"\n")
+            sys.stdout.flush()
+            self.at_line_start = True
+
+
+class _Streamer(threading.Thread):
+    """Prints every complete line appended to the stream files (they are append-only while training)."""
+
+    def __init__(self, out: Path, output: _Output, interval_s: float = 2.0) -> None:
+        super().__init__(daemon=True, name="openrl-stream")
+        self.out, self.output, self.interval_s = out, output, interval_s
+        self.offsets = {name: 0 for name in STREAMS}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(self.interval_s):
+            self.flush()
+
+    def flush(self) -> None:
+        for name, marker in STREAMS.items():
+            try:
+                with open(self.out / name, "rb") as f:
+                    if os.fstat(f.fileno()).st_size < self.offsets[name]:
+                        self.offsets[name] = 0  # rewritten shorter (a resume truncates): the reader dedupes
+                    f.seek(self.offsets[name])
+                    data = f.read()
+            except FileNotFoundError:
+                continue
+            complete = data[: data.rfind(b"\n") + 1]  # a line still being written waits for the next round
+            self.offsets[name] += len(complete)
+            for raw in complete.splitlines():
+                if raw.strip():
+                    self.output.line(marker + raw.decode("utf-8", errors="replace").strip())
+
+
+def run(spec_path: Path, out: Path, command: list[str], wall_s: float | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     try:
         spec = json.loads(spec_path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         spec = {"trial_id": None, "unreadable_spec": str(exc)}
+    output = _Output()
+    streamer = _Streamer(out, output)
+    terminated = threading.Event()
+    timed_out = threading.Event()
     with open(out / LOG_FILE, "ab") as log:
         child = subprocess.Popen([*command, str(spec_path), "--out", str(out)],
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGTERM))
+
+        def on_sigterm(*_: object) -> None:
+            terminated.set()
+            child.send_signal(signal.SIGTERM)
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+        if wall_s is not None:
+            threading.Thread(target=_enforce_wall, args=(child, wall_s, timed_out), daemon=True).start()
+        streamer.start()
         assert child.stdout is not None
         for line in iter(child.stdout.readline, b""):
-            sys.stdout.buffer.write(line)
-            sys.stdout.flush()
+            output.write(line)
             log.write(line)
         returncode = child.wait()
-    result = ensure_result(out, spec, returncode)
-    print(RESULT_MARKER + json.dumps(result, separators=(",", ":")), flush=True)
+    streamer.stop.set()
+    streamer.flush()  # the final evaluation's line is written just before the result
+    if terminated.is_set() and not timed_out.is_set():
+        if (out / RESULT_FILE).exists():
+            os.replace(out / RESULT_FILE, out / TERMINATED_RESULT)
+        return EXIT_TERMINATED
+    result = ensure_result(out, spec, returncode, timed_out=timed_out.is_set(), wall_s=wall_s)
+    output.line(RESULT_MARKER + json.dumps(result, separators=(",", ":")))
     return 0 if result.get("status") == "succeeded" else 1
+
+
+def _enforce_wall(child: subprocess.Popen, wall_s: float, timed_out: threading.Event) -> None:
+    deadline = time.monotonic() + wall_s
+    while child.poll() is None and time.monotonic() < deadline:
+        time.sleep(min(1.0, max(0.01, deadline - time.monotonic())))
+    if child.poll() is not None:
+        return
+    timed_out.set()
+    child.send_signal(signal.SIGTERM)
+    try:
+        child.wait(STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        child.kill()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cluster.pod_entry")
     parser.add_argument("--spec", required=True, type=Path)
     parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--wall-s", type=float, default=None, help="kill the trial this many seconds after it starts")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("give the trial command after --, e.g. -- python -m rl_core.trial")
-    return run(args.spec, args.out, command)
+    return run(args.spec, args.out, command, args.wall_s)
 
 
 if __name__ == "__main__":

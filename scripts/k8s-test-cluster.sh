@@ -212,7 +212,7 @@ cmd_up() {
     "https://127.0.0.1:$API_PORT/readyz"
 
   spawn kube-controller-manager "$BIN/kube-controller-manager" --kubeconfig "$STATE/kubeconfig" \
-    --controllers job,garbagecollector,ttl-after-finished,namespace --leader-elect=false \
+    --controllers job,garbagecollector,ttl-after-finished,namespace,resourcequota --leader-elect=false \
     --port 0 --secure-port 0 --feature-gates TTLAfterFinished=true --concurrent-gc-syncs 2
 
   spawn node-agent "$PYTHON" "$HERE/k8s_node_agent.py" --kubeconfig "$STATE/kubeconfig" \

@@ -9,6 +9,10 @@ Started by scripts/k8s-test-cluster.sh; never use it on a real cluster. It:
   directories given by --pvc NAME=DIR, and every mountPath in the command, args, env and
   workingDir is rewritten to its local directory;
 - reports phase, container state and exit code through the pod status API;
+- behaves like a kubelet where a launcher must read the reason: an image under `registry.invalid/`
+  (a reserved name no registry answers) waits in ErrImagePull/ImagePullBackOff, and a container
+  with runAsNonRoot but no numeric runAsUser fails with CreateContainerConfigError (the image's
+  user is taken to be the name `trial`, as in docker/Dockerfile.* before it was made numeric);
 - serves `/containerLogs/<ns>/<pod>/<container>` over HTTPS, which is where the real API server
   proxies `kubectl logs` (pods/log) to, so logs flow through the API exactly as with a kubelet;
 - on pod deletion kills the process group and removes the pod; on SIGTERM kills everything and
@@ -34,7 +38,7 @@ from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from k8s_node_pods import PodProcess, satisfies  # noqa: E402
+from k8s_node_pods import PodProcess, container_problem, satisfies  # noqa: E402
 
 
 def now() -> str:
@@ -132,6 +136,10 @@ class NodeAgent:
                 self._remove(pod)
             return
         if proc is None and pod.status.phase in (None, "Pending"):
+            waiting = container_problem(pod)
+            if waiting:
+                self._patch_waiting(pod, *waiting)
+                return
             proc = PodProcess(pod, self.core, self.state_dir, self.pvcs, on_exit=self._report_exit)
             with self.lock:
                 self.pods[uid] = proc
@@ -168,6 +176,18 @@ class NodeAgent:
             self.core.patch_namespaced_pod_status(proc.name, proc.namespace, {"status": status})
         except ApiException as exc:
             if exc.status != 404:  # deleted meanwhile: nothing to report to
+                raise
+
+    def _patch_waiting(self, pod: client.V1Pod, reason: str, message: str) -> None:
+        container = pod.spec.containers[0]
+        status = {"phase": "Pending", "hostIP": "127.0.0.1",
+                  "containerStatuses": [{"name": container.name, "image": container.image, "imageID": "",
+                                         "ready": False, "restartCount": 0, "started": False,
+                                         "state": {"waiting": {"reason": reason, "message": message}}}]}
+        try:
+            self.core.patch_namespaced_pod_status(pod.metadata.name, pod.metadata.namespace, {"status": status})
+        except ApiException as exc:
+            if exc.status != 404:
                 raise
 
     def _remove(self, pod: client.V1Pod) -> None:

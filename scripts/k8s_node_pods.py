@@ -38,6 +38,22 @@ def satisfies(pod: client.V1Pod, node_labels: dict[str, str], extended: dict[str
     return ""
 
 
+def container_problem(pod: client.V1Pod) -> tuple[str, str] | None:
+    """(waiting reason, message) a kubelet would report instead of starting the container, or None."""
+    container = pod.spec.containers[0]
+    if container.image.startswith("registry.invalid/"):
+        return ("ImagePullBackOff", f'Back-off pulling image "{container.image}"')
+    psc, csc = pod.spec.security_context, container.security_context
+    non_root = (csc and csc.run_as_non_root) or (psc and psc.run_as_non_root)
+    uid = (csc and csc.run_as_user) if csc and csc.run_as_user is not None else (psc and psc.run_as_user)
+    if non_root and uid is None:
+        return ("CreateContainerConfigError", "container has runAsNonRoot and image has non-numeric user (trial), "
+                                              "cannot verify user is non-root")
+    if non_root and uid == 0:
+        return ("CreateContainerConfigError", "container's runAsUser breaks non-root policy")
+    return None
+
+
 def rewrite(text: str, mounts: list[tuple[str, str]]) -> str:
     """Replace container mount paths (whole path components only) with local directories."""
     for mount, local in mounts:

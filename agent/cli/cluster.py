@@ -105,11 +105,14 @@ def check(
     namespace: str = typer.Option("default", help="Namespace trials run in."),
     gpus: int = typer.Option(0, help="GPUs per trial, to check capacity for."),
     gpu_type: str = typer.Option(None, help="GKE accelerator type, e.g. nvidia-l4."),
+    kueue_queue: str = typer.Option(None, help="Kueue LocalQueue trials are submitted to (checked when given)."),
+    image: str = typer.Option("openrl-agent-trial:cpu", help="Trial image the session will use."),
 ) -> None:
-    """Report access, namespace, RBAC for Jobs and ConfigMaps, and GPU capacity."""
+    """Report access, namespace, every RBAC verb the launcher uses, Kueue, the image and GPU capacity."""
     from cluster.check import check_cluster
 
-    items = check_cluster(_k8s_config(kubeconfig, context, namespace, gpus, gpu_type))
+    items = check_cluster(_k8s_config(kubeconfig, context, namespace, gpus, gpu_type, kueue_queue=kueue_queue,
+                                      image=image))
     for item in items:
         mark = "[green]  ok[/]" if item.ok else ("[red]FAIL[/]" if item.fatal else "[yellow]warn[/]")
         console.print(f"{mark} {item.name:<10} {item.detail}", highlight=False, soft_wrap=True)
@@ -136,3 +139,24 @@ def manifest(
                          kueue_queue=kueue_queue, runs_pvc=runs_pvc)
     configmap, job = build_manifests(_load_spec(spec, None), config)
     print(json.dumps({"apiVersion": "v1", "kind": "List", "items": [configmap, job]}, indent=2))
+
+
+@app.command()
+def rbac(
+    namespace: str = typer.Option("default", help="Namespace trials run in."),
+    service_account: str = typer.Option(None, help="Bind to this ServiceAccount (an agent running in a pod)."),
+    user: str = typer.Option(None, help="Bind to this user (e.g. a Google account on GKE)."),
+    group: str = typer.Option(None, help="Bind to this group."),
+    kueue: bool = typer.Option(False, help="Also allow reading Kueue LocalQueues and Workloads."),
+) -> None:
+    """Print the minimal Role and RoleBinding the launcher needs (YAML, for kubectl apply -f -)."""
+    import yaml
+
+    from cluster.check import rbac_manifests
+
+    subjects = [(k, v) for k, v in (("ServiceAccount", service_account), ("User", user), ("Group", group)) if v]
+    if len(subjects) != 1:
+        fail("give exactly one of --service-account, --user or --group: who runs the agent")
+    kind, name = subjects[0]
+    print(yaml.safe_dump_all(rbac_manifests(namespace, {"kind": kind, "name": name}, kueue=kueue),
+                             sort_keys=False), end="")

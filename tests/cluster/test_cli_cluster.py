@@ -72,5 +72,23 @@ def test_check_against_the_loopback_cluster(k8s_cluster) -> None:
     out = runner.invoke(app, ["cluster", "check", "--kubeconfig", str(k8s_cluster.kubeconfig)])
     assert out.exit_code == 0, out.output
     assert "credentials accepted" in out.output and "may create, watch and delete Jobs" in out.output
+    assert "pullability is checked only when a pod starts" in out.output
     out = runner.invoke(app, ["cluster", "check", "--kubeconfig", str(k8s_cluster.kubeconfig), "--namespace", "nope"])
     assert out.exit_code == 1 and "kubectl create namespace nope" in out.output
+
+
+def test_rbac_prints_a_role_with_every_verb_the_launcher_uses() -> None:
+    import yaml
+
+    from cluster.check import KUEUE_NEEDED, NEEDED
+
+    out = runner.invoke(app, ["cluster", "rbac", "--namespace", "ml", "--service-account", "agent", "--kueue"])
+    assert out.exit_code == 0, out.output
+    role, binding = yaml.safe_load_all(out.output)
+    granted = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+               for v in rule["verbs"]}
+    assert granted == set(NEEDED + KUEUE_NEEDED)
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "agent", "namespace": "ml"}]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    out = runner.invoke(app, ["cluster", "rbac"])
+    assert out.exit_code == 1 and "exactly one of --service-account, --user or --group" in out.output

@@ -85,13 +85,19 @@ def test_job_phase_from_conditions() -> None:
     assert job_phase(job(conditions=[failed])) == "failed"
 
 
-@pytest.mark.parametrize(("mode", "code", "status"), [("ok", 0, "succeeded"), ("segv", 1, "failed")])
-def test_pod_entry_prints_the_result_last(tmp_path: Path, mode: str, code: int, status: str) -> None:
+def run_pod_entry(tmp_path: Path, spec: dict, *extra: str) -> tuple[subprocess.CompletedProcess, Path]:
     spec_path = tmp_path / "spec.json"
-    spec_path.write_text(json.dumps(fake_spec("t1", mode=mode)))
+    spec_path.write_text(json.dumps(spec))
     out = tmp_path / "work"
     proc = subprocess.run([sys.executable, "-m", "cluster.pod_entry", "--spec", str(spec_path), "--out", str(out),
-                           "--", sys.executable, str(FAKE_TRIAL)], capture_output=True, text=True, timeout=60)
+                           *extra, "--", sys.executable, str(FAKE_TRIAL)], capture_output=True, text=True, timeout=90)
+    return proc, out
+
+
+@pytest.mark.parametrize(("mode", "code", "status"), [("ok", 0, "succeeded"), ("segv", 1, "failed"),
+                                                      ("no_newline", 0, "succeeded")])
+def test_pod_entry_prints_the_result_last(tmp_path: Path, mode: str, code: int, status: str) -> None:
+    proc, out = run_pod_entry(tmp_path, fake_spec("t1", mode=mode))
     assert proc.returncode == code
     last = proc.stdout.strip().splitlines()[-1]
     assert last.startswith(RESULT_MARKER)
@@ -101,3 +107,151 @@ def test_pod_entry_prints_the_result_last(tmp_path: Path, mode: str, code: int, 
     assert "fake trial t1" in (out / "trial.log").read_text()
     if mode == "segv":
         assert "SIGSEGV" in result["error"]["message"]
+    if mode == "no_newline":  # the result line is not glued to a last line without its newline
+        assert "a last line without its newline\n" + RESULT_MARKER in proc.stdout
+
+
+def test_pod_entry_streams_metric_and_eval_lines(tmp_path: Path) -> None:
+    from cluster.pod_entry import parse_stream_lines
+
+    proc, _ = run_pod_entry(tmp_path, fake_spec("t1", mode="stream", steps=3, step_s=1.2))
+    streamed = parse_stream_lines(proc.stdout)
+    assert [r["step"] for r in streamed["metrics.jsonl"]] == [1, 2, 3]
+    assert [(r["step"], r["accuracy"]) for r in streamed["eval.jsonl"]] == [(1, 0.1), (2, 0.2), (3, 0.3)]
+    lines = proc.stdout.splitlines()
+    assert lines.index(next(x for x in lines if x.startswith("OPENRL_EVAL_JSON"))) < len(lines) - 1
+    assert lines[-1].startswith(RESULT_MARKER)
+
+
+def test_pod_entry_enforces_the_wall_time_from_the_trial_start(tmp_path: Path) -> None:
+    proc, out = run_pod_entry(tmp_path, fake_spec("t1", sleep=60), "--wall-s", "1")
+    result = parse_result_line(proc.stdout)
+    assert proc.returncode == 1 and result["error"]["kind"] == "timeout"
+
+
+def test_a_terminated_pod_sets_its_stopping_result_aside(tmp_path: Path) -> None:
+    # The runner answers SIGTERM with a failed result; on a shared volume that must not read as the outcome.
+    proc, out = run_pod_entry(tmp_path, fake_spec("t1", mode="preempt_once"))
+    assert proc.returncode == 143 and parse_result_line(proc.stdout) is None
+    assert not (out / "result.json").exists()
+    assert json.loads((out / "result.terminated.json").read_text())["error"]["message"] == "stopped by SIGTERM"
+    proc, out = run_pod_entry(tmp_path, fake_spec("t1", mode="preempt_once"))  # the Job's next pod
+    assert proc.returncode == 0 and parse_result_line(proc.stdout)["status"] == "succeeded"
+
+
+# The "restricted" Pod Security Standard (kubernetes.io/docs/concepts/security/pod-security-standards),
+# as the PodSecurity admission plugin enforces it; the loopback server (1.20) predates that plugin.
+RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+                      "projected", "secret"}
+
+
+def restricted_violations(pod: dict) -> list[str]:
+    out = []
+    psc = pod.get("securityContext", {})
+    for flag in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(flag):
+            out.append(flag)
+    for vol in pod.get("volumes", []):
+        if not set(vol) - {"name"} <= RESTRICTED_VOLUMES:
+            out.append(f"volume {vol['name']}")
+    for c in pod["containers"]:
+        csc = c.get("securityContext", {})
+        if csc.get("privileged"):
+            out.append("privileged")
+        if csc.get("allowPrivilegeEscalation") is not False:
+            out.append("allowPrivilegeEscalation")
+        caps = csc.get("capabilities", {})
+        if "ALL" not in caps.get("drop", []) or set(caps.get("add", [])) - {"NET_BIND_SERVICE"}:
+            out.append("capabilities")
+        if not csc.get("runAsNonRoot", psc.get("runAsNonRoot")):
+            out.append("runAsNonRoot")
+        uid = csc.get("runAsUser", psc.get("runAsUser"))
+        if not isinstance(uid, int) or uid == 0:
+            out.append("runAsUser must be a numeric non-zero uid (the image's USER is a name)")
+        seccomp = csc.get("seccompProfile", psc.get("seccompProfile", {})).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            out.append("seccompProfile")
+        if any(p.get("hostPort") for p in c.get("ports", [])):
+            out.append("hostPort")
+    return out
+
+
+@pytest.mark.parametrize("config", [KubernetesConfig(), KubernetesConfig(gpus=1, gpu_type="nvidia-l4", runs_pvc="r")])
+def test_pods_pass_the_restricted_pod_security_level(config: KubernetesConfig) -> None:
+    _, job = build_manifests(fake_spec("t1"), config)
+    pod = job["spec"]["template"]["spec"]
+    assert restricted_violations(pod) == []
+    assert pod["securityContext"]["runAsUser"] == 1000 and pod["automountServiceAccountToken"] is False
+
+
+def test_the_restricted_check_catches_what_the_old_pods_lacked() -> None:
+    _, job = build_manifests(fake_spec("t1"), KubernetesConfig())
+    pod = json.loads(json.dumps(job["spec"]["template"]["spec"]))
+    del pod["securityContext"], pod["containers"][0]["securityContext"]
+    assert {"runAsNonRoot", "allowPrivilegeEscalation", "seccompProfile"} <= set(restricted_violations(pod))
+    assert any("numeric" in v for v in restricted_violations(pod))
+
+
+def test_annotations_pull_policy_preemption_retry_and_the_startup_margin() -> None:
+    config = KubernetesConfig(pod_annotations={"gke-gcsfuse/volumes": "true"}, startup_timeout_s=600)
+    _, job = build_manifests(fake_spec("t1"), config)  # budget.max_seconds 30: wall 30 + 60 + 300
+    assert job["spec"]["template"]["metadata"]["annotations"] == {"gke-gcsfuse/volumes": "true"}
+    assert job["spec"]["podFailurePolicy"]["rules"] == [
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}]
+    assert job["spec"]["backoffLimit"] == 0  # a trial's own failure is not rerun
+    assert job["spec"]["activeDeadlineSeconds"] == 390 + 600  # the pod enforces 390 s from its start
+    cmd = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert cmd[cmd.index("--wall-s") + 1] == "390"
+    assert job["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] == "Always"  # a mutable tag
+    _, pinned = build_manifests(fake_spec("t1"), KubernetesConfig(image="r/img@sha256:" + "a" * 64))
+    assert pinned["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] == "IfNotPresent"
+
+
+def test_a_gpu_trial_must_see_its_gpu() -> None:
+    cm, _ = build_manifests({**fake_spec("t1"), "device": "auto"}, KubernetesConfig(gpus=1))
+    assert json.loads(cm["data"]["spec.json"])["device"] == "cuda"  # not a silent CPU run holding a GPU
+    cm, _ = build_manifests({**fake_spec("t1"), "device": "auto"}, KubernetesConfig())
+    assert json.loads(cm["data"]["spec.json"])["device"] == "auto"
+
+
+def test_local_paths_are_refused_or_mapped_onto_the_runs_volume(tmp_path: Path) -> None:
+    from cluster.k8s_manifests import pod_paths
+
+    model = tmp_path / "my-model"
+    model.mkdir()
+    with pytest.raises(LauncherError, match="path on this machine, which a pod cannot see"):
+        pod_paths({**fake_spec("t1"), "model": str(model)}, KubernetesConfig(), tmp_path / "runs")
+    in_image = {**fake_spec("t1"), "model": "/models/gemma", "dataset": "builtin"}  # not here: in the image
+    assert pod_paths(in_image, KubernetesConfig(), tmp_path / "runs") == in_image
+    parent = tmp_path / "runs" / "s1" / "trials" / "t0" / "adapter"
+    parent.mkdir(parents=True)
+    branch = {**fake_spec("t1", session="s1"), "init_from": {"trial": "t0", "weights": str(parent)}}
+    with pytest.raises(LauncherError, match="shared runs volume: set runs_pvc"):
+        pod_paths(branch, KubernetesConfig(), tmp_path / "runs")
+    mapped = pod_paths(branch, KubernetesConfig(runs_pvc="runs", runs_mount="/runs"), tmp_path / "runs")
+    assert mapped["init_from"]["weights"] == "/runs/s1/trials/t0/adapter"
+
+
+def test_bad_security_settings_are_rejected() -> None:
+    with pytest.raises(LauncherError, match="numeric uid"):
+        KubernetesConfig(run_as_user=0)
+    with pytest.raises(LauncherError, match="Always, IfNotPresent or Never"):
+        KubernetesConfig(image_pull_policy="Sometimes")
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile.cpu", "Dockerfile.cuda"])
+def test_images_run_as_the_manifests_uid_with_the_gemma_extra(dockerfile: str) -> None:
+    import re
+    import tomllib
+
+    from cluster.k8s_manifests import TRIAL_UID
+
+    repo = Path(__file__).resolve().parents[2]
+    text = (repo / "docker" / dockerfile).read_text()
+    assert re.findall(r"^USER (.+)$", text, re.M) == [f"{TRIAL_UID}:{TRIAL_UID}"]  # numeric: runAsNonRoot can verify
+    assert 'pip install ".[gemma]"' in text
+    assert "gemma" in tomllib.loads((repo / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    if dockerfile == "Dockerfile.cuda":  # GKE mounts the driver here; without it torch sees no GPU
+        assert re.search(r"LD_LIBRARY_PATH=/usr/local/nvidia/lib64", text)
+    ignored = (repo / ".dockerignore").read_text().split()
+    assert ".venv/" in ignored and ".git/" in ignored and "runs/" in ignored

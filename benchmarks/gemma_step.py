@@ -12,7 +12,8 @@ Each step is the trainer's own pieces, 2 prompts x 4 completions x 64 new tokens
             into log-prob forwards (reference, then one per PPO epoch), backward and optimizer.
             Every step trains twice from the same state on the same rollouts: the old log-prob
             path (`old_log_probs=True`) and the new one, so old and new meet the same load; the
-            losses must agree. `--only new|old` runs one of them.
+            losses must agree. `--only new|old` runs one of them (`old` also samples with
+            torch.multinomial, the engine's old draw).
 Next to each phase: a floor for these cores, from this machine's measured bf16 matmul rate and
 memory bandwidth (decode reads every weight once per token step; the rest is matmul FLOPs).
 Memory: peak RSS (VmHWM) over the whole run, and per phase (the kernel's high-water mark is reset
@@ -143,7 +144,7 @@ def main() -> None:
     parser.add_argument("--group-size", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--ppo-epochs", type=int, default=2)
-    parser.add_argument("--only", choices=["old", "new"], default=None, help="train with one log-prob path only")
+    parser.add_argument("--only", choices=["old", "new"], default=None, help="one path only (old: also multinomial sampling)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -171,6 +172,7 @@ def main() -> None:
 
     env = SQLEnvironment("builtin", prompt_style=policy.prompt_style, tokenizer=policy.tokenizer)
     engine = HFEngine(model, policy.tokenizer, stop_strings=getattr(env, "stop_strings", ()))
+    engine.old_sampling = args.only == "old"  # the rollouts are shared by both paths otherwise
     hp = HParams(lora_rank=args.lora_rank, group_size=args.group_size, prompts_per_step=args.prompts,
                  max_new_tokens=args.max_new_tokens, dynamic_sampling=False, warmup_steps=0,
                  ppo_epochs=args.ppo_epochs)

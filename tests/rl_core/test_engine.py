@@ -105,11 +105,13 @@ def test_greedy_matches_transformers_generate(setup):
         assert c.token_ids == theirs[:end]
 
 
+@pytest.mark.parametrize("old_sampling", [False, True], ids=["cdf", "multinomial"])
 @pytest.mark.parametrize("top_p", [1.0, 0.6])
-def test_sampling_follows_the_tempered_distribution(setup, top_p):
+def test_sampling_follows_the_tempered_distribution(setup, top_p, old_sampling):
     """First tokens of many samples match softmax(logits / T) (nucleus-filtered) within sampling error."""
     model, tok = setup
     engine = HFEngine(model, tok)
+    engine.old_sampling = old_sampling
     prompt, temperature, n = "select abc", 0.7, 4000
     ids = torch.tensor([encode_prompt(tok, prompt)])
     with torch.no_grad():

@@ -117,10 +117,12 @@ def head_log_probs(hidden_BCH: torch.Tensor, head: torch.nn.Module, tokens_BC: t
 def masked_head_log_probs(hidden_BCH: torch.Tensor, head: torch.nn.Module, tokens_BC: torch.Tensor,
                           mask_BC: torch.Tensor, *, temperature: float, softcap: float | None = None,
                           chunk_rows: int = 1024, keep_logits_bytes: int = 1 << 30,
-                          with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                          with_entropy: bool = False, entropy_grad: bool = False
+                          ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """`head_log_probs` with the LM head only where a loss reads a log-prob (mask 1), one head
     forward per call (the entropy comes from the same logits), and no recompute when the fp32
     logits of all those rows fit in `keep_logits_bytes`. Padding rows get log-prob 0 (and entropy 0).
+    `entropy_grad`: the entropy carries a gradient (an entropy bonus in the loss), else diagnostics only.
 
     Against `head_log_probs` on a padded batch of 8 x 64: about half the rows, and 2 head
     matmuls per epoch instead of 3-4 (forward, entropy forward, checkpoint recompute, backward).
@@ -139,7 +141,7 @@ def masked_head_log_probs(hidden_BCH: torch.Tensor, head: torch.nn.Module, token
         lse_C = torch.logsumexp(logits_CV, dim=-1)
         ent_C = None
         if with_entropy:
-            with torch.no_grad():  # H = logsumexp - sum(p * logits)
+            with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):  # H = lse - sum(p * logits)
                 ent_C = lse_C - (torch.softmax(logits_CV, dim=-1) * logits_CV).sum(-1)
         return logits_CV.gather(1, t_C[:, None]).squeeze(1) - lse_C, ent_C
 
@@ -217,8 +219,11 @@ LOSSES: dict[str, Aggregator] = {"grpo": grpo_aggregate, "dr_grpo": dr_grpo_aggr
 
 def grpo_loss(logp_BT: torch.Tensor, old_logp_BT: torch.Tensor, adv_B: torch.Tensor, mask_BT: torch.Tensor,
               sizes: BatchSizes, *, loss_type: str, eps_low: float, eps_high: float, kl_beta: float = 0.0,
-              ref_logp_BT: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """The full per-micro-batch loss (steps 4-5 above) and its diagnostics (token means)."""
+              ref_logp_BT: torch.Tensor | None = None, entropy_coef: float = 0.0,
+              entropy_BT: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """The full per-micro-batch loss (steps 4-5 above) and its diagnostics (token means).
+    `entropy_coef` > 0 subtracts that weight of the per-token entropy (an exploration bonus,
+    aggregated like the policy-gradient term); it needs `entropy_BT` with a gradient."""
     pg_BT, clipped_BT = clipped_pg_loss(logp_BT, old_logp_BT, adv_B, eps_low, eps_high)
     total_BT = pg_BT
     n_tok = mask_BT.sum().clamp(min=1)
@@ -229,4 +234,8 @@ def grpo_loss(logp_BT: torch.Tensor, old_logp_BT: torch.Tensor, adv_B: torch.Ten
         kl_BT = k3_kl(logp_BT, ref_logp_BT)
         total_BT = total_BT + kl_beta * kl_BT
         stats["kl"] = float((kl_BT.detach() * mask_BT).sum() / n_tok)
+    if entropy_coef > 0:
+        if entropy_BT is None or not entropy_BT.requires_grad:
+            raise ValueError("entropy_coef > 0 needs per-token entropies with a gradient")
+        total_BT = total_BT - entropy_coef * entropy_BT
     return LOSSES[loss_type](total_BT, mask_BT, sizes), stats

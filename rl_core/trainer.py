@@ -177,8 +177,8 @@ class GRPOTrainer:
         return {"prompt_PL": prompt_PL.to(d), "pmask_PL": pmask_PL.to(d), "targets_BC": comp_BC.to(d),
                 "comp_mask_BC": cmask_BC.float().to(d), "group": sizes.pop()}
 
-    def _log_probs(self, model: Any, batch: dict[str, Any], with_entropy: bool = False
-                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _log_probs(self, model: Any, batch: dict[str, Any], with_entropy: bool = False,
+                   entropy_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Log-probs (B, C) of each completion token under the tempered policy (+ entropies).
 
         Each prompt is encoded once per group and its KV cache repeated G times: the gradient is
@@ -206,11 +206,13 @@ class GRPOTrainer:
                                   use_cache=cache is not None).last_hidden_state
             softcap = getattr(causal_lm.config, "final_logit_softcapping", None)
             if self.old_log_probs:
+                if entropy_grad:
+                    raise ValueError("entropy_coef > 0 needs the default log-prob path (old_log_probs=False)")
                 return head_log_probs(hidden_B1CH[:, :-1], head, comp_BC, temperature=self.hp.temperature,
                                       softcap=softcap, with_entropy=with_entropy)
             return masked_head_log_probs(hidden_B1CH[:, :-1], head, comp_BC, batch["comp_mask_BC"],
                                          temperature=self.hp.temperature, softcap=softcap,
-                                         with_entropy=with_entropy)
+                                         with_entropy=with_entropy, entropy_grad=entropy_grad)
 
     def update(self, groups: list[Group]) -> dict[str, float]:
         hp = self.hp
@@ -233,13 +235,16 @@ class GRPOTrainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss_sum = 0.0
             for k, (batch, adv_B) in enumerate(zip(batches, micro_adv, strict=True)):
-                logp_BC, ent_BC = self._log_probs(self.model, batch, with_entropy=epoch == 0)
-                if ent_BC is not None:  # epoch 0 runs before any optimizer step: these *are* pi_old's
+                bonus = hp.entropy_coef > 0
+                logp_BC, ent_BC = self._log_probs(self.model, batch, with_entropy=epoch == 0 or bonus,
+                                                  entropy_grad=bonus)
+                if epoch == 0:  # epoch 0 runs before any optimizer step: these *are* pi_old's
                     old_logp.append(logp_BC.detach())
-                    stats["entropy"].append(float((ent_BC * batch["comp_mask_BC"]).sum() / sizes.tokens))
+                    stats["entropy"].append(float((ent_BC.detach() * batch["comp_mask_BC"]).sum() / sizes.tokens))
                 loss, st = grpo_loss(logp_BC, old_logp[k], adv_B, batch["comp_mask_BC"], sizes,
                                      loss_type=hp.loss_type, eps_low=hp.clip_eps_low, eps_high=hp.clip_eps_high,
-                                     kl_beta=hp.kl_beta, ref_logp_BT=ref_logp[k])
+                                     kl_beta=hp.kl_beta, ref_logp_BT=ref_logp[k], entropy_coef=hp.entropy_coef,
+                                     entropy_BT=ent_BC if bonus else None)
                 if not torch.isfinite(loss):
                     raise NonFiniteLoss(f"loss became {loss.item()} at step {self.step_count}; "
                                         "lower learning_rate or raise grad_clip strictness")

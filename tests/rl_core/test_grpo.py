@@ -135,3 +135,37 @@ def test_chunked_head_log_probs_match_full_logits_with_gradients(softcap):
     chunked.sum().backward()
     assert torch.allclose(chunked, naive, atol=1e-5) and torch.allclose(ent, naive_ent, atol=1e-5)
     assert torch.allclose(hidden.grad, grads[0], atol=1e-5) and torch.allclose(head.weight.grad, grads[1], atol=1e-5)
+
+
+def test_entropy_bonus_raises_entropy_and_vanishes_at_zero_weight():
+    from rl_core.grpo import masked_head_log_probs
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, 11, bias=False)
+    hidden_BCH = torch.randn(2, 5, 8)
+    tokens_BC = torch.randint(0, 11, (2, 5))
+    mask_BC = torch.ones(2, 5)
+    sizes = BatchSizes(sequences=2, tokens=10, max_new_tokens=5)
+    zero_adv = torch.zeros(2)
+
+    def mean_entropy() -> float:
+        _, ent = masked_head_log_probs(hidden_BCH, head, tokens_BC, mask_BC, temperature=1.0, with_entropy=True)
+        return float(ent.mean())
+
+    for coef in (0.0, 0.5):
+        head.zero_grad()
+        logp, ent = masked_head_log_probs(hidden_BCH, head, tokens_BC, mask_BC, temperature=1.0,
+                                          with_entropy=True, entropy_grad=coef > 0)
+        loss, _ = grpo_loss(logp, logp.detach(), zero_adv, mask_BC, sizes, loss_type="dapo", eps_low=0.2,
+                            eps_high=0.28, entropy_coef=coef, entropy_BT=ent if coef else None)
+        loss.backward()
+        if coef == 0:  # no advantage, no bonus: nothing to learn
+            assert torch.count_nonzero(head.weight.grad) == 0
+            continue
+        before = mean_entropy()
+        with torch.no_grad():
+            head.weight -= 1.0 * head.weight.grad
+        assert mean_entropy() > before + 1e-4
+    with pytest.raises(ValueError, match="entropy"):
+        grpo_loss(logp.detach(), logp.detach(), zero_adv, mask_BC, sizes, loss_type="dapo", eps_low=0.2,
+                  eps_high=0.28, entropy_coef=0.1, entropy_BT=None)

@@ -135,3 +135,14 @@ def test_long_phases_print_a_heartbeat_and_short_ones_stay_quiet(capsys):
     loud(30, 30, "loss=0.100")  # the phase's own summary line follows; no heartbeat for the last
     (line,) = capsys.readouterr().out.splitlines()
     assert line.startswith("sft step 3/30 loss=0.500 t=")
+
+
+def test_entropy_bonus_trains_end_to_end(tmp_path):
+    """The hyperparameter added through the spec's one owner reaches the loss (entropy_coef)."""
+    spec = micro_spec(max_steps=1)
+    spec["hparams"]["entropy_coef"] = 0.05
+    result = run_trial(spec, tmp_path / "t")
+    assert result["status"] == "succeeded", result["error"]
+    assert result["spec"]["hparams"]["entropy_coef"] == 0.05
+    (row,) = lines(tmp_path / "t" / "metrics.jsonl")
+    assert row["entropy"] > 0 and math.isfinite(row["loss"])

@@ -25,7 +25,8 @@ Events passed to on_event (dicts, each with "type"):
   plan {session, plan} | round {round, planner, fallback, notes, proposals: [{trial_id, params,
   reward, rationale, planner}]} | trial_started {trial_id, params, max_steps} | trial_progress {trial_id,
   step, max_steps, reward, eta_s} | trial_finished {trial_id, status, score, error} |
-  repeated_failure {signature, count, trial_ids, error} | pausing {} | session_done {reason, state}
+  repeated_failure {signature, count, trial_ids, error} | pausing {} | session_done {reason, state} |
+  tracking_warning {message} (plan.tracking: a tracker that failed; the trial and session go on)
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from agent.session import (
     update_status,
 )
 from cluster.base import LauncherError
+from tools.tracking import track_session
 
 __all__ = ["GoalError", "Plan", "PreflightError", "SessionError", "create_session", "preflight", "latest_session", "list_sessions",
            "load_session", "plan_goal", "request_pause", "resume_session", "run_session", "make_launcher"]
@@ -117,7 +119,8 @@ def run_session(session_dir: str | os.PathLike[str], on_event: OnEvent | None = 
 
     session_dir = Path(session_dir)
     plan = load_session(session_dir)
-    emit = on_event or (lambda event: None)
+    # Finished trials are mirrored to the plan's trackers (TensorBoard, MLflow); never fails a trial.
+    emit = track_session(on_event or (lambda event: None), session_dir, plan.get("tracking"))
     with _exclusive(session_dir):
         clear_pause(session_dir)
         launcher = launcher or make_launcher(plan, session_dir)

@@ -41,6 +41,7 @@ from agent.planners.llm import (
     openai_base_url,
 )
 from tools.search_space import SearchSpace, SearchSpaceError, is_pretrained, pretrained_note
+from tools.tracking import BACKENDS, missing_backends
 
 METRICS = {"dev_accuracy_after": "dev execution accuracy after training",
            "gain": "dev execution accuracy gain over the base policy"}
@@ -88,6 +89,7 @@ class Plan:
     launcher: dict[str, Any] = field(default_factory=lambda: {"name": "local"})
     search_space: dict[str, Any] = field(default_factory=dict)
     pruner: str = "median"  # "median" | "none"
+    tracking: dict[str, Any] = field(default_factory=dict)  # {"backends": [...], "tensorboard_dir", "mlflow_uri"}
     sources: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -196,7 +198,7 @@ def _whole_in_goal(m: re.Match[str], name: str, high: int) -> int:
 _OVERRIDES = {"trials", "parallel", "budget_minutes", "model", "dataset", "seed", "eval_limit",
               "eval_every_steps", "trial_seconds", "max_steps", "metric", "direction", "target",
               "planner", "launcher", "launcher_options", "config", "pruner", "gemini_model", "gemini_base_url",
-              "openai_model", "openai_base_url", "planner_wait_s"}
+              "openai_model", "openai_base_url", "planner_wait_s", "tracking"}
 
 
 def plan_goal(goal: str, overrides: dict[str, Any] | None = None, progress: Progress | None = None) -> Any:
@@ -244,7 +246,49 @@ def plan_goal(goal: str, overrides: dict[str, Any] | None = None, progress: Prog
     plan.pruner = overrides.get("pruner", "median")
     if plan.pruner not in ("median", "none"):
         raise GoalError(f"pruner {plan.pruner!r} is unknown; use median or none")
+    plan.tracking = tracking_settings(file_options.get("tracking"), cli.get("tracking"))
     return plan
+
+
+_TRACKING_KEYS = ("backends", "tensorboard_dir", "mlflow_uri")
+
+
+def tracking_settings(*values: Any) -> dict[str, Any]:
+    """The experiment trackers to mirror trials to, from the config's `[tracking]` table and/or the
+    `--track` flag (later values win key by key). Each value is "tensorboard,mlflow" (or "none"), a
+    list of backend names, or a table {backends, tensorboard_dir, mlflow_uri}. {} means none;
+    GoalError for an unknown backend or key, or a backend whose library is not installed."""
+    settings: dict[str, Any] = {}
+    for value in values:
+        if value is None:
+            continue
+        table = dict(value) if isinstance(value, dict) else {"backends": value}
+        unknown = set(table) - set(_TRACKING_KEYS)
+        if unknown:
+            raise GoalError(f"tracking setting {sorted(unknown)[0]!r} is unknown; use {', '.join(_TRACKING_KEYS)}")
+        settings.update(table)
+    backends = _backends(settings.get("backends", []))
+    if not backends:
+        return {}
+    for key in ("tensorboard_dir", "mlflow_uri"):
+        if settings.get(key) is not None and not (isinstance(settings[key], str) and settings[key]):
+            raise GoalError(f"tracking {key} must be a non-empty string, got {settings[key]!r}")
+    if missing := missing_backends(backends):
+        raise GoalError(f"tracking: {missing[0]}")
+    return {"backends": backends, **{k: str(settings[k]) for k in _TRACKING_KEYS[1:] if settings.get(k)}}
+
+
+def _backends(value: Any) -> list[str]:
+    names = value.split(",") if isinstance(value, str) else value
+    if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+        raise GoalError(f"tracking backends must be a list of names ({', '.join(BACKENDS)}), got {value!r}")
+    names = [n.strip().lower() for n in names if n.strip()]
+    if names == ["none"]:
+        return []
+    for name in names:
+        if name not in BACKENDS:
+            raise GoalError(f"tracking backend {name!r} is unknown; use {', '.join(BACKENDS)} (comma-separated)")
+    return list(dict.fromkeys(names))
 
 
 def _read_config(path: Any) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -109,6 +109,9 @@ class LiveView:
         return [Text.from_markup(f"[yellow]{ev.get('count')} trials failed the same way[/] ({ids}): ")
                 + Text(str(ev.get("signature")))]  # fmt: skip
 
+    def _on_tracking_warning(self, ev: Event) -> list[RenderableType]:
+        return [Text(f"  {ev.get('message', '')}", style="dim")]  # the trial goes on; only its mirror is missing
+
     def _on_done(self, ev: Event) -> None:
         self.done = ev
         self._running.clear()
@@ -159,6 +162,7 @@ _HANDLERS: dict[str, Callable[[LiveView, Event], list[RenderableType] | None]] =
     "trial_finished": LiveView._on_finished,
     "pausing": LiveView._on_pausing,
     "repeated_failure": LiveView._on_repeated_failure,
+    "tracking_warning": LiveView._on_tracking_warning,
     "session_done": LiveView._on_done,
 }
 
@@ -227,6 +231,8 @@ def plan_renderable(plan: Any) -> RenderableType:
             table.add_row(key.replace("_", " "), fmt.value(c[key]), sources.get(key, ""))
     table.add_row("planner", str((data.get("planner") or {}).get("name")), "")
     table.add_row("launcher", str((data.get("launcher") or {}).get("name")), "")
+    if (data.get("tracking") or {}).get("backends"):
+        table.add_row("tracking", ", ".join(data["tracking"]["backends"]), "")
     space = data.get("search_space") or {}
     table.add_row(
         "search", "; ".join(_describe_param(n, p) for n, p in (space.get("params") or {}).items()), ""

@@ -19,6 +19,10 @@ from agent.cli.common import UserError, console, fail
 app = typer.Typer(no_args_is_help=True)
 
 RUNS_DIR = typer.Option(Path("runs"), "--runs-dir", envvar="OPENRL_AGENT_RUNS", help="Where sessions live.")
+TRACK = typer.Option(
+    None, "--track", help="Mirror each finished trial to experiment trackers: tensorboard, mlflow or both "
+    "(comma-separated; 'none' turns off the config's [tracking]). MLflow honours MLFLOW_TRACKING_URI.",
+)
 SESSION = typer.Argument(
     None, help="Session id or directory; omitted means the latest session.", show_default=False
 )
@@ -94,6 +98,7 @@ def _has_kubeconfig() -> bool:
         'openrl-agent start "raise dev execution accuracy of the tiny policy" --trials 4 --parallel 2',
         'openrl-agent start "beat 60% dev accuracy in 30 minutes" --model ~/models/gemma-3-270m --planner gemini',
         'openrl-agent start "tune the learning rate, 12 trials, 4 at a time" --config space.toml --launcher k8s',
+        'openrl-agent start "raise dev accuracy of micro-gemma, 2 trials" --track tensorboard,mlflow',
     )
 )
 def start(
@@ -128,6 +133,7 @@ def start(
         help="A search-space TOML file: parameter ranges, pinned values, fixed spec keys (README, config reference).",
     ),
     budget_minutes: float | None = typer.Option(None, "--budget-minutes", min=0.1, help="Wall-clock budget."),
+    track: str | None = TRACK,
     runs_dir: Path = RUNS_DIR,
 ) -> None:
     """Plan a research session from a goal, then run it with a live view."""
@@ -142,6 +148,7 @@ def start(
         "launcher": launcher.value if launcher else None,
         "config": config,
         "budget_minutes": budget_minutes,
+        "tracking": track,
     }
     with _as_user_error():
         plan = api.plan_goal(goal, {k: v for k, v in overrides.items() if v is not None},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -21,6 +22,9 @@ def run(
     spec: Path = typer.Argument(..., help="trial spec JSON (see examples/trial.json)"),
     out: Path | None = typer.Option(None, "--out", help="trial directory (default: runs/trials/<trial_id>)"),
     resume: bool = typer.Option(False, "--resume", help="continue from the latest checkpoint in --out"),
+    track: str | None = typer.Option(
+        None, "--track", help="then mirror the trial to tensorboard, mlflow or both (comma-separated): "
+        "event files under $OPENRL_AGENT_RUNS/tensorboard, MLflow at MLFLOW_TRACKING_URI or runs/mlflow.db"),
 ) -> None:
     """Train, evaluate and write the trial directory; progress lines stream to stdout."""
     from rl_core.spec import SpecError, TrialSpec  # torch-free: validate before loading anything heavy
@@ -29,6 +33,7 @@ def run(
         trial_spec = TrialSpec.load(spec)
     except SpecError as exc:
         fail(str(exc))
+    tracking = _tracking(track)
     out_dir = out or Path("runs/trials") / trial_spec.trial_id
     if out_dir.exists() and not out_dir.is_dir():
         fail(f"--out {out_dir} is a file; give a directory for the trial's files (it is created if missing)")
@@ -37,6 +42,11 @@ def run(
     from rl_core.trial import run_trial  # lazy: pulls in torch and transformers
 
     result = run_trial(trial_spec, out_dir, resume=resume)
+    if tracking:
+        from tools.tracking import mirror_trial
+
+        for warning in mirror_trial(out_dir, tracking, _runs_dir()):
+            console.print(warning, style="dim", markup=False)
     if result["status"] != "succeeded":
         error = result["error"] or {}
         fail(f"trial {trial_spec.trial_id} failed ({error.get('kind')}): {error.get('message')}")
@@ -45,3 +55,17 @@ def run(
     before_text = f"{before:.3f} -> " if before is not None else ""
     console.print(f"trial {trial_spec.trial_id} succeeded: dev accuracy {before_text}{m['dev_accuracy_after']:.3f} "
                   f"(±{m['dev_stderr_after']:.3f}, n={m['dev_n']}) in {m['steps']} steps; {out_dir}/result.json")
+
+
+def _tracking(track: str | None) -> dict:
+    """The --track flag checked before any training (agent.goal owns the rules)."""
+    from agent.goal import GoalError, tracking_settings
+
+    try:
+        return tracking_settings(track)
+    except GoalError as exc:
+        fail(str(exc))
+
+
+def _runs_dir() -> Path:
+    return Path(os.environ.get("OPENRL_AGENT_RUNS") or "runs")

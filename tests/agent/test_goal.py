@@ -170,3 +170,41 @@ def test_targets_from_the_goal_are_divided_by_100_once(goal: str, target: float,
 @pytest.mark.parametrize("flag, target", [(0.6, 0.6), (60, 0.6), (1, 1.0), ("75", 0.75)])
 def test_a_target_flag_is_a_fraction_or_a_percentage(flag, target: float):
     assert plan_goal("raise accuracy", {"target": flag}).objective.target == pytest.approx(target)
+
+
+def test_tracking_from_the_config_table_and_the_flag(tmp_path: Path):
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed: pip install -e '.[tracking]'")
+    pytest.importorskip("mlflow", reason="the mlflow extra is not installed: pip install -e '.[tracking]'")
+    config = tmp_path / "research.toml"
+    config.write_text('[tracking]\nbackends = ["mlflow"]\nmlflow_uri = "http://127.0.0.1:5000"\n'
+                      'tensorboard_dir = "tb"\n')
+    assert plan_goal("raise accuracy", {"config": str(config)}).tracking == {
+        "backends": ["mlflow"], "tensorboard_dir": "tb", "mlflow_uri": "http://127.0.0.1:5000"}
+    # the flag names the backends; the table's locations stay; "none" turns tracking off
+    flagged = plan_goal("raise accuracy", {"config": str(config), "tracking": "tensorboard, mlflow"})
+    assert flagged.tracking["backends"] == ["tensorboard", "mlflow"] and flagged.tracking["tensorboard_dir"] == "tb"
+    assert plan_goal("raise accuracy", {"config": str(config), "tracking": "none"}).tracking == {}
+    assert plan_goal("raise accuracy", {}).tracking == {}
+    restored = Plan.from_json(flagged.to_json())
+    assert restored.tracking == flagged.tracking
+
+
+@pytest.mark.parametrize("tracking, message", [
+    ("tensorbord", "tracking backend 'tensorbord' is unknown; use tensorboard, mlflow"),
+    ({"backends": ["mlflow"], "uri": "x"}, "tracking setting 'uri' is unknown; use backends, tensorboard_dir, mlflow_uri"),
+    ({"backends": 3}, "tracking backends must be a list of names"),
+    ({"backends": ["mlflow"], "mlflow_uri": 5}, "tracking mlflow_uri must be a non-empty string"),
+])
+def test_bad_tracking_settings_are_one_goal_error(tracking, message: str):
+    with pytest.raises(GoalError) as err:
+        plan_goal("raise accuracy", {"tracking": tracking})
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_a_tracker_that_is_not_installed_is_one_line_with_the_pip_command(monkeypatch: pytest.MonkeyPatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # as if the extra were missing
+    with pytest.raises(GoalError, match=r"^tracking: mlflow is not installed; pip install -e '\.\[tracking\]' "
+                                        r"\(or pip install mlflow\)$"):
+        plan_goal("raise accuracy", {"tracking": "mlflow"})

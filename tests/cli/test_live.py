@@ -106,3 +106,13 @@ def test_the_planner_wait_shows_as_a_line_and_in_the_view_until_the_round(tmp_pa
                    "proposals": []})
     assert "planner:" not in _render(Console(width=120), view)
     assert "fallback: gemini failed" in console.export_text()
+
+
+def test_a_tracking_warning_is_a_dim_line_and_the_plan_names_the_trackers(tmp_path):
+    console = Console(record=True, width=120, force_terminal=True)
+    view = LiveView(tmp_path, console)
+    view.on_event({"type": "tracking_warning", "message": "tracking: mlflow failed for t0001: MlflowException: down"})
+    assert console.export_text(clear=False) == "  tracking: mlflow failed for t0001: MlflowException: down\n"
+    assert "\x1b[2m" in console.export_text(styles=True)  # dim
+    plan = {"goal": "g", "tracking": {"backends": ["tensorboard", "mlflow"]}, "planner": {"name": "offline"}}
+    assert "tracking   tensorboard, mlflow" in _render(Console(width=120), plan_renderable(plan))

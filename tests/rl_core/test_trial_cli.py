@@ -28,3 +28,30 @@ def test_failed_trial_reports_its_error_kind(tmp_path):
     result = CliRunner().invoke(app, ["run", str(spec), "--out", str(tmp_path / "out")])
     assert result.exit_code == 1 and "model_load" in result.output
     assert json.loads((tmp_path / "out" / "result.json").read_text())["error"]["kind"] == "model_load"
+
+
+def test_track_refuses_an_unknown_tracker_before_training(tmp_path):
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"trial_id": "m"}))
+    result = CliRunner().invoke(app, ["run", str(spec), "--out", str(tmp_path / "out"), "--track", "wandb"])
+    assert result.exit_code == 1 and "tracking backend 'wandb' is unknown; use tensorboard, mlflow" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_track_mirrors_even_a_failed_trial_and_a_dead_tracker_is_a_line(tmp_path, monkeypatch):
+    import socket
+
+    import pytest
+
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed: pip install -e '.[tracking]'")
+    pytest.importorskip("mlflow", reason="the mlflow extra is not installed: pip install -e '.[tracking]'")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{s.getsockname()[1]}")  # nothing listens
+    monkeypatch.setenv("OPENRL_AGENT_RUNS", str(tmp_path / "runs"))
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"trial_id": "m", "model": str(tmp_path / "missing-model")}))
+    result = CliRunner().invoke(app, ["run", str(spec), "--out", str(tmp_path / "out"), "--track", "tensorboard,mlflow"])
+    assert result.exit_code == 1 and "model_load" in result.output  # the trial's own error stays the verdict
+    assert "tracking: mlflow failed for out" in result.output
+    assert list((tmp_path / "runs" / "tensorboard" / "single-trials" / "out").glob("events.out.tfevents.*"))

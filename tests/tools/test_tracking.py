@@ -46,6 +46,15 @@ def test_tensorboard_event_files_hold_every_step_and_eval(tmp_path):
     assert [(e.step, round(e.value, 2)) for e in acc.Scalars("eval/dev_accuracy")] == [(0, 0.4), (3, 0.46)]
 
 
+def test_a_missing_library_is_a_warning_with_the_pip_command(tmp_path, monkeypatch):
+    for name in [m for m in sys.modules if m.startswith("tensorboard.")]:
+        monkeypatch.delitem(sys.modules, name)  # as if the extra were missing
+    monkeypatch.setitem(sys.modules, "tensorboard", None)
+    assert mirror_trial(_trial(tmp_path), {"backends": ["tensorboard"]}, tmp_path) == [
+        "tracking: tensorboard is not installed; pip install -e '.[tracking]' (or pip install tensorboard)"]
+    assert not (tmp_path / "tensorboard").exists()
+
+
 def test_a_tracker_that_is_down_costs_a_warning_not_the_trial(tmp_path):
     pytest.importorskip("mlflow", reason="the mlflow extra is not installed: pip install -e '.[tracking]'")
     tdir = _trial(tmp_path)
@@ -112,3 +121,63 @@ def test_mlflow_run_per_trial_nested_under_the_session(tmp_path, mlflow_server):
     assert mirror_trial(tdir, {"backends": ["mlflow"], "mlflow_uri": mlflow_server}, tmp_path) == []
     again = client.search_runs([experiment.experiment_id], filter_string="tags.`openrl.kind` = 'session'")
     assert len(again) == 1  # the session's parent run is found again, not duplicated
+
+
+# --- a session's trials, mirrored as they finish (agent.api.run_session with plan.tracking) -------
+def _tracked_session(tmp_path: Path, monkeypatch, tracking: dict) -> tuple[Path, list[dict], dict]:
+    from agent.api import create_session, plan_goal, run_session
+    from tests.agent.support import scripted_launcher
+
+    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
+    monkeypatch.setenv("SCRIPTED_TRIAL", json.dumps({"step_s": 0.02, "steps": 2}))
+    plan = plan_goal("raise dev accuracy, 3 trials, 2 at a time", {"planner": "offline", "tracking": tracking})
+    session_dir = create_session(plan, tmp_path / "runs")
+    events: list[dict] = []
+    summary = run_session(session_dir, events.append, launcher=scripted_launcher(session_dir, 2), poll_s=0.05)
+    return session_dir, events, summary
+
+
+def test_a_session_with_a_tracker_down_finishes_and_says_so_once_per_trial(tmp_path, monkeypatch):
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed: pip install -e '.[tracking]'")
+    pytest.importorskip("mlflow", reason="the mlflow extra is not installed: pip install -e '.[tracking]'")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    session_dir, events, summary = _tracked_session(
+        tmp_path, monkeypatch, {"backends": ["tensorboard", "mlflow"], "mlflow_uri": dead})
+    assert summary["state"] == "done" and summary["finished"] == 3 and summary["failed"] == 0
+    types = [e["type"] for e in events]
+    warnings = [e["message"] for e in events if e["type"] == "tracking_warning"]
+    assert sorted(w.split(" for ")[1].split(":")[0] for w in warnings) == ["t0000", "t0001", "t0002"]
+    assert all(w.startswith("tracking: mlflow failed") for w in warnings)
+    assert types[-1] == "session_done" and max(i for i, t in enumerate(types) if t == "tracking_warning") < len(types) - 1
+    for tid in ("t0000", "t0001", "t0002"):  # TensorBoard was up: every trial is there
+        acc = EventAccumulator(str(tmp_path / "runs" / "tensorboard" / session_dir.name / tid))
+        acc.Reload()
+        assert [e.step for e in acc.Scalars("train/reward_mean")] == [1, 2]
+
+
+@pytest.mark.slow
+def test_a_session_logs_each_trial_to_mlflow_with_its_planner_tags(tmp_path, monkeypatch, mlflow_server):
+    from mlflow.tracking import MlflowClient
+
+    from tools.leaderboard import leaderboard
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)  # the environment names the server
+    session_dir, events, summary = _tracked_session(tmp_path, monkeypatch, {"backends": ["mlflow"]})
+    assert summary["finished"] == 3 and not [e for e in events if e["type"] == "tracking_warning"]
+    client = MlflowClient(tracking_uri=mlflow_server)
+    experiment = client.get_experiment_by_name(f"openrl-agent/{session_dir.name}")
+    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    assert set(runs) == {session_dir.name, "t0000", "t0001", "t0002"}
+    rows = {r["trial_id"]: r for r in leaderboard(session_dir)}
+    assert rows["t0002"]["parent"] == "t0000"  # round 2 builds on the best of round 1
+    for tid, row in rows.items():
+        tags = runs[tid].data.tags
+        assert tags["mlflow.parentRunId"] == runs[session_dir.name].info.run_id
+        assert (tags["planner"], tags["rationale"], tags["status"]) == ("offline", row["rationale"], "succeeded")
+        assert tags.get("parent") == row["parent"] and tags["action"] == row["action"]
+        assert runs[tid].data.metrics["result/dev_accuracy_after"] == pytest.approx(row["dev_accuracy_after"])
+    assert not (tmp_path / "runs" / "tensorboard").exists()  # only the backends asked for

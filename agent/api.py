@@ -42,6 +42,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from agent.confirm import CONFIRM_SESSION, TEST_SPLIT, load_confirmation, run_confirmation
 from agent.goal import GoalError, Plan, plan_goal
 from agent.preflight import PreflightError, check_plan
 from agent.session import (
@@ -110,8 +111,11 @@ def make_launcher(plan: dict[str, Any], session_dir: Path) -> Any:
 
 
 def run_session(session_dir: str | os.PathLike[str], on_event: OnEvent | None = None, *,
-                launcher: Any = None, planner: Any = None, poll_s: float = 0.5) -> dict[str, Any]:
-    """Run (or resume) a session until done or paused; see the module docstring."""
+                launcher: Any = None, planner: Any = None, poll_s: float = 0.5,
+                confirm_launcher: Any = None) -> dict[str, Any]:
+    """Run (or resume) a session until done or paused, then confirm its winner on the test split
+    (agent/confirm.py); see the module docstring. A caller that passes its own `launcher` confirms
+    only when it also passes `confirm_launcher`."""
     from langgraph.checkpoint.sqlite import SqliteSaver
 
     from agent.graph import build_graph
@@ -123,6 +127,8 @@ def run_session(session_dir: str | os.PathLike[str], on_event: OnEvent | None = 
     emit = track_session(on_event or (lambda event: None), session_dir, plan.get("tracking"))
     with _exclusive(session_dir):
         clear_pause(session_dir)
+        if confirm_launcher is None and launcher is None:
+            confirm_launcher = make_launcher(plan, session_dir / CONFIRM_SESSION)
         launcher = launcher or make_launcher(plan, session_dir)
         planner = planner or make_planner(plan["planner"], seed=int(plan["constraints"].get("seed", 0)),
                                           progress=lambda line: emit({"type": "planner_wait", "line": line}))
@@ -149,6 +155,8 @@ def run_session(session_dir: str | os.PathLike[str], on_event: OnEvent | None = 
             conn.close()
         reason = final.get("stop_reason") or "stopped"
         state = "paused" if reason == "paused" else "done"
+        if state == "done" and confirm_launcher is not None:
+            _confirm(session_dir, plan, confirm_launcher, emit, poll_s)
         clear_pause(session_dir)
         update_status(session_dir, state=state, stop_reason=reason, pid=None)
     summary = _summary(session_dir, state, reason)
@@ -172,6 +180,24 @@ def _input_for(graph: Any, config: dict[str, Any]) -> dict[str, Any] | None:
     return {"stop_reason": None, "next": None}  # paused or done: start again at reflect
 
 
+def _confirm(session_dir: Path, plan: dict[str, Any], launcher: Any, emit: OnEvent, poll_s: float) -> None:
+    """The test-split verdict, within what is left of the time budget."""
+    from agent.budget import SessionClock
+    from sql_env.datasets.store import DatasetError, dataset_dir, splits_of
+
+    try:
+        has_test = TEST_SPLIT in splits_of(dataset_dir(plan["constraints"]["dataset"]))
+    except DatasetError:
+        has_test = False
+    if not has_test:
+        emit({"type": "confirm_skipped", "reason": f"the dataset has no {TEST_SPLIT!r} split"})
+        return
+    minutes = plan["constraints"].get("budget_minutes")
+    timeout = None if not minutes else max(30.0, minutes * 60 - SessionClock(session_dir).used())
+    with _signals_pause(session_dir, emit):
+        run_confirmation(session_dir, plan, launcher, emit=emit, poll_s=poll_s, timeout_s=timeout)
+
+
 def _summary(session_dir: Path, state: str, reason: str) -> dict[str, Any]:
     from tools.leaderboard import leaderboard
 
@@ -179,7 +205,8 @@ def _summary(session_dir: Path, state: str, reason: str) -> dict[str, Any]:
     finished = [r for r in rows if r["status"] in ("succeeded", "failed", "pruned")]
     return {"session": session_dir.name, "dir": str(session_dir), "state": state, "reason": reason,
             "finished": len(finished), "failed": sum(r["status"] == "failed" for r in rows),
-            "best": rows[0] if rows and rows[0]["rank"] == 1 else None}
+            "best": rows[0] if rows and rows[0]["rank"] == 1 else None,
+            "confirm": load_confirmation(session_dir)}
 
 
 @contextmanager

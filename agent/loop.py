@@ -177,7 +177,7 @@ class Research:
         init = parent_init(self.dir, parent, action) if parent else None
         return trial_spec(self.space, self.c, self.session, st.trial_id_of(trial), trial.params,
                           number=trial.number, init_from=init, max_seconds=max_seconds,
-                          eval_seconds=bd.overhead_s(self._results()) if self.c.get("budget_minutes") else None)
+                          eval_seconds=self._overhead() if self.c.get("budget_minutes") else None)
 
     def spec_for(self, trial: Any) -> Any:
         try:
@@ -194,10 +194,14 @@ class Research:
                 out.append({"metrics": metrics})
         return out
 
+    def _overhead(self) -> float:
+        return bd.overhead_s(self._results(), bd.prior_s(self.c["model"]))
+
     def _reserve_s(self) -> float:
         return bd.confirm_reserve_s(self._results(), top_k=int(self.c.get("confirm_top_k", 2)),
                                     parallel=int(self.c["parallel"]), seeds=int(self.c.get("confirm_seeds", 0)),
-                                    seed_train_s=float(self.c.get("trial_seconds") or 0.0))
+                                    seed_train_s=float(self.c.get("trial_seconds") or 0.0),
+                                    prior=bd.prior_s(self.c["model"]))
 
     def time_left(self) -> float:
         """Seconds of the wall-clock budget left for trials (the confirmation's reserve taken off)."""
@@ -215,7 +219,7 @@ class Research:
             return self.c.get("trial_seconds")
         counts = st.counts(self.study)
         left = max(1, int(self.c["trials"]) - counts["finished"])
-        return bd.launch_seconds(remaining_s=self.time_left(), overhead=bd.overhead_s(self._results()),
+        return bd.launch_seconds(remaining_s=self.time_left(), overhead=self._overhead(),
                                  planned_s=self.c.get("trial_seconds"), trials_left=left,
                                  parallel=int(self.c["parallel"]))
 

@@ -186,7 +186,8 @@ def _train_and_evaluate(spec: TrialSpec, out: TrialDir, policy: Any, env: Any, *
         if hp.sft_steps:
             _sft_stage(spec, env, policy, out)
         _restore_parent_optimizer(spec, trainer)
-        if spec.eval.before or not _before_from_parent(spec, dev_ids, out):
+        evaluate_only = spec.budget.max_steps == 0  # the final evaluation is all there is
+        if not evaluate_only and (spec.eval.before or not _before_from_parent(spec, dev_ids, out)):
             _evaluate(spec, engine, env, dev_ids, out, step=0, t_start=t_start, pass_k=True)
     before = next((r for r in out.read_lines(td.EVAL_FILE) if r["step"] == 0), None)
     budget = spec.budget
@@ -204,7 +205,8 @@ def _train_and_evaluate(spec: TrialSpec, out: TrialDir, policy: Any, env: Any, *
         if budget.checkpoint_every and step % budget.checkpoint_every == 0:
             _save_checkpoint(out, {**trainer.state_dict(), "train_s": clock.train_s})
     after = _evaluate(spec, engine, env, dev_ids, out, step=trainer.step_count, t_start=t_start, pass_k=True)
-    _save_weights(policy, trainer, out)
+    if trainer.step_count > 0:  # an evaluation-only run has nothing new to save
+        _save_weights(policy, trainer, out)
     rows = out.read_lines(td.METRICS_FILE)
     last = rows[-5:]
     metrics = {

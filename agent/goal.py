@@ -78,6 +78,9 @@ class Constraints:
     eval_every_steps: int = 0  # >0: intermediate dev evals, which the pruner reads
     trial_seconds: float | None = None  # per-trial wall limit; None: fair share of the budget
     max_steps: int | None = None  # pins budget.max_steps instead of searching it
+    branching: bool = True  # planners may continue or branch from finished trials' weights
+    confirm_top_k: int = 2  # trials (best by dev) evaluated on the sealed test split at the end; 0 = none
+    confirm_seeds: int = 0  # retrain the winner's recipe with this many fresh seeds, evaluated on test
 
 
 @dataclass
@@ -196,6 +199,7 @@ def _whole_in_goal(m: re.Match[str], name: str, high: int) -> int:
 
 # --- plan assembly ----------------------------------------------------------------------------
 _OVERRIDES = {"trials", "parallel", "budget_minutes", "model", "dataset", "seed", "eval_limit",
+              "branching", "confirm_top_k", "confirm_seeds",
               "eval_every_steps", "trial_seconds", "max_steps", "metric", "direction", "target",
               "planner", "launcher", "launcher_options", "config", "pruner", "gemini_model", "gemini_base_url",
               "openai_model", "openai_base_url", "planner_wait_s", "tracking"}
@@ -320,6 +324,7 @@ def _read_config(path: Any) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 _VALUE_KEYS = ("trials", "parallel", "budget_minutes", "model", "dataset", "seed", "eval_limit",
+               "branching", "confirm_top_k", "confirm_seeds",
                "eval_every_steps", "trial_seconds", "max_steps", "metric", "direction", "target")
 
 
@@ -402,7 +407,8 @@ def _read_goal_with_llm(goal: str, planner: dict[str, Any], progress: Progress |
 def _apply(plan: Plan, values: dict[str, Any]) -> None:
     c, o = plan.constraints, plan.objective
     for key, low, high in (("trials", 1, MAX_TRIALS), ("parallel", 1, MAX_PARALLEL), ("seed", 0, None),
-                           ("eval_every_steps", 0, None), ("eval_limit", 1, None), ("max_steps", 1, None)):
+                           ("eval_every_steps", 0, None), ("eval_limit", 1, None), ("max_steps", 1, None),
+                           ("confirm_top_k", 0, 10), ("confirm_seeds", 0, 10)):
         if key in values:
             setattr(c, key, _int(key, values[key], low, high))
     for key in ("budget_minutes", "trial_seconds"):
@@ -413,6 +419,10 @@ def _apply(plan: Plan, values: dict[str, Any]) -> None:
     for key in ("model", "dataset"):
         if key in values:
             setattr(c, key, str(values[key]))
+    if "branching" in values:
+        if not isinstance(values["branching"], bool):
+            raise GoalError(f"branching must be true or false, got {values['branching']!r}")
+        c.branching = values["branching"]
     o.metric = values.get("metric", o.metric)
     if o.metric not in METRICS:
         raise GoalError(f"metric {o.metric!r} is unknown; use one of {', '.join(METRICS)}")

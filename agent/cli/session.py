@@ -127,6 +127,10 @@ def start(
     force_parallel: bool = typer.Option(
         False, "--force-parallel", help="Keep --parallel above the usable cores instead of capping it."
     ),
+    confirm_seeds: int | None = typer.Option(
+        None, "--confirm-seeds", min=0, max=10,
+        help="Retrain the winner's recipe with K fresh seeds and report their test mean and spread.",
+    ),
     config: Path | None = typer.Option(
         None,
         "--config",
@@ -149,6 +153,7 @@ def start(
         "config": config,
         "budget_minutes": budget_minutes,
         "tracking": track,
+        "confirm_seeds": confirm_seeds,
     }
     with _as_user_error():
         plan = api.plan_goal(goal, {k: v for k, v in overrides.items() if v is not None},

@@ -79,14 +79,6 @@ def _check_launcher(plan: Any) -> None:
         )
 
 
-def shown_path(path: Path) -> str:
-    """`runs/...` relative to the working directory when under it, else the absolute path."""
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(Path(path).resolve())
-
-
 def _has_kubeconfig() -> bool:
     paths = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
     paths = paths or [str(Path.home() / ".kube" / "config")]
@@ -164,6 +156,8 @@ def start(
             console.print(f"[yellow]warning:[/] {warning}", highlight=False)
         console.print(_plan_table(plan))
         session_dir = api.create_session(plan, runs_dir)
+    from agent.report.format import shown_path
+
     console.print(f"session [bold]{session_dir.name}[/] in {shown_path(session_dir)}")
     _run_and_report(session_dir, api.run_session)
 

@@ -12,9 +12,12 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from agent.confirm import load_confirmation
 from agent.report import format as fmt
 from agent.report.files import TrialFiles, base_eval, load_trials, read_json
+from agent.report.format import shown_path
 from agent.report.importance import param_importances
+from agent.report.verdict import session_verdict, trial_tree
 from agent.session import agent_alive
 
 # Shown first when they vary across trials; anything else that varies follows.
@@ -41,10 +44,14 @@ def build_report(session_dir: Path, importances: bool = True) -> dict[str, Any]:
     base = _base(trials)
     rows = leaderboard_rows(session_dir, trials)
     best = _best(rows, trials, session_dir)
+    tree = trial_tree(rows, trials)
+    confirm = load_confirmation(session_dir)
     return {
         "session": _session_facts(session_dir, session, rows),
         "base": base,
-        "verdict": _verdict(rows, best, base),
+        "verdict": session_verdict(tree, trials, confirm),
+        "confirm": confirm,
+        "tree": tree,
         "leaderboard": rows,
         "best": best,
         "rounds": _rounds(rows, read_json(session_dir / "rounds.json") or []),
@@ -101,6 +108,10 @@ def _row(r: dict[str, Any], t: TrialFiles | None, shown: list[str]) -> dict[str,
         "planner": r.get("planner"),
         "error": r.get("error"),
         "adapter_path": r.get("adapter_path"),
+        "action": r.get("action", "fresh"),
+        "parent": r.get("parent"),
+        "steps_total": r.get("steps_total"),
+        "train_s_total": r.get("train_s_total"),
     }
 
 
@@ -128,7 +139,7 @@ def _session_facts(session_dir: Path, session: dict, rows: list[dict]) -> dict[s
     statuses = [r["status"] for r in rows]
     return {
         "id": session_dir.name,
-        "dir": str(session_dir.resolve()),
+        "dir": shown_path(session_dir),
         "goal": session.get("goal", ""),
         "objective": objective.get("metric", "dev_accuracy_after"),
         "target": objective.get("target"),
@@ -189,50 +200,10 @@ def _best(rows: list[dict], trials: list[TrialFiles], session_dir: Path) -> dict
     return {
         **{k: row[k] for k in keys},
         "spec": trial.spec if trial else {},
-        "adapter_path": str(adapter) if adapter else None,
+        "adapter_path": shown_path(adapter) if adapter else None,
         "adapter_exists": bool(adapter and adapter.exists()),
         "reproduce": f"openrl-agent trial run {shlex.quote(str(spec_path))} --out {shlex.quote(str(out))}",
     }
-
-
-def _verdict(rows: list[dict], best: dict | None, base: dict | None) -> dict[str, Any]:
-    """Whether any trial's gain over its starting policy exceeds the gain's standard error, in words."""
-    if best is None:
-        return {"beats_base": False, "text": "No trial has finished successfully yet."}
-    if best["gain"] is None or best["accuracy"] is None:
-        return {
-            "beats_base": False,
-            "text": f"Best trial {best['trial_id']}; the base policy was not measured.",
-        }
-    winners = [r for r in rows if r["gain"] is not None and r["gain"] > (r["gain_stderr"] or 0.0)]
-    if not winners:
-        return {
-            "beats_base": False,
-            "text": (
-                "No trial beats the base policy by more than its standard error: the best, "
-                f"{best['trial_id']}, changed dev accuracy by {_change(best)}, which is within noise."
-            ),
-        }
-    top = next((r for r in winners if r["trial_id"] == best["trial_id"]), None) or max(
-        winners, key=lambda r: r["gain"]
-    )
-    # The trial's own starting point: with an in-trial SFT warm start (sft_steps) it differs per trial.
-    start = top["base"] if top["base"] is not None else (base or {}).get("accuracy", 0.0)
-    se = top["gain_stderr"]
-    z = f"{top['gain'] / se:.1f} standard errors" if se else "no standard error available"
-    others = len(winners) - 1
-    more = f" {others} other trial{'s' if others > 1 else ''} also beat it." if others else ""
-    return {
-        "beats_base": True,
-        "text": (
-            f"{top['trial_id']} beats the base policy: {100 * top['accuracy']:.1f}% vs {100 * start:.1f}% "
-            f"({_change(top)}, {z}).{more}"
-        ),
-    }
-
-
-def _change(row: dict[str, Any]) -> str:
-    return f"{100 * row['gain']:+.1f} ± {100 * (row['gain_stderr'] or 0.0):.1f} points"
 
 
 def _rounds(rows: list[dict], rounds: list[dict]) -> list[dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 BLOCKS = "▁▂▃▄▅▆▇█"
@@ -150,3 +151,43 @@ def base(b: dict[str, Any]) -> str:
                 "warm start; each Δ is measured from the trial's own start")  # fmt: skip
     se = f" ± {100 * b['stderr']:.1f}" if b.get("stderr") is not None else ""
     return f"{pct(b['accuracy'])}{se} dev execution accuracy{n}"
+
+
+def shown_path(path: Path | str) -> str:
+    """`runs/...` relative to the working directory when under it (what a user types), else absolute."""
+    resolved = Path(path).resolve()
+    try:
+        return str(resolved.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(resolved)
+
+
+TREE_HEADER = ["trial", "from", "dev acc", "Δ parent ± se", "Δ base ± se", "GRPO time", "steps"]
+CONFIRM_HEADER = ["trial", "dev acc", "test acc ± se", "Δ base on test ± se (paired)", "McNemar p", "Holm p",
+                  "beats base"]
+
+
+def _points(value: float | None, se: float | None) -> str:
+    return "-" if value is None else change(value, se)
+
+
+def tree_rows(tree: list[dict[str, Any]]) -> list[list[str]]:
+    """The trial tree, a child indented under its parent; changes in points with paired SEs."""
+    rows = []
+    for node in tree:
+        origin = "base" if node["parent"] is None else f"{node['action']} {node['parent']}"
+        rows.append(["  " * node["depth"] + ("└ " if node["depth"] else "") + node["trial_id"], origin,
+                     pct(node["accuracy"]), _points(node["gain_over_parent"], node["gain_over_parent_se"]),
+                     _points(node["gain_over_base"], node["gain_over_base_se"]),
+                     duration(node.get("train_s_total")), str(node.get("steps_total") or "-")])
+    return rows
+
+
+def confirm_rows(confirm: dict[str, Any]) -> list[list[str]]:
+    base = confirm.get("base") or {}
+    rows = [["base", "-", f"{pct(base.get('accuracy'))} ± {100 * (base.get('stderr') or 0):.1f}", "-", "-", "-", "-"]]
+    for t in confirm.get("trials") or []:
+        rows.append([t["trial_id"], pct(t["dev_accuracy"]), f"{pct(t['test_accuracy'])} ± {100 * t['test_stderr']:.1f}",
+                     change(t["diff"], t["diff_se"]), f"{t['p_mcnemar']:.3g}", f"{t['p_holm']:.3g}",
+                     "yes" if t["beats_base"] else "no"])
+    return rows

@@ -14,6 +14,12 @@ def render_markdown(facts: dict[str, Any]) -> str:
     parts = [_header(facts), _leaderboard(facts["leaderboard"])]
     if facts["best"]:
         parts.append(_best(facts["best"]))
+    if facts.get("confirm") and facts["confirm"].get("trials"):
+        parts.append("## Confirmation on the sealed test split\n\n" +
+                     _table(fmt.CONFIRM_HEADER, fmt.confirm_rows(facts["confirm"])))
+    if facts.get("tree"):
+        parts.append("## Trial tree\n\nChanges in points; standard errors are paired (same dev questions).\n\n" +
+                     _table(fmt.TREE_HEADER, fmt.tree_rows(facts["tree"])))
     parts += [_rounds(facts["rounds"]), _importances(facts["importances"])]
     if facts["failures"]:
         parts.append(_failures(facts["failures"]))

@@ -54,12 +54,28 @@ def report_renderable(facts: dict[str, Any]) -> RenderableType:
 
 
 def _rest(facts: dict[str, Any]) -> RenderableType:
-    parts: list[RenderableType] = [rounds_table(facts["rounds"]), importances_text(facts["importances"])]
+    parts: list[RenderableType] = []
+    if facts.get("confirm") and facts["confirm"].get("trials"):
+        parts.append(simple_table("Confirmation on the sealed test split", fmt.CONFIRM_HEADER,
+                                  fmt.confirm_rows(facts["confirm"])))
+    if facts.get("tree"):
+        parts.append(simple_table("Trial tree (changes in points, paired standard errors on the same dev questions)",
+                                  fmt.TREE_HEADER, fmt.tree_rows(facts["tree"])))
+    parts += [rounds_table(facts["rounds"]), importances_text(facts["importances"])]
     if facts["failures"]:
         parts.append(failures_table(facts["failures"]))
     if facts["curves"]:
         parts.append(curves_table(facts["curves"]))
     return Group(*parts)
+
+
+def simple_table(title: str, header: list[str], rows: list[list[str]]) -> Table:
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    for i, name in enumerate(header):
+        table.add_column(name, justify="left" if i == 0 else "right", no_wrap=i == 0)
+    for row in rows:
+        table.add_row(*row)
+    return table
 
 
 def header(facts: dict[str, Any]) -> RenderableType:

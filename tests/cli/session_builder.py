@@ -9,6 +9,7 @@ end-to-end tests run real sessions.
 from __future__ import annotations
 
 import json
+import random
 import math
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,23 @@ def _write(path: Path, obj: Any) -> None:
 
 def _se(p: float, n: int) -> float:
     return math.sqrt(p * (1 - p) / n)
+
+
+def _outcomes(accuracy: float, n: int, start: float | None = None, seed: str = "") -> dict[str, bool]:
+    """Per-question outcomes with round(accuracy * n) right. The start (before training) has the first
+    questions right; after training, as real policies do, it keeps about 85% of those and gets the
+    rest of its count from the others (a deterministic draw per trial), so the paired comparison
+    sees discordant questions both ways."""
+    right = round(accuracy * n)
+    if start is None:
+        return {f"d{i:04d}": i < right for i in range(n)}
+    rng = random.Random(seed)
+    before = [i for i in range(round(start * n))]
+    kept = [i for i in before if rng.random() < 0.85][:right]
+    others = [i for i in range(n) if i not in set(before)]
+    rng.shuffle(others)
+    now = set(kept) | set(others[: max(0, right - len(kept))])
+    return {f"d{i:04d}": i in now for i in range(n)}
 
 
 class SessionBuilder:
@@ -102,11 +120,12 @@ class SessionBuilder:
                 "stderr": _se(before, n),
                 "n": n,
                 "elapsed_s": 1.0,
+                "outcomes": _outcomes(before, n),
             }
         ]
         if after is not None and finished and not error:
             evals.append({"step": steps, "split": "dev", "accuracy": after, "stderr": _se(after, n), "n": n,
-                          "elapsed_s": 1.5 * steps})  # fmt: skip
+                          "elapsed_s": 1.5 * steps, "outcomes": _outcomes(after, n, before, trial_id)})  # fmt: skip
         (tdir / "eval.jsonl").write_text("".join(json.dumps(e) + "\n" for e in evals))
         if not finished:
             return tdir

@@ -100,13 +100,13 @@ def test_start_runs_a_session_and_report_describes_it(tiny, monkeypatch):
     assert best["spec"]["budget"]["max_steps"] == 2
     assert facts["curves"]["t0000"]["step"] == [1, 2]
     assert [r["round"] for r in facts["rounds"]] == [1]
-    # The verdict follows the numbers: a real gain only when it exceeds its standard error.
-    if best["gain"] > (best["gain_stderr"] or 0):
-        assert facts["verdict"]["text"].startswith(f"{best['trial_id']} beats the base policy")
-    else:
-        assert facts["verdict"]["text"].startswith(
-            "No trial beats the base policy by more than its standard error"
-        )
+    # The headline is the test-split confirmation: both trials and the base, every test question.
+    confirm = facts["confirm"]
+    assert confirm["n"] == 400 and [t["trial_id"] for t in confirm["trials"]] == [best["trial_id"],
+                                                                                   rows[1]["trial_id"]]
+    assert facts["verdict"]["source"] == "test" and "sealed test split (n=400)" in facts["verdict"]["text"]
+    assert ("beats the base policy on test" in facts["verdict"]["text"]) == confirm["holds"]
+    assert [n["trial_id"] for n in facts["tree"]] == sorted(r["trial_id"] for r in rows)
 
     md = (
         CliRunner()

@@ -46,7 +46,7 @@ def test_report_defaults_to_latest_session(runs):
     assert result.exit_code == 0, result.output
     out = result.output
     assert "s-20261125-120000" in out and "an older session" not in out
-    assert "t0000 beats the base policy: 62.0% vs 40.0% (+22.0 ± 3.4 points" in out
+    assert "t0000: dev 62.0% vs the base's 40.0% (n=400), +22.0 ± 2.7 points paired: beats the base" in out
     assert "Best trial t0000" in out
     assert f"reproduce: openrl-agent trial run {runs / 's-20261125-120000/trials/t0000/spec.json'}" in out
     assert "oom" in out and "CUDA out of memory" in out
@@ -67,7 +67,7 @@ def test_report_markdown_and_json_forms(runs):
 def test_report_on_old_session_says_no_gain_beyond_noise(runs):
     result = invoke("report", str(runs / "s-20261125-100000"), "--format", "markdown")
     assert result.exit_code == 0
-    assert "**No trial beats the base policy by more than its standard error" in result.output
+    assert "not a significant gain over the base on dev" in result.output
 
 
 def test_report_plot(runs, tmp_path):

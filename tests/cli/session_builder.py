@@ -9,8 +9,8 @@ end-to-end tests run real sessions.
 from __future__ import annotations
 
 import json
-import random
 import math
+import random
 from pathlib import Path
 from typing import Any
 

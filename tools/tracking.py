@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import queue
 import threading
@@ -155,6 +156,8 @@ def _to_mlflow(trial_dir: Path, uri: str, tags: dict[str, Any] | None) -> str:
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
+    # MLflow's INFO lines ("Creating initial MLflow database tables...") would cut through the live view.
+    logging.getLogger("mlflow").setLevel(max(logging.WARNING, logging.getLogger("mlflow").level))
     files = _read(trial_dir)
     spec, result = files["spec"], files["result"] or {}
     session = _session_of(spec)
@@ -234,6 +237,7 @@ class _SessionTracker:
         elif kind == "trial_finished":
             self._queue.put((event["trial_id"], str(event.get("status") or "")))
         elif kind == "session_done":  # everything finished is logged before the session says it is done
+            self._queue.put(("", str(event.get("state") or "done")))
             self._queue.put(None)
             self._worker.join(DRAIN_S)
             if self._worker.is_alive():
@@ -243,6 +247,9 @@ class _SessionTracker:
     def _work(self) -> None:
         while (item := self._queue.get()) is not None:
             trial_id, status = item
+            if not trial_id:
+                self._end_session(status)
+                continue
             try:
                 tags = self._tags(trial_id, status)
             except Exception as exc:  # noqa: BLE001 - an unreadable journal costs the tags, not the mirror
@@ -261,6 +268,21 @@ class _SessionTracker:
         return {"planner": attrs.get("planner"), "rationale": attrs.get("rationale"), "round": attrs.get("round"),
                 "action": attrs.get("action") or started.get("action"),
                 "parent": attrs.get("parent") or started.get("parent"), "status": status}
+
+    def _end_session(self, state: str) -> None:
+        """The session's MLflow run ends with the session (a resumed session's trials still nest under it)."""
+        if "mlflow" not in self._config["backends"]:
+            return
+        try:
+            with _bounded_http():
+                from mlflow.tracking import MlflowClient
+
+                uri = mlflow_uri(self._config, self._dir.parent)
+                client = MlflowClient(tracking_uri=uri)
+                _, run_id = session_run(client, self._dir.name, _artifact_root(uri))
+                client.set_terminated(run_id, "FINISHED" if state == "done" else "KILLED")
+        except Exception as exc:  # noqa: BLE001 - as for a trial: a warning, never the session
+            self._warn(f"tracking: mlflow could not close the session run: {type(exc).__name__}: {str(exc)[:200]}")
 
     def _warn(self, message: str) -> None:
         try:

@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 TORCH_PIN := torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast demo lint clean k8s-bins
+.PHONY: setup test test-fast demo lint clean k8s-bins images push-images
 
 setup: $(STAMP)
 
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_PIN)
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,openai,tracking,dashboard]'
 	@touch $(STAMP)
 
 # kube-apiserver + kube-controller-manager for the `k8s` tests: built once from Debian's source
@@ -39,6 +39,17 @@ demo: setup
 	$(VENV)/bin/openrl-agent start "raise dev execution accuracy of tiny-gemma, 4 trials, 2 at a time" \
 		--config examples/demo.toml
 	$(VENV)/bin/openrl-agent report --plot runs/demo-report.png
+
+IMAGE_REPO ?= openrl-agent-trial
+IMAGE_TAG ?= $(shell git rev-parse --short HEAD)
+# The trial images for Kubernetes (needs a Docker daemon). .dockerignore keeps .venv/runs out of the context.
+images:
+	docker build -f docker/Dockerfile.cpu  -t $(IMAGE_REPO):cpu-$(IMAGE_TAG) .
+	docker build -f docker/Dockerfile.cuda -t $(IMAGE_REPO):cuda-$(IMAGE_TAG) .
+
+push-images: images
+	docker push $(IMAGE_REPO):cpu-$(IMAGE_TAG)
+	docker push $(IMAGE_REPO):cuda-$(IMAGE_TAG)
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -89,10 +89,14 @@ def confirm_reserve_s(results: list[dict[str, Any]], *, top_k: int, parallel: in
 
 def launch_seconds(*, remaining_s: float, overhead: float, planned_s: float | None, trials_left: int,
                    parallel: int) -> float | None:
-    """GRPO seconds for the next trial, or None when one cannot finish in the time left."""
-    waves = max(1, math.ceil(trials_left / max(1, parallel)))
-    share = remaining_s / waves - overhead
-    seconds = min(share, remaining_s - overhead)
+    """GRPO seconds for the next trial, or None when one cannot finish in the time left: the plan's
+    per-trial share (budget x parallel / trials, set when the session was planned), else an equal
+    share of what remains among the waves of trials still to run; never more than the time left
+    after this trial's own loading and evaluation."""
     if planned_s:
-        seconds = min(seconds, planned_s)
+        seconds = planned_s
+    else:
+        waves = max(1, math.ceil(trials_left / max(1, parallel)))
+        seconds = remaining_s / waves - overhead
+    seconds = min(seconds, remaining_s - overhead)
     return round(seconds, 1) if seconds >= MIN_TRAIN_S else None

@@ -63,10 +63,21 @@ class Research:
         self.poll_s = poll_s
         self.study = st.session_study(self.dir, plan)
         self._forget_paused_runs()
-        self._handles = {h.trial_id: h for h in _reattach(launcher, self.session)}
+        self._handles = {h.trial_id: h for h in self._reattach()}
         self._progress: dict[str, int] = {}
         self.clock = bd.SessionClock(self.dir)
         self.branching = bool(self.c.get("branching", True))
+
+    def _reattach(self) -> list[TrialHandle]:
+        """The launcher's handles of this session's trials that outlived an agent. When it cannot
+        list them, say so: their trials are resubmitted, which a launcher answers by adopting a
+        trial it already runs (never a second run)."""
+        try:
+            return list(self.launcher.reattach(self.session))
+        except Exception as exc:  # noqa: BLE001 - any launcher failure is reported, then recovered from
+            self.emit({"type": "warning", "message": f"could not re-attach running trials ({type(exc).__name__}: "
+                                                      f"{_first_line(exc)}); they are resubmitted and adopted"})
+            return []
 
     def _forget_paused_runs(self) -> None:
         """Trials a pause cancelled re-run from scratch: drop their old directories before the
@@ -153,8 +164,9 @@ class Research:
     def _submit(self, trial: Any) -> TrialHandle | None:
         tid = st.trial_id_of(trial)
         tdir = trial_dir(self.dir, tid)
-        if tdir.exists():
-            shutil.rmtree(tdir)  # leftovers of a cancelled or never-started run
+        if was_cancelled(tdir):
+            shutil.rmtree(tdir)  # a cancelled run's leftovers; anything else may be a running pod's output
+        # (a launcher adopts a trial it already runs: resubmitting never starts it twice)
         try:
             spec = self._spec(trial, max_seconds=self._launch_seconds())
         except SpecError as exc:  # plan-time checks make this rare (e.g. Optuna's pick breaks a cross-field rule)
@@ -378,13 +390,6 @@ class Research:
                 row["summary"] = summarize_trial(trial_dir(self.dir, row["trial_id"]))
                 rows.append(row)
         return rows
-
-
-def _reattach(launcher: Any, session: str) -> list[TrialHandle]:
-    try:
-        return list(launcher.reattach(session))
-    except Exception:  # noqa: BLE001 - a launcher that cannot list old trials: re-run them
-        return []
 
 
 def _first_line(exc: BaseException) -> str:

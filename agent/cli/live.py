@@ -112,6 +112,21 @@ class LiveView:
     def _on_tracking_warning(self, ev: Event) -> list[RenderableType]:
         return [Text(f"  {ev.get('message', '')}", style="dim")]  # the trial goes on; only its mirror is missing
 
+    def _on_warning(self, ev: Event) -> list[RenderableType]:
+        return [Text.assemble(("warning: ", "yellow"), str(ev.get("message", "")))]
+
+    def _on_confirm_started(self, ev: Event) -> list[RenderableType]:
+        trials = ", ".join(ev.get("trials") or [])
+        return [Text(f"confirming on the sealed test split: {trials} and the base policy "
+                     f"({ev.get('jobs')} evaluation jobs)", style="bold")]
+
+    def _on_confirm_done(self, ev: Event) -> list[RenderableType]:
+        verdict = ev.get("verdict") or {}
+        return [Text(str(verdict.get("text", "")), style="bold green" if verdict.get("holds") else "bold yellow")]
+
+    def _on_confirm_skipped(self, ev: Event) -> list[RenderableType]:
+        return [Text(f"no test-split confirmation: {ev.get('reason')}", style="yellow")]
+
     def _on_done(self, ev: Event) -> None:
         self.done = ev
         self._running.clear()
@@ -163,6 +178,10 @@ _HANDLERS: dict[str, Callable[[LiveView, Event], list[RenderableType] | None]] =
     "pausing": LiveView._on_pausing,
     "repeated_failure": LiveView._on_repeated_failure,
     "tracking_warning": LiveView._on_tracking_warning,
+    "warning": LiveView._on_warning,
+    "confirm_started": LiveView._on_confirm_started,
+    "confirm_done": LiveView._on_confirm_done,
+    "confirm_skipped": LiveView._on_confirm_skipped,
     "session_done": LiveView._on_done,
 }
 

@@ -39,6 +39,24 @@ def rates_from_session(session_dir: Path) -> list[float]:
     return [sum(bool(f[q]) for f in finals) / len(finals) for q in ids]
 
 
+def session_check(session_dir: Path) -> None:
+    """The real A/A session: its dev winner against each other identical trial, paired, Holm, 2 SE."""
+    finals = {}
+    for tdir in sorted((session_dir / "trials").iterdir()):
+        rows = read_jsonl(tdir / "eval.jsonl")
+        if rows and rows[-1].get("outcomes"):
+            finals[tdir.name] = rows[-1]["outcomes"]
+    acc = {t: sum(o.values()) / len(o) for t, o in finals.items()}
+    top = max(acc, key=acc.get)
+    comps = {t: paired(finals[t], finals[top]) for t in finals if t != top}
+    for t, c in comps.items():
+        print(f"  dev winner {top} ({100 * acc[top]:.1f}%) - {t} ({100 * acc[t]:.1f}%): {100 * c.diff:+.1f} ± "
+              f"{100 * c.se:.1f} points paired, McNemar p={c.p_mcnemar:.3g}")
+    found = winners(comps)
+    print(f"real A/A session {session_dir.name}: the dev winner is {'better than ' + ', '.join(sorted(found)) if found else 'better than none of the others'} "
+          f"by the rule (Holm over {len(comps)} comparisons, 2 SE)")
+
+
 def false_winner_rate(rates: list[float], *, trials: int, sessions: int, seed: int = 0) -> float:
     rng = random.Random(seed)
     hits = 0
@@ -60,6 +78,8 @@ def main() -> None:
     rates = json.loads(Path(args.rates).read_text()) if args.rates else rates_from_session(Path(args.session))
     if args.save_rates:
         Path(args.save_rates).write_text(json.dumps([round(r, 4) for r in rates]) + "\n")
+    if args.session:
+        session_check(Path(args.session))
     mixed = sum(0 < r < 1 for r in rates)
     print(f"{len(rates)} questions; mean rate {sum(rates) / len(rates):.3f}; {mixed} answered differently by "
           f"identical configurations")

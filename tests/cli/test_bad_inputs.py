@@ -159,3 +159,22 @@ def test_k8s_server_that_refuses_connections_is_one_line_and_a_failed_session(tm
     (session,) = runs.iterdir()
     status = json.loads((session / "session.json").read_text())["status"]
     assert status["state"] == "failed" and status["pid"] is None  # not "running" forever
+
+
+def test_imports_of_files_that_are_not_what_they_claim(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("OPENRL_AGENT_CACHE", str(tmp_path / "cache"))
+    binary = tmp_path / "rows.jsonl"
+    binary.write_bytes(bytes(range(256)) * 8)
+    spider = tmp_path / "spider"
+    (spider / "database" / "db1").mkdir(parents=True)
+    (spider / "database" / "db1" / "db1.sqlite").write_bytes(b"not sqlite at all" * 64)
+    (spider / "tables.json").write_text(json.dumps([{"db_id": "db1", "table_names_original": [],
+                                                     "column_names_original": []}]))
+    for name in ("dev.json", "train_spider.json"):
+        (spider / name).write_text(json.dumps([{"db_id": "db1", "question": "q", "query": "SELECT 1"}]))
+    for args, expected in ((["data", "import", "context", str(binary), "--name", "x"], "not a text file"),
+                           (["data", "import", "spider", str(spider), "--name", "y"], "not a SQLite database")):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1, (args, result.output)
+        assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+        assert expected in result.output and "Traceback" not in result.output

@@ -34,7 +34,10 @@ def _pick(row: dict, keys: tuple[str, ...]) -> str | None:
 
 
 def read_rows(path: Path) -> list[dict]:
-    text = path.read_text()
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise DatasetError(f"{path} is not a text file (expected JSON or JSON lines of rows)") from None
     try:
         if path.suffix == ".jsonl":
             return [json.loads(line) for line in text.splitlines() if line.strip()]

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import duckdb
 
+from sql_env.datasets.store import DatasetError
+
 
 def _affinity(declared: str) -> str:
     """SQLite's type-affinity rules (https://www.sqlite.org/datatype3.html, section 3.1)."""
@@ -83,8 +85,11 @@ def copy_sqlite(sqlite_path: Path, duck_path: Path) -> list[str]:
     src.text_factory = lambda b: b.decode("utf-8", errors="replace")
     dst = duckdb.connect(str(duck_path))
     try:
-        tables = [r[0] for r in src.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY rowid")]
+        try:
+            tables = [r[0] for r in src.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY rowid")]
+        except sqlite3.DatabaseError as exc:
+            raise DatasetError(f"{sqlite_path} is not a SQLite database ({exc}); check the dataset folder") from None
         created: set[str] = set()
         keyed: set[str] = set()  # tables created with their primary key (FK targets need one)
         for table in _parents_first(src, tables):

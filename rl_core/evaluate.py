@@ -5,12 +5,12 @@ Greedy decoding, a fixed split and a fixed item count: nothing here is tuned by 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from rl_core.engine import Engine
 from rl_core.env import Environment, StepResult
+from rl_core.stats import binomial_se
 
 
 @dataclass
@@ -19,10 +19,6 @@ class EvalResult:
     stderr: float  # binomial standard error of `accuracy`
     n: int
     items: list[tuple[str, str, StepResult]] = field(default_factory=list, repr=False)  # (id, text, verdict)
-
-
-def stderr_of(p: float, n: int) -> float:
-    return math.sqrt(p * (1 - p) / n) if n > 0 else 0.0
 
 
 Progress = Callable[[int, int], None]  # (items done, items in all)
@@ -43,7 +39,7 @@ def greedy_accuracy(engine: Engine, env: Environment, ids: Sequence[str], *, max
             on_progress(len(items), len(ids))
     n = len(items)
     acc = sum(bool(v.correct) for _, _, v in items) / n if n else 0.0
-    return EvalResult(acc, stderr_of(acc, n), n, items)
+    return EvalResult(acc, binomial_se(acc, n) or 0.0, n, items)
 
 
 def pass_at_k(engine: Engine, env: Environment, ids: Sequence[str], *, k: int, temperature: float,

@@ -6,19 +6,20 @@ not an error; result.json is written atomically, so it is either absent or whole
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tools.trials import read_jsonl  # skips a line still being appended
+from rl_core.stats import binomial_se
+from rl_core.trialdir import TrialDirError, read_json_object, read_jsonl  # skips a line still being appended
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object, or None when absent or damaged: the report shows what it can (a damaged
+    result is reported by the leaderboard, which reads it through rl_core.trialdir)."""
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        return read_json_object(path)
+    except TrialDirError:
         return None
 
 
@@ -64,12 +65,6 @@ def load_trials(session_dir: Path) -> list[TrialFiles]:
     return [load_trial(p) for p in sorted(trials_dir.iterdir()) if p.is_dir()]
 
 
-def binomial_stderr(p: float | None, n: int | None) -> float | None:
-    if p is None or not n:
-        return None
-    return math.sqrt(max(p * (1 - p), 0.0) / n)
-
-
 def base_eval(trial: TrialFiles) -> tuple[float | None, float | None, int | None]:
     """Dev accuracy of the policy before RL, its standard error and n, for one trial (from result.json
     once the trial finished, else from its step-0 evaluation)."""
@@ -79,5 +74,5 @@ def base_eval(trial: TrialFiles) -> tuple[float | None, float | None, int | None
     n = m.get("dev_n") or step0.get("n")
     stderr = m.get("dev_stderr_before", step0.get("stderr"))
     if stderr is None:
-        stderr = binomial_stderr(before, n)
+        stderr = binomial_se(before, n)
     return before, stderr, n

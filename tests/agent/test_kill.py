@@ -56,6 +56,10 @@ def _check_counted_once(session_dir: Path) -> None:
         assert result["metrics"]["dev_accuracy_after"] == t.value
         steps = [json.loads(x)["step"] for x in (tdir / "metrics.jsonl").read_text().splitlines()]
         assert steps == list(range(1, STEPS + 1))
+        parent = t.user_attrs.get("parent")  # lineage: the study, the spec and the result agree
+        assert (result.get("lineage") or {}).get("parent") == parent
+        assert (json.loads((tdir / "launch_spec.json").read_text()).get("init_from") or {}).get("trial", "") == \
+            (parent or "")
 
 
 @pytest.mark.parametrize("kill_points", [
@@ -63,6 +67,7 @@ def _check_counted_once(session_dir: Path) -> None:
     ["trial_started:1"],  # one launched, the launch step not checkpointed
     ["trial_finished:1", "trial_finished:1"],  # told, the collect step not checkpointed; twice
     ["trial_progress:2", "round:1"],  # trials running detached from the dead agent
+    ["trial_started:3", "round:1"],  # a child (continue/branch of a finished trial) launched; killed again when planning
 ])
 def test_kill_9_then_resume_loses_nothing_and_counts_nothing_twice(tmp_path: Path, kill_points: list[str]):
     session_dir = create_session(plan_goal(f"raise accuracy, {TRIALS} trials, 2 at a time",
@@ -74,6 +79,8 @@ def test_kill_9_then_resume_loses_nothing_and_counts_nothing_twice(tmp_path: Pat
     assert final.returncode == 0, final.stderr
     assert f"summary done trial budget spent {TRIALS}" in final.stdout
     _check_counted_once(session_dir)
+    children = [t for t in open_study(session_dir).get_trials() if t.user_attrs.get("parent")]
+    assert children, "round 2 builds on round 1: some trial has a parent"
 
 
 def test_kill_9_from_outside_at_arbitrary_moments(tmp_path: Path):

@@ -62,7 +62,7 @@ def _leaderboard(rows: list[dict[str, Any]]) -> str:
         "trial",
         "status",
         "dev acc",
-        "Δ base ± se (points)",
+        "Δ start ± se (points)",
         "key hparams",
         "reward",
         "steps",

@@ -100,7 +100,7 @@ def verdict_text(facts: dict[str, Any]) -> Text:
     return Text(facts["verdict"]["text"], style=style)
 
 
-_FIXED = (("#", "right"), ("trial", "left"), ("status", "left"), ("dev acc", "right"), ("Δ base ± se", "right"),
+_FIXED = (("#", "right"), ("trial", "left"), ("status", "left"), ("dev acc", "right"), ("Δ start ± se", "right"),
           ("steps", "right"), ("wall", "right"))
 _SHORTENED = (("key hparams", 3), ("reward", 2), ("rationale", 3))  # share of the room left, by weight
 _GAP = 2  # cells between two columns (SIMPLE_HEAD's blank rule + collapsed padding)

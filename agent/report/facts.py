@@ -172,7 +172,8 @@ def session_state(session_dir: Path, session: dict[str, Any]) -> str:
 def _base(trials: list[TrialFiles]) -> dict[str, Any] | None:
     """The policy trials start from, measured by each before training. It is the same for every trial
     unless the search varies an in-trial warm start (sft_steps): then low/high give the spread."""
-    measured = [(t.trial_id, *base_eval(t)) for t in trials]
+    roots = [t for t in trials if not (t.spec.get("init_from") or {}).get("trial")]  # a child starts from its parent
+    measured = [(t.trial_id, *base_eval(t)) for t in roots]
     measured = [m for m in measured if m[1] is not None]
     if not measured:
         return None

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from rl_core import trialdir as td
+from rl_core.branching import before_from_parent, lineage, paired_se, restore_parent_optimizer, save_weights
 from rl_core.spec import SpecError, TrialSpec
-from rl_core.stats import paired
 
 
 class TrialError(Exception):
@@ -108,7 +108,7 @@ def run_trial(spec: TrialSpec | dict[str, Any], out_dir: str | Path, *, resume: 
     previous = signal.signal(signal.SIGTERM, _raise_stop) if _in_main_thread() else None
     try:
         metrics = execute(spec, out, resume=resume, t_start=t_start)
-        return out.result(spec, "succeeded", None, metrics, lineage=_lineage(spec, metrics))
+        return out.result(spec, "succeeded", None, metrics, lineage=lineage(spec, metrics))
     except (Exception, _Stop) as exc:
         kind, message = classify(exc)
         print(f"trial {spec.trial_id} failed ({kind}): {message}", file=sys.stderr, flush=True)
@@ -119,14 +119,6 @@ def run_trial(spec: TrialSpec | dict[str, Any], out_dir: str | Path, *, resume: 
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-
-
-def _lineage(spec: TrialSpec, metrics: dict[str, Any]) -> dict[str, Any]:
-    """Where this trial's policy came from, and the training it carries in all."""
-    init = spec.init_from
-    return {"parent": init.trial or None, "branch_step": init.step,
-            "steps_total": init.step + int(metrics.get("steps") or 0),
-            "train_s_total": round(init.train_s + float(metrics.get("train_s") or 0.0), 1)}
 
 
 def execute(spec: TrialSpec, out: TrialDir, *, resume: bool, t_start: float) -> dict[str, Any]:
@@ -185,9 +177,9 @@ def _train_and_evaluate(spec: TrialSpec, out: TrialDir, policy: Any, env: Any, *
             (out.root / name).unlink(missing_ok=True)
         if hp.sft_steps:
             _sft_stage(spec, env, policy, out)
-        _restore_parent_optimizer(spec, trainer)
+        restore_parent_optimizer(spec, trainer)
         evaluate_only = spec.budget.max_steps == 0  # the final evaluation is all there is
-        if not evaluate_only and (spec.eval.before or not _before_from_parent(spec, dev_ids, out)):
+        if not evaluate_only and (spec.eval.before or not before_from_parent(spec, dev_ids, out)):
             _evaluate(spec, engine, env, dev_ids, out, step=0, t_start=t_start, pass_k=True)
     before = next((r for r in out.read_lines(td.EVAL_FILE) if r["step"] == 0), None)
     budget = spec.budget
@@ -206,7 +198,7 @@ def _train_and_evaluate(spec: TrialSpec, out: TrialDir, policy: Any, env: Any, *
             _save_checkpoint(out, {**trainer.state_dict(), "train_s": clock.train_s})
     after = _evaluate(spec, engine, env, dev_ids, out, step=trainer.step_count, t_start=t_start, pass_k=True)
     if trainer.step_count > 0:  # an evaluation-only run has nothing new to save
-        _save_weights(policy, trainer, out)
+        save_weights(policy, trainer, out)
     rows = out.read_lines(td.METRICS_FILE)
     last = rows[-5:]
     metrics = {
@@ -214,7 +206,7 @@ def _train_and_evaluate(spec: TrialSpec, out: TrialDir, policy: Any, env: Any, *
         "dev_stderr_before": before["stderr"] if before else None,
         "dev_accuracy_after": after["accuracy"], "dev_stderr_after": after["stderr"], "dev_n": after["n"],
         "gain": round(after["accuracy"] - before["accuracy"], 4) if before else None,
-        "gain_stderr_paired": _paired_se(before, after),
+        "gain_stderr_paired": paired_se(before, after),
         "eval_split": spec.eval.split,
         "steps": trainer.step_count, "wall_s": round(time.time() - t_start, 1), "train_s": round(clock.train_s, 1),
         "reward_mean_last": round(sum(r["reward_mean"] for r in last) / len(last), 4) if last else None,
@@ -224,56 +216,6 @@ def _train_and_evaluate(spec: TrialSpec, out: TrialDir, policy: Any, env: Any, *
         metrics[f"pass@{k}_before"] = before.get(f"pass@{k}") if before else None
         metrics[f"pass@{k}_after"] = after.get(f"pass@{k}")
     return metrics
-
-
-def _paired_se(before: dict[str, Any] | None, after: dict[str, Any]) -> float | None:
-    """The standard error of after - before on the same questions (rl_core.stats.paired)."""
-    if not before or not before.get("outcomes") or not after.get("outcomes"):
-        return None
-    return round(paired(before["outcomes"], after["outcomes"]).se, 4)
-
-
-def _before_from_parent(spec: TrialSpec, dev_ids: list[str], out: TrialDir) -> bool:
-    """A child's "before" is its parent's final evaluation when it covered the same questions:
-    copy it (marked) instead of evaluating the same weights again. False if it cannot be used."""
-    if not spec.init_from.trial:
-        return False
-    parent_evals = td.read_jsonl(Path(spec.init_from.weights).parent / td.EVAL_FILE)
-    final = parent_evals[-1] if parent_evals else None
-    if not final or final.get("split") != spec.eval.split or sorted(final.get("outcomes") or {}) != sorted(dev_ids):
-        return False
-    out.append(td.EVAL_FILE, {**final, "step": 0, "from_parent": spec.init_from.trial, "elapsed_s": 0.0})
-    print(f"eval step 0: the parent {spec.init_from.trial}'s final evaluation (same questions)", flush=True)
-    return True
-
-
-OPTIMIZER_FILE = "optimizer.pt"
-
-
-def _save_weights(policy: Any, trainer: Any, out: TrialDir) -> None:
-    """The final policy other trials may branch from, plus the optimizer state for a continuation
-    (only for full fine-tuning: a LoRA child merges the parent and starts a fresh adapter)."""
-    import torch
-
-    weights = out.root / td.WEIGHTS_DIR
-    policy.model.save_pretrained(weights)
-    policy.tokenizer.save_pretrained(weights)
-    if policy.lora_rank == 0:
-        torch.save({"optimizer": trainer.optimizer.state_dict()}, weights / OPTIMIZER_FILE)
-
-
-def _restore_parent_optimizer(spec: TrialSpec, trainer: Any) -> None:
-    import torch
-
-    path = Path(spec.init_from.weights) / OPTIMIZER_FILE if spec.init_from.weights else None
-    if not spec.init_from.optimizer or path is None:
-        return
-    if spec.hparams.lora_rank != 0 or not path.is_file():
-        print("init_from.optimizer: the parent left no optimizer state this trial can use "
-              "(full fine-tuning on both sides); starting a fresh optimizer", flush=True)
-        return
-    state = torch.load(path, weights_only=False, map_location="cpu")
-    trainer.optimizer.load_state_dict(state["optimizer"])
 
 
 class _Clock:

@@ -1,0 +1,74 @@
+"""Trials that start from another trial (rl_core.spec.InitFrom): what a child reuses from its
+parent and what it records. The weights themselves are loaded by rl_core.policy (`init_weights`).
+
+- The parent's final evaluation is the child's "before" when it covered the same questions (not
+  evaluated again).
+- The final policy is saved where children can find it (rl_core.trialdir.WEIGHTS_DIR), plus the
+  optimizer state for a plain continuation of full fine-tuning.
+- The result's lineage: parent, branch step, steps and GRPO seconds the weights carry in all.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rl_core import trialdir as td
+from rl_core.spec import TrialSpec
+from rl_core.stats import paired
+
+
+def lineage(spec: TrialSpec, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Where this trial's policy came from, and the training it carries in all."""
+    init = spec.init_from
+    return {"parent": init.trial or None, "branch_step": init.step,
+            "steps_total": init.step + int(metrics.get("steps") or 0),
+            "train_s_total": round(init.train_s + float(metrics.get("train_s") or 0.0), 1)}
+
+
+def paired_se(before: dict[str, Any] | None, after: dict[str, Any]) -> float | None:
+    """The standard error of after - before on the same questions (rl_core.stats.paired)."""
+    if not before or not before.get("outcomes") or not after.get("outcomes"):
+        return None
+    return round(paired(before["outcomes"], after["outcomes"]).se, 4)
+
+
+def before_from_parent(spec: TrialSpec, dev_ids: list[str], out: Any) -> bool:
+    """A child's "before" is its parent's final evaluation when it covered the same questions:
+    copy it (marked) instead of evaluating the same weights again. False if it cannot be used."""
+    if not spec.init_from.trial:
+        return False
+    parent_evals = td.read_jsonl(Path(spec.init_from.weights).parent / td.EVAL_FILE)
+    final = parent_evals[-1] if parent_evals else None
+    if not final or final.get("split") != spec.eval.split or sorted(final.get("outcomes") or {}) != sorted(dev_ids):
+        return False
+    out.append(td.EVAL_FILE, {**final, "step": 0, "from_parent": spec.init_from.trial, "elapsed_s": 0.0})
+    print(f"eval step 0: the parent {spec.init_from.trial}'s final evaluation (same questions)", flush=True)
+    return True
+
+
+OPTIMIZER_FILE = "optimizer.pt"
+
+
+def save_weights(policy: Any, trainer: Any, out: Any) -> None:
+    """The final policy other trials may branch from, plus the optimizer state for a continuation
+    (only for full fine-tuning: a LoRA child merges the parent and starts a fresh adapter)."""
+    weights = out.root / td.WEIGHTS_DIR
+    policy.model.save_pretrained(weights)
+    policy.tokenizer.save_pretrained(weights)
+    if policy.lora_rank == 0:
+        torch.save({"optimizer": trainer.optimizer.state_dict()}, weights / OPTIMIZER_FILE)
+
+
+def restore_parent_optimizer(spec: TrialSpec, trainer: Any) -> None:
+    path = Path(spec.init_from.weights) / OPTIMIZER_FILE if spec.init_from.weights else None
+    if not spec.init_from.optimizer or path is None:
+        return
+    if spec.hparams.lora_rank != 0 or not path.is_file():
+        print("init_from.optimizer: the parent left no optimizer state this trial can use "
+              "(full fine-tuning on both sides); starting a fresh optimizer", flush=True)
+        return
+    state = torch.load(path, weights_only=False, map_location="cpu")
+    trainer.optimizer.load_state_dict(state["optimizer"])

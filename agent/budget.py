@@ -100,3 +100,34 @@ def launch_seconds(*, remaining_s: float, overhead: float, planned_s: float | No
         seconds = remaining_s / waves - overhead
     seconds = min(seconds, remaining_s - overhead)
     return round(seconds, 1) if seconds >= MIN_TRAIN_S else None
+
+
+class Timekeeper:
+    """A session's budget arithmetic over its clock and its constraints (agent/loop.py asks it)."""
+
+    def __init__(self, session_dir: Path, constraints: dict[str, Any]) -> None:
+        self.c = constraints
+        self.clock = SessionClock(session_dir)
+        self.prior = prior_s(str(constraints.get("model", "builtin:")))
+
+    def overhead(self, results: list[dict[str, Any]]) -> float:
+        return overhead_s(results, self.prior)
+
+    def reserve_s(self, results: list[dict[str, Any]]) -> float:
+        return confirm_reserve_s(results, top_k=int(self.c.get("confirm_top_k", 2)), parallel=int(self.c["parallel"]),
+                                 seeds=int(self.c.get("confirm_seeds", 0)),
+                                 seed_train_s=float(self.c.get("trial_seconds") or 0.0), prior=self.prior)
+
+    def time_left(self, results: list[dict[str, Any]]) -> float:
+        """Seconds of the wall-clock budget left for trials (the confirmation's reserve taken off)."""
+        minutes = self.c.get("budget_minutes")
+        if not minutes:
+            return float("inf")
+        return minutes * 60 - self.clock.used() - self.reserve_s(results)
+
+    def launch_seconds(self, results: list[dict[str, Any]], *, finished: int) -> float | None:
+        if not self.c.get("budget_minutes"):
+            return self.c.get("trial_seconds")
+        return launch_seconds(remaining_s=self.time_left(results), overhead=self.overhead(results),
+                              planned_s=self.c.get("trial_seconds"),
+                              trials_left=max(1, int(self.c["trials"]) - finished), parallel=int(self.c["parallel"]))

@@ -65,7 +65,8 @@ class Research:
         self._forget_paused_runs()
         self._handles = {h.trial_id: h for h in self._reattach()}
         self._progress: dict[str, int] = {}
-        self.clock = bd.SessionClock(self.dir)
+        self.time = bd.Timekeeper(self.dir, self.c)
+        self.clock = self.time.clock
         self.branching = bool(self.c.get("branching", True))
 
     def _reattach(self) -> list[TrialHandle]:
@@ -189,7 +190,7 @@ class Research:
         init = parent_init(self.dir, parent, action) if parent else None
         return trial_spec(self.space, self.c, self.session, st.trial_id_of(trial), trial.params,
                           number=trial.number, init_from=init, max_seconds=max_seconds,
-                          eval_seconds=self._overhead() if self.c.get("budget_minutes") else None)
+                          eval_seconds=self.time.overhead(self._results()) if self.c.get("budget_minutes") else None)
 
     def spec_for(self, trial: Any) -> Any:
         try:
@@ -199,41 +200,19 @@ class Research:
 
     # --- time ------------------------------------------------------------------------------------
     def _results(self) -> list[dict[str, Any]]:
-        out = []
-        for trial in st.by_state(self.study, TrialState.COMPLETE):
-            metrics = trial.user_attrs.get("metrics")
-            if metrics:
-                out.append({"metrics": metrics})
-        return out
-
-    def _overhead(self) -> float:
-        return bd.overhead_s(self._results(), bd.prior_s(self.c["model"]))
-
-    def _reserve_s(self) -> float:
-        return bd.confirm_reserve_s(self._results(), top_k=int(self.c.get("confirm_top_k", 2)),
-                                    parallel=int(self.c["parallel"]), seeds=int(self.c.get("confirm_seeds", 0)),
-                                    seed_train_s=float(self.c.get("trial_seconds") or 0.0),
-                                    prior=bd.prior_s(self.c["model"]))
+        """The metrics of finished trials: what the time budget's estimates are measured on."""
+        return [{"metrics": t.user_attrs["metrics"]} for t in st.by_state(self.study, TrialState.COMPLETE)
+                if t.user_attrs.get("metrics")]
 
     def time_left(self) -> float:
-        """Seconds of the wall-clock budget left for trials (the confirmation's reserve taken off)."""
-        minutes = self.c.get("budget_minutes")
-        if not minutes:
-            return float("inf")
-        return minutes * 60 - self.clock.used() - self._reserve_s()
+        return self.time.time_left(self._results())
 
     def _can_launch(self) -> bool:
         return not self.c.get("budget_minutes") or self._launch_seconds() is not None
 
     def _launch_seconds(self) -> float | None:
         """GRPO seconds a trial launched now gets (None: it could not finish in time)."""
-        if not self.c.get("budget_minutes"):
-            return self.c.get("trial_seconds")
-        counts = st.counts(self.study)
-        left = max(1, int(self.c["trials"]) - counts["finished"])
-        return bd.launch_seconds(remaining_s=self.time_left(), overhead=self._overhead(),
-                                 planned_s=self.c.get("trial_seconds"), trials_left=left,
-                                 parallel=int(self.c["parallel"]))
+        return self.time.launch_seconds(self._results(), finished=st.counts(self.study)["finished"])
 
     # --- collect -------------------------------------------------------------------------------
     def collect(self, state: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,51 @@
+"""The time budget's arithmetic (agent/budget.py)."""
+
+import json
+import time
+
+import pytest
+
+from agent.budget import MIN_TRAIN_S, SessionClock, Timekeeper, confirm_reserve_s, launch_seconds, overhead_s
+
+
+def _result(wall: float, train: float) -> dict:
+    return {"metrics": {"wall_s": wall, "train_s": train}}
+
+
+def test_the_clock_survives_a_restart(tmp_path):
+    clock = SessionClock(tmp_path, save_every_s=0.0)
+    time.sleep(0.05)
+    before = clock.used()
+    clock.save()
+    saved = json.loads((tmp_path / "clock.json").read_text())["used_s"]
+    assert saved >= round(before, 2)
+    again = SessionClock(tmp_path)  # a new agent process after kill -9 starts from what was used
+    assert again.base == saved and again.used() >= saved
+
+
+def test_overhead_is_measured_once_trials_finish():
+    assert overhead_s([], prior=30.0) == 30.0
+    assert overhead_s([_result(250, 200), _result(230, 200)], prior=30.0) == 50.0  # the largest measured
+
+
+def test_a_trial_gets_its_share_capped_by_the_time_left_and_none_when_it_cannot_finish():
+    assert launch_seconds(remaining_s=1000, overhead=40, planned_s=180, trials_left=4, parallel=2) == 180
+    assert launch_seconds(remaining_s=150, overhead=40, planned_s=180, trials_left=4, parallel=2) == 110
+    assert launch_seconds(remaining_s=40 + MIN_TRAIN_S - 1, overhead=40, planned_s=180, trials_left=1,
+                          parallel=2) is None
+    assert launch_seconds(remaining_s=600, overhead=50, planned_s=None, trials_left=4, parallel=2) == 250
+
+
+def test_the_confirmation_is_reserved_in_waves_of_the_slots():
+    one_wave = confirm_reserve_s([_result(240, 200)], top_k=1, parallel=2)  # base + 1 trial: one wave
+    two_waves = confirm_reserve_s([_result(240, 200)], top_k=2, parallel=2)  # base + 2 trials: two waves
+    assert two_waves - one_wave == pytest.approx(20.0)  # one more evaluation job (half the 40 s overhead)
+    assert confirm_reserve_s([], top_k=0, parallel=2) < one_wave
+
+
+def test_timekeeper_without_a_budget_never_stops_a_launch(tmp_path):
+    keeper = Timekeeper(tmp_path, {"model": "builtin:tiny-gemma", "parallel": 2, "trials": 4, "trial_seconds": 90})
+    assert keeper.time_left([]) == float("inf") and keeper.launch_seconds([], finished=0) == 90
+    tight = Timekeeper(tmp_path / "b", {"model": "builtin:tiny-gemma", "parallel": 2, "trials": 4,
+                                        "trial_seconds": 90, "budget_minutes": 0.5})
+    assert tight.launch_seconds([], finished=0) is None  # 30 s cannot hold a trial and the confirmation

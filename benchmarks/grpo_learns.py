@@ -4,7 +4,10 @@ For each seed: run the *default* trial spec (rl_core/spec.py defaults) with a wa
 reading dev greedy execution accuracy (with its standard error) and pass@8 at the rollout
 temperature before and after the GRPO stage from the trial's own files; then give the same start
 the same training wall time of supervised learning on all gold train examples and evaluate it the
-same way. Dev stays held out and greedy; nothing here tunes the evaluation.
+same way. Dev stays held out and greedy; nothing here tunes the evaluation. The default recipe was
+chosen on dev (docs/grpo-tuning.md), so dev figures are labelled "tuned on this split"; each seed's
+trained weights and the base policy are also evaluated once on the 400-question test split and
+compared on the same questions (paired standard error, rl_core.stats).
 
     .venv/bin/python benchmarks/grpo_learns.py [--seeds 0 1 2] [--seconds 480] [--no-sft]
 
@@ -42,6 +45,20 @@ def grpo_seed(seed: int, seconds: float, dev_limit: int, pass_k: int, pass_limit
             "after": m["dev_accuracy_after"], "after_se": m["dev_stderr_after"],
             "pass_before": m.get(f"pass@{pass_k}_before"), "pass_after": m.get(f"pass@{pass_k}_after"),
             "steps": m["steps"], "train_s": m["train_s"], "wall_s": round(time.time() - t0, 1)}
+
+
+def test_eval(name: str, out: Path, weights: Path | None) -> dict[str, bool]:
+    """Greedy outcomes on every test question: evaluation-only, the trial's weights or the base."""
+    from rl_core.trial import run_trial
+
+    spec = {"trial_id": name, "budget": {"max_steps": 0, "max_seconds": None, "checkpoint_every": 0},
+            "eval": {"split": "test", "limit": 0, "samples": 0, "before": False}}
+    if weights is not None:
+        spec["init_from"] = {"trial": name, "weights": str(weights.resolve())}
+    result = run_trial(spec, out / name)
+    if result["status"] != "succeeded":
+        raise SystemExit(f"test evaluation {name} failed: {result['error']}")
+    return json.loads((out / name / "eval.jsonl").read_text().splitlines()[-1])["outcomes"]
 
 
 def sft_seed(seed: int, seconds: float, dev_limit: int, pass_k: int, pass_limit: int) -> dict:
@@ -103,19 +120,32 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
+    from rl_core.stats import accuracy, paired
+
     rows = []
+    base_test = test_eval("test-base", args.out, None)
     for seed in args.seeds:  # one after another: the machine has 2 cores
         g = grpo_seed(seed, args.seconds, args.dev_limit, args.pass_k, args.pass_limit, args.out)
+        after_test = test_eval(f"test-grpo-s{seed}", args.out, args.out / f"grpo-s{seed}" / "adapter")
+        cmp = paired(base_test, after_test)
+        g.update(test_before=accuracy(base_test)[0], test_after=accuracy(after_test)[0], test_gain=cmp.diff,
+                 test_gain_se=cmp.se, test_n=cmp.n)
         s = None if args.no_sft else sft_seed(seed, g["train_s"], args.dev_limit, args.pass_k, args.pass_limit)
         rows.append((seed, g, s))
-        print(f"seed {seed}: GRPO dev greedy {pct(g['before'])} ±{pct(g['before_se'])} -> {pct(g['after'])} "
+        print(f"seed {seed}: GRPO test greedy (n={g['test_n']}) {pct(g['test_before'])} -> {pct(g['test_after'])} "
+              f"({100 * g['test_gain']:+.1f} ± {100 * g['test_gain_se']:.1f} paired); "
+              f"dev (the recipe was tuned on this split) greedy {pct(g['before'])} ±{pct(g['before_se'])} -> {pct(g['after'])} "
               f"±{pct(g['after_se'])} (gain {100 * (g['after'] - g['before']):+.1f}); pass@{args.pass_k} "
               f"{pct(g['pass_before'])} -> {pct(g['pass_after'])}; {g['steps']} steps, train {g['train_s']}s, "
               f"trial wall {g['wall_s']}s"
               + ("" if s is None else f" | SFT same {g['train_s']}s: greedy {pct(s['after'])} ±{pct(s['after_se'])}, "
                  f"pass@{args.pass_k} {pct(s['pass_after'])}, {s['steps']} steps"), flush=True)
     gains = [g["after"] - g["before"] for _, g, _ in rows]
-    print(f"mean over {len(rows)} seeds: GRPO gain {100 * statistics.mean(gains):+.1f} points "
+    test_gains = [g["test_gain"] for _, g, _ in rows]
+    print(f"mean over {len(rows)} seeds on test: GRPO gain {100 * statistics.mean(test_gains):+.1f} points "
+          f"(per seed {', '.join(f'{100 * x:+.1f}' for x in test_gains)}; paired SE per seed "
+          f"{', '.join(f'{100 * se:.1f}' for se in (g['test_gain_se'] for _, g, _ in rows))})")
+    print(f"mean over {len(rows)} seeds on dev (tuned on this split): GRPO gain {100 * statistics.mean(gains):+.1f} points "
           f"(per seed {', '.join(f'{100 * x:+.1f}' for x in gains)}); "
           f"greedy {pct(statistics.mean(g['before'] for _, g, _ in rows))} -> "
           f"{pct(statistics.mean(g['after'] for _, g, _ in rows))}"

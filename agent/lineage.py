@@ -15,13 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from agent.planners.base import Proposal
+from agent.session import trial_dir
 from rl_core.spec import TrialSpec
 from rl_core.trialdir import WEIGHTS_DIR, TrialDirError, read_result
 from tools.search_space import SearchSpace
-
-
-def trial_dir(session_dir: Path, trial_id: str) -> Path:
-    return Path(session_dir) / "trials" / trial_id
 
 
 def parent_problem(session_dir: Path, parent: str) -> str | None:

@@ -7,6 +7,7 @@
   weights, a GGUF file that is not there, a packaged model whose extra is not installed, a Hub id
   that is neither cached nor reachable;
 - the dataset is not built or imported, or lacks the train or evaluation split;
+- the reward names a component or a setting sql_env does not know;
 - the runs directory is a file or cannot be written.
 It returns warnings (for example parallel trials above the usable cores, capped) that the caller shows.
 """
@@ -22,6 +23,7 @@ from typing import Any
 from rl_core.gguf import KNOWN_MODELS
 from rl_core.tiny_gemma import RECIPES
 from sql_env.datasets.store import DatasetError, dataset_dir, splits_of
+from sql_env.rewards import RewardSpec
 from tools.search_space import SearchSpace, SearchSpaceError
 
 BUILTIN_PREFIX = "builtin:"
@@ -52,11 +54,22 @@ def check_plan(plan: Any, runs_dir: str | os.PathLike[str], *, force_parallel: b
         space.check(base)
     except SearchSpaceError as exc:
         raise PreflightError(str(exc)) from None
+    check_reward(space, base)
     split = space.fixed.get("eval.split", "dev")
     if split == "test":
         raise PreflightError('eval.split "test" is sealed: the session chooses on dev and confirms the winner '
                              'on test at the end; remove the [fixed] "eval.split"')
     return _cap_parallel(plan, force_parallel)
+
+
+def check_reward(space: SearchSpace, base: dict[str, Any]) -> None:
+    """sql_env owns the reward components and their params: the default trial's reward must be one
+    it accepts (a misspelt reward param fails here, not in every trial)."""
+    reward = space.build_spec(space.defaults(), base=base).reward
+    try:
+        RewardSpec.from_json({"components": reward.components, "params": reward.params})
+    except ValueError as exc:
+        raise PreflightError(f"reward: {exc}") from None
 
 
 def _cap_parallel(plan: Any, force: bool) -> list[str]:

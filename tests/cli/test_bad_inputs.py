@@ -60,6 +60,8 @@ def _start_cases(tmp_path: Path) -> list[tuple[str, list[str], str]]:
         ("binary config", c(b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe"), ".toml"),
         ("config not found", ["--config", str(tmp_path / "missing.toml")], "not found"),
         ("sealed test split", c('[fixed]\n"eval.split" = "test"\n'), "sealed"),
+        ("misspelt reward param", c('[fixed]\n"reward.params.length_fre_chars" = 10\n'), "length_fre_chars"),
+        ("unknown reward component", c('[fixed]\n"reward.components.style" = 0.1\n'), "style"),
         ("unknown built-in", ["--model", "builtin:huge-gemma"], "unknown built-in model"),
         ("missing model dir", ["--model", str(tmp_path / "nope")], "does not exist"),
         ("model without weights", ["--model", str(model_dir)], "no weights"),
@@ -178,3 +180,17 @@ def test_imports_of_files_that_are_not_what_they_claim(tmp_path: Path, monkeypat
         assert result.exit_code == 1, (args, result.output)
         assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
         assert expected in result.output and "Traceback" not in result.output
+
+
+def test_a_session_where_every_trial_fails_exits_1_with_the_causes(tmp_path: Path):
+    """The model passes preflight (a config and a weights file) but cannot load: every trial fails."""
+    model = tmp_path / "broken-model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "gemma3_text"}))
+    (model / "model.safetensors").write_bytes(b"not safetensors")
+    runs = tmp_path / "runs"
+    result = runner.invoke(app, ["start", "raise dev accuracy, 2 trials, 2 at a time", "--planner", "offline",
+                                 "--model", str(model), "--runs-dir", str(runs)])
+    assert result.exit_code == 1, result.output
+    (line,) = [ln for ln in result.output.splitlines() if ln.startswith("error:")]
+    assert "every trial failed; causes: 2 x model_load" in line and "Traceback" not in result.output

@@ -248,7 +248,7 @@ def report(
     ),
     runs_dir: Path = RUNS_DIR,
 ) -> None:
-    """The leaderboard, best trial (config, adapter, reproduce command), rounds, importances, failures, curves."""
+    """The verdict (test-split confirmation), leaderboard, trial tree, best trial with its reproduce command, rounds, failures, curves."""
     from agent.report import build_report, render_markdown, render_terminal, write_plot
 
     if trial is not None:

@@ -222,3 +222,26 @@ def test_a_spec_the_runner_would_reject_is_refused_at_plan_time(tmp_path: Path):
         with pytest.raises(GoalError, match="group_size|learnig_rate|learning_rate"):
             _session(tmp_path, "raise accuracy, 2 trials, 1 at a time", config=str(config))
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_a_child_reports_its_intermediate_evals_at_its_cumulative_step(tmp_path: Path, monkeypatch):
+    """The median pruner compares a branch with the others at the training its weights carry."""
+    from agent.planners.base import PlannerResult, Proposal
+
+    monkeypatch.setenv("SCRIPTED_TRIAL", json.dumps({"step_s": 0.4, "steps": 4}))  # slow enough to be polled
+    session_dir = _session(tmp_path, "raise accuracy, 2 trials, 1 at a time", eval_every_steps=1)
+
+    class BranchSecond:
+        name = "branch-second"
+
+        def propose(self, ctx):
+            if not ctx.trials:
+                return PlannerResult([Proposal({"learning_rate": 2e-4}, "fresh")], self.name)
+            return PlannerResult([Proposal({"learning_rate": 1e-4}, "branch", "branch", "t0000")], self.name)
+
+    _run(session_dir, planner=BranchSecond())
+    parent, child = sorted(open_study(session_dir).get_trials(), key=lambda t: t.number)
+    assert child.user_attrs["parent"] == "t0000" and child.user_attrs["action"] == "branch"
+    # Reported while polled: some of steps 1-4 for the parent, the child's own steps + 4.
+    assert parent.intermediate_values and set(parent.intermediate_values) <= {1, 2, 3, 4}
+    assert child.intermediate_values and set(child.intermediate_values) <= {5, 6, 7, 8}  # after the parent's 4

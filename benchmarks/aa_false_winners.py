@@ -17,13 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import random
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rl_core.stats import paired, winners  # noqa: E402
+from rl_core.stats import aa_false_winner_rate, paired, winners  # noqa: E402
 from rl_core.trialdir import read_jsonl  # noqa: E402
 
 
@@ -57,16 +56,6 @@ def session_check(session_dir: Path) -> None:
           f"by the rule (Holm over {len(comps)} comparisons, 2 SE)")
 
 
-def false_winner_rate(rates: list[float], *, trials: int, sessions: int, seed: int = 0) -> float:
-    rng = random.Random(seed)
-    hits = 0
-    for _ in range(sessions):
-        base = {i: rng.random() < p for i, p in enumerate(rates)}
-        comps = {t: paired(base, {i: rng.random() < p for i, p in enumerate(rates)}) for t in range(trials)}
-        hits += bool(winners(comps))
-    return hits / sessions
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("session", nargs="?", help="an A/A session directory")
@@ -84,7 +73,7 @@ def main() -> None:
     print(f"{len(rates)} questions; mean rate {sum(rates) / len(rates):.3f}; {mixed} answered differently by "
           f"identical configurations")
     for m in args.trials:
-        rate = false_winner_rate(rates, trials=m, sessions=args.sessions)
+        rate = aa_false_winner_rate(rates, trials=m, sessions=args.sessions)
         se = math.sqrt(rate * (1 - rate) / args.sessions)
         print(f"{m} trials compared: false-winner rate {100 * rate:.2f}% ± {100 * se:.2f} "
               f"({args.sessions} simulated sessions; target <= 5%)")

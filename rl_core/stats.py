@@ -12,6 +12,7 @@ with one comparison that is exactly "at least 2 paired standard errors".
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -98,3 +99,17 @@ def winners(comparisons: Mapping[str, Paired], alpha: float = ALPHA_2SE) -> set[
     names = list(comparisons)
     adjusted = holm([comparisons[n].p_one_sided for n in names])
     return {n for n, p in zip(names, adjusted, strict=True) if p < alpha and comparisons[n].diff > 0}
+
+
+def aa_false_winner_rate(rates: Sequence[float], *, trials: int, sessions: int, seed: int = 0) -> float:
+    """A/A check of `winners`: sessions whose base and `trials` policies all draw each question's
+    outcome from the same per-question rates (nothing better than anything); the share of sessions
+    in which the rule still names a winner."""
+    rng = random.Random(seed)
+    hits = 0
+    for _ in range(sessions):
+        base = {str(i): rng.random() < p for i, p in enumerate(rates)}
+        comps = {str(t): paired(base, {str(i): rng.random() < p for i, p in enumerate(rates)})
+                 for t in range(trials)}
+        hits += bool(winners(comps))
+    return hits / sessions

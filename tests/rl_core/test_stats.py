@@ -2,12 +2,20 @@
 
 import json
 import math
-import random
 from pathlib import Path
 
 import pytest
 
-from rl_core.stats import ALPHA_2SE, accuracy, binomial_se, holm, mcnemar_exact, paired, winners
+from rl_core.stats import (
+    ALPHA_2SE,
+    aa_false_winner_rate,
+    accuracy,
+    binomial_se,
+    holm,
+    mcnemar_exact,
+    paired,
+    winners,
+)
 
 
 def test_accuracy_and_binomial_se():
@@ -58,18 +66,6 @@ def test_winner_needs_two_paired_standard_errors_after_holm():
     # Compared alongside one more trial, the same gain is within what two tries give by chance.
     assert winners({"slight": paired(base, slight), "same": paired(base, same)}) == set()
     assert winners({"better": paired(base, better), "same": paired(base, same)}) == {"better"}
-
-
-def aa_false_winner_rate(rates: list[float], *, trials: int, sessions: int, seed: int = 0) -> float:
-    """Sessions of identical policies: each evaluation draws every question's outcome from the same
-    per-question rate (what a re-trained identical config gives, measured), the base included."""
-    rng = random.Random(seed)
-    false = 0
-    for _ in range(sessions):
-        base = {i: rng.random() < p for i, p in enumerate(rates)}
-        comps = {t: paired(base, {i: rng.random() < p for i, p in enumerate(rates)}) for t in range(trials)}
-        false += bool(winners(comps))
-    return false / sessions
 
 
 def test_aa_decision_rule_rarely_names_a_winner():

@@ -131,11 +131,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", default="agent,tpe,single")
     parser.add_argument("--runs-dir", default="runs/bench-outcome")
-    parser.add_argument("--out", default="runs/bench-outcome/results.jsonl")
+    parser.add_argument("--out", default="runs/bench-outcome/results.jsonl",
+                        help="results are appended here; the summary covers every (seed, method) in it")
+    parser.add_argument("--summary", action="store_true", help="print the summary of --out and run nothing")
     args = parser.parse_args()
     runs, out = Path(args.runs_dir), Path(args.out)
     budget_s = args.budget_minutes * 60
-    rows: list[dict[str, Any]] = []
+    if args.summary:
+        print_summary(_latest_rows(out))
+        return
     for seed in args.seeds:
         for method in args.methods.split(","):
             work = runs / f"{method}-{seed}"
@@ -143,7 +147,6 @@ def main() -> None:
             r = run_single(seed, args.budget_minutes, work) if method == "single" else \
                 run_session_method(method, seed, args.budget_minutes, work)
             row = {"seed": seed, **summarise(method, r, budget_s)}
-            rows.append(row)
             out.parent.mkdir(parents=True, exist_ok=True)
             with open(out, "a") as f:
                 f.write(json.dumps(row) + "\n")
@@ -155,23 +158,41 @@ def main() -> None:
                   f"{100 * row['diff']:+.1f} ± {100 * row['diff_se']:.1f} (paired)  dev {100 * (row['dev'] or 0):.1f}%  "
                   f"winner {row['winner']}  trials {row['trials']}  wall {row['wall_s']:.0f}s "
                   f"(budget {budget_s:.0f}s, overrun {row['overrun_s']:+.0f}s)", flush=True)
-    print("\nmean over seeds (test accuracy; the paired SE of each method against the others on the same "
-          "questions, per seed)")
-    by_method: dict[str, list[dict[str, Any]]] = {}
+    print_summary(_latest_rows(out))
+
+
+def _latest_rows(out: Path) -> list[dict[str, Any]]:
+    """Every (seed, method) recorded in the results file, the latest run of each: runs made by
+    separate invocations (one seed at a time, say) are summarised together."""
+    latest: dict[tuple[int, str], dict[str, Any]] = {}
+    if out.exists():
+        for line in out.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                latest[(row["seed"], row["method"])] = row
+    return [latest[k] for k in sorted(latest)]
+
+
+def print_summary(rows: list[dict[str, Any]]) -> None:
+    print("\nmean over seeds (test accuracy), each method against the base and against the agent, paired on "
+          "the same test questions per seed")
+    by_method: dict[str, dict[int, dict[str, Any]]] = {}
     for row in rows:
         if row["test"] is not None:
-            by_method.setdefault(row["method"], []).append(row)
+            by_method.setdefault(row["method"], {})[row["seed"]] = row
     for method, rs in by_method.items():
-        tests = [r["test"] for r in rs]
+        tests = [r["test"] for r in rs.values()]
         sd = statistics.stdev(tests) if len(tests) > 1 else 0.0
-        print(f"{method:6s} {100 * statistics.fmean(tests):.1f}% (seed sd {100 * sd:.1f}; "
-              f"{len(rs)} seed(s)); max overrun {max(r['overrun_s'] for r in rs):+.0f}s")
-    if "agent" in by_method:
-        for other in [m for m in by_method if m != "agent"]:
-            for a, b in zip(by_method["agent"], by_method[other], strict=False):
-                cmp = paired(b["model_outcomes"], a["model_outcomes"])
-                print(f"seed {a['seed']}: agent - {other} = {100 * cmp.diff:+.1f} ± {100 * cmp.se:.1f} points "
-                      f"(paired on the test questions, McNemar p={cmp.p_mcnemar:.3g})")
+        per_seed = ", ".join(f"seed {s} {100 * r['test']:.1f}% ({100 * r['diff']:+.1f} ± {100 * r['diff_se']:.1f})"
+                             for s, r in sorted(rs.items()))
+        print(f"{method:6s} {100 * statistics.fmean(tests):.1f}% (seed sd {100 * sd:.1f}; {len(rs)} seed(s): {per_seed}); "
+              f"max overrun {max(r['overrun_s'] for r in rs.values()):+.0f}s")
+    for other in [m for m in by_method if m != "agent"]:
+        for seed in sorted(set(by_method.get("agent", {})) & set(by_method[other])):
+            a, b = by_method["agent"][seed], by_method[other][seed]
+            cmp = paired(b["model_outcomes"], a["model_outcomes"])
+            print(f"seed {seed}: agent - {other} = {100 * cmp.diff:+.1f} ± {100 * cmp.se:.1f} points "
+                  f"(paired on the test questions, McNemar p={cmp.p_mcnemar:.3g})")
 
 
 if __name__ == "__main__":

@@ -12,8 +12,9 @@ Each step is the trainer's own pieces, 2 prompts x 4 completions x 64 new tokens
             into log-prob forwards (reference, then one per PPO epoch), backward and optimizer.
             Every step trains twice from the same state on the same rollouts: the old log-prob
             path (`old_log_probs=True`) and the new one, so old and new meet the same load; the
-            losses must agree. `--only new|old` runs one of them (`old` also samples with
-            torch.multinomial, the engine's old draw).
+            losses must agree. Every step also generates twice from the same prompts: the old
+            draw (torch.multinomial, timed for the old path; its rollouts are not trained on) and
+            the new one (the rollouts both paths train on). `--only new|old` runs one path.
 Next to each phase: a floor for these cores, from this machine's measured bf16 matmul rate and
 memory bandwidth (decode reads every weight once per token step; the rest is matmul FLOPs).
 Memory: peak RSS (VmHWM) over the whole run, and per phase (the kernel's high-water mark is reset
@@ -92,9 +93,9 @@ class Timers:
     def wrap_trainer(self, trainer) -> None:
         log_probs = trainer._log_probs
 
-        def timed_log_probs(model, batch, with_entropy=False):
+        def timed_log_probs(model, batch, with_entropy=False, **kwargs):
             t0 = time.perf_counter()
-            out = log_probs(model, batch, with_entropy)
+            out = log_probs(model, batch, with_entropy, **kwargs)
             self.add("logp fwd (ref)" if torch_is_grad_disabled() else "train fwd", time.perf_counter() - t0)
             return out
 
@@ -172,7 +173,7 @@ def main() -> None:
 
     env = SQLEnvironment("builtin", prompt_style=policy.prompt_style, tokenizer=policy.tokenizer)
     engine = HFEngine(model, policy.tokenizer, stop_strings=getattr(env, "stop_strings", ()))
-    engine.old_sampling = args.only == "old"  # the rollouts are shared by both paths otherwise
+    engine.old_sampling = args.only == "old"  # training rollouts come from the new draw otherwise
     hp = HParams(lora_rank=args.lora_rank, group_size=args.group_size, prompts_per_step=args.prompts,
                  max_new_tokens=args.max_new_tokens, dynamic_sampling=False, warmup_steps=0,
                  ppo_epochs=args.ppo_epochs)
@@ -183,11 +184,26 @@ def main() -> None:
     timers.wrap_trainer(trainer)
     paths = [args.only] if args.only else ["old", "new"]
     rows: list[dict[str, float]] = []
+    take = trainer.sampler.take
     for step in range(1, args.steps + 1):
+        ids = take(hp.prompts_per_step)
+        trainer.sampler.take = lambda n, ids=ids: ids[:n]  # collect() below uses these prompts
+        old_gen = {}
+        if len(paths) == 2:  # the old path's generation: the same prompts through the multinomial draw
+            timers.t, timers.decode_steps = {}, 0
+            engine.old_sampling = True
+            t0 = time.perf_counter()
+            outs = engine.generate([env.prompt(i) for i in ids], n=hp.group_size, temperature=hp.temperature,
+                                   top_p=hp.top_p, max_new_tokens=hp.max_new_tokens)
+            old_gen = {"generate": time.perf_counter() - t0, **timers.t, "decode_steps": timers.decode_steps,
+                       "tokens": sum(len(c.token_ids) for comps in outs for c in comps)}
+            engine.old_sampling = False
         timers.t, timers.decode_steps = {}, 0
         reset_peak()
         generated, _, timings = trainer.collect()
         shared = {"generate": timings["t_generate"], "score": timings["t_score"], **timers.t}
+        new_gen = {**shared, "decode_steps": timers.decode_steps,
+                   "tokens": sum(len(c.token_ids) for g in generated for c in g.completions)}
         peak_gen = rss_gib()[1]
         start = {"params": [p.detach().clone() for p in trainer.params], "opt": copy.deepcopy(trainer.optimizer.state_dict())}
         for which in paths:
@@ -201,23 +217,19 @@ def main() -> None:
             t1 = time.perf_counter()
             stats = trainer.update(generated)
             train_s = time.perf_counter() - t1
-            row = {**shared, **timers.t, "train": train_s, "loss": stats["loss"], "grad_norm": stats["grad_norm"],
-                   "peak_gen": peak_gen, "peak_train": rss_gib()[1], "path": which, "step": step,
-                   "tokens": sum(len(c.token_ids) for g in generated for c in g.completions)}
+            gen = {**new_gen, **old_gen, "score": shared["score"]} if which == "old" else new_gen
+            row = {**gen, **timers.t, "train": train_s, "loss": stats["loss"], "grad_norm": stats["grad_norm"],
+                   "peak_gen": peak_gen, "peak_train": rss_gib()[1], "path": which, "step": step}
             row["backward"] = train_s - sum(timers.t.values())
             row["step_s"] = row["generate"] + row["score"] + train_s
             rows.append(row)
             print(f"step {step} {which}: generate {row['generate']:.2f} s (prefill {row.get('prefill', 0):.2f}, "
-                  f"decode {row.get('decode', 0):.2f} over {timers_decode(timers)} steps, {row['tokens']} tokens), "
+                  f"decode {row.get('decode', 0):.2f} over {row['decode_steps']} steps, {row['tokens']} tokens), "
                   f"score {row['score']:.3f} s, train {train_s:.2f} s (fwd {row.get('train fwd', 0):.2f}, "
                   f"backward {row['backward']:.2f}, optimizer {row.get('optimizer', 0):.2f}), loss {stats['loss']:.6f}, "
                   f"grad norm {stats['grad_norm']:.6f}, peak RSS {max(peak_gen, row['peak_train']):.2f} GiB", flush=True)
         floor = floors(model, generated, args, gflops, gbps, args.lora_rank > 0, timers.decode_steps)
     report(rows, paths, floor, args.steps)
-
-
-def timers_decode(timers: Timers) -> int:
-    return timers.decode_steps
 
 
 def report(rows: list[dict], paths: list[str], floor: dict[str, float], steps: int) -> None:

@@ -40,8 +40,8 @@ from agent.planners.llm import (
     openai_api_key,
     openai_base_url,
 )
+from agent.settings import GoalError, read_config, tracking_settings  # noqa: F401 - re-exported
 from tools.search_space import SearchSpace, SearchSpaceError, is_pretrained, pretrained_note
-from tools.tracking import BACKENDS, missing_backends
 
 METRICS = {"dev_accuracy_after": "dev execution accuracy after training",
            "gain": "dev execution accuracy gain over the base policy"}
@@ -53,10 +53,6 @@ MAX_TRIALS = 1000  # a session is a sweep, not a benchmark farm; more is almost 
 MAX_PARALLEL = 256
 MAX_BUDGET_MINUTES = 30 * 24 * 60
 PLANNERS = ("offline", "gemini", "openai")
-
-
-class GoalError(ValueError):
-    """The goal (or an override) cannot be understood; the message says how to phrase it."""
 
 
 @dataclass
@@ -214,7 +210,7 @@ def plan_goal(goal: str, overrides: dict[str, Any] | None = None, progress: Prog
     [fixed]; see tools/search_space.py). Raises GoalError for anything that cannot be understood.
     `progress` receives a line per LLM attempt while an LLM planner reads the goal."""
     cli = {k: v for k, v in (overrides or {}).items() if v is not None}
-    file_options, space_sections = _read_config(cli["config"]) if cli.get("config") else ({}, {})
+    file_options, space_sections = read_config(cli["config"]) if cli.get("config") else ({}, {})
     overrides = {**file_options, **cli}
     unknown = set(overrides) - _OVERRIDES
     if unknown:
@@ -252,75 +248,6 @@ def plan_goal(goal: str, overrides: dict[str, Any] | None = None, progress: Prog
         raise GoalError(f"pruner {plan.pruner!r} is unknown; use median or none")
     plan.tracking = tracking_settings(file_options.get("tracking"), cli.get("tracking"))
     return plan
-
-
-_TRACKING_KEYS = ("backends", "tensorboard_dir", "mlflow_uri")
-
-
-def tracking_settings(*values: Any) -> dict[str, Any]:
-    """The experiment trackers to mirror trials to, from the config's `[tracking]` table and/or the
-    `--track` flag (later values win key by key). Each value is "tensorboard,mlflow" (or "none"), a
-    list of backend names, or a table {backends, tensorboard_dir, mlflow_uri}. {} means none;
-    GoalError for an unknown backend or key, or a backend whose library is not installed."""
-    settings: dict[str, Any] = {}
-    for value in values:
-        if value is None:
-            continue
-        table = dict(value) if isinstance(value, dict) else {"backends": value}
-        unknown = set(table) - set(_TRACKING_KEYS)
-        if unknown:
-            raise GoalError(f"tracking setting {sorted(unknown)[0]!r} is unknown; use {', '.join(_TRACKING_KEYS)}")
-        settings.update(table)
-    backends = _backends(settings.get("backends", []))
-    if not backends:
-        return {}
-    for key in ("tensorboard_dir", "mlflow_uri"):
-        if settings.get(key) is not None and not (isinstance(settings[key], str) and settings[key]):
-            raise GoalError(f"tracking {key} must be a non-empty string, got {settings[key]!r}")
-    if missing := missing_backends(backends):
-        raise GoalError(f"tracking: {missing[0]}")
-    return {"backends": backends, **{k: str(settings[k]) for k in _TRACKING_KEYS[1:] if settings.get(k)}}
-
-
-def _backends(value: Any) -> list[str]:
-    names = value.split(",") if isinstance(value, str) else value
-    if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
-        raise GoalError(f"tracking backends must be a list of names ({', '.join(BACKENDS)}), got {value!r}")
-    names = [n.strip().lower() for n in names if n.strip()]
-    if names == ["none"]:
-        return []
-    for name in names:
-        if name not in BACKENDS:
-            raise GoalError(f"tracking backend {name!r} is unknown; use {', '.join(BACKENDS)} (comma-separated)")
-    return list(dict.fromkeys(names))
-
-
-def _read_config(path: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(option keys, search-space sections) of a TOML or JSON config file."""
-    import json
-    import tomllib
-    from pathlib import Path
-
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError:
-        raise GoalError(f"config file {path} not found; check the --config path") from None
-    except UnicodeDecodeError:
-        raise GoalError(f"config file {path} is not a text file (TOML or JSON); check the --config path") from None
-    try:
-        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-    except (ValueError, tomllib.TOMLDecodeError) as exc:
-        raise GoalError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {exc}") from None
-    if not isinstance(data, dict):
-        raise GoalError(f"{path} must hold a table/object of settings")
-    space = {k: data.pop(k) for k in ("params", "fixed") if k in data}
-    data.pop("config", None)
-    if isinstance(data.get("launcher"), dict):  # [launcher] name = "k8s", namespace = ...
-        table = dict(data.pop("launcher"))
-        data["launcher"] = table.pop("name", "local")
-        data["launcher_options"] = {**table, **data.get("launcher_options", {})}
-    return data, space
 
 
 _VALUE_KEYS = ("trials", "parallel", "budget_minutes", "model", "dataset", "seed", "eval_limit",

@@ -58,8 +58,8 @@ def run(
 
 
 def _tracking(track: str | None) -> dict:
-    """The --track flag checked before any training (agent.goal owns the rules)."""
-    from agent.goal import GoalError, tracking_settings
+    """The --track flag checked before any training (agent.settings owns the rules)."""
+    from agent.settings import GoalError, tracking_settings
 
     try:
         return tracking_settings(track)

@@ -40,7 +40,7 @@ from agent.planners.llm import (
     openai_api_key,
     openai_base_url,
 )
-from agent.settings import GoalError, read_config, tracking_settings  # noqa: F401 - re-exported
+from agent.settings import GoalError, read_config, tracking_settings
 from tools.search_space import SearchSpace, SearchSpaceError, is_pretrained, pretrained_note
 
 METRICS = {"dev_accuracy_after": "dev execution accuracy after training",

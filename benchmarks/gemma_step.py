@@ -217,7 +217,7 @@ def main() -> None:
             t1 = time.perf_counter()
             stats = trainer.update(generated)
             train_s = time.perf_counter() - t1
-            gen = {**new_gen, **old_gen, "score": shared["score"]} if which == "old" else new_gen
+            gen = {**new_gen, **old_gen} if which == "old" else new_gen
             row = {**gen, **timers.t, "train": train_s, "loss": stats["loss"], "grad_norm": stats["grad_norm"],
                    "peak_gen": peak_gen, "peak_train": rss_gib()[1], "path": which, "step": step}
             row["backward"] = train_s - sum(timers.t.values())

@@ -59,6 +59,9 @@ def check_plan(plan: Any, runs_dir: str | os.PathLike[str], *, force_parallel: b
     if split == "test":
         raise PreflightError('eval.split "test" is sealed: the session chooses on dev and confirms the winner '
                              'on test at the end; remove the [fixed] "eval.split"')
+    if space.fixed.get("eval.report_split"):
+        raise PreflightError('eval.report_split is for a single trial tuned by hand; in a session the test split is '
+                             'read once, by the confirmation of the winner; remove the [fixed] "eval.report_split"')
     return _cap_parallel(plan, force_parallel)
 
 

@@ -257,10 +257,15 @@ class EvalConfig:
     pass_limit: int = spec_field(0, "items for pass@k (0 = the same items as greedy)", lo=0)
     samples: int = spec_field(32, "sample completions with verdicts written per logged step", lo=0)
     before: bool = spec_field(True, "evaluate before training (skip when the start is already measured)")
+    report_split: str = spec_field("", "a second split evaluated whole, before and after training only (\"\" = "
+                                   "none): the held-out report of a recipe tuned on `split`; sealed in sessions")
 
     def __post_init__(self) -> None:
         _validate_section(self, "eval.")
         _check(self.split != "", 'eval.split must name a split, e.g. "dev"')
+        _check(self.report_split != self.split,
+               f"eval.report_split and eval.split are both {self.split!r}; report on another split or set "
+               'report_split to ""')
 
 
 @dataclass
@@ -309,6 +314,8 @@ class TrialSpec:
                f"device must be \"auto\", \"cpu\", \"cuda\" or \"cuda:N\", got {self.device!r}")
         _check(self.train_split != self.eval.split,
                f"train_split and eval.split are both {self.train_split!r}; evaluate on a held-out split")
+        _check(self.train_split != self.eval.report_split,
+               f"train_split and eval.report_split are both {self.train_split!r}; report on a held-out split")
         _check(self.hparams.schedule != "cosine" or self.budget.max_steps is not None,
                "hparams.schedule \"cosine\" needs budget.max_steps (it decays to zero there); "
                "set max_steps or use \"constant\"")

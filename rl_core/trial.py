@@ -150,7 +150,14 @@ def _train_and_evaluate(spec: TrialSpec, out: TrialDir, policy: Any, env: Any, *
         dev_ids = list(env.example_ids(spec.eval.split))[: spec.eval.limit or None]
     except (ValueError, FileNotFoundError) as exc:  # unknown dataset or split
         raise TrialError("bad_spec", str(exc)) from exc
-    for split, ids in ((spec.train_split, train_ids), (spec.eval.split, dev_ids)):
+    report_ids: list[str] = []
+    if spec.eval.report_split:
+        try:
+            report_ids = list(env.example_ids(spec.eval.report_split))
+        except (ValueError, FileNotFoundError) as exc:
+            raise TrialError("bad_spec", f"eval.report_split: {exc}") from exc
+    named = [(spec.train_split, train_ids), (spec.eval.split, dev_ids)]
+    for split, ids in named + ([(spec.eval.report_split, report_ids)] if spec.eval.report_split else []):
         if not ids:
             raise TrialError("bad_spec", f"split {split!r} of dataset {spec.dataset!r} is empty; pick another split")
     engine_cls = VLLMEngine if hp.engine == "vllm" else HFEngine
@@ -169,11 +176,11 @@ def _train_and_evaluate(spec: TrialSpec, out: TrialDir, policy: Any, env: Any, *
         state = torch.load(checkpoint, weights_only=False, map_location="cpu")  # the RNG state must stay a CPU tensor
         trainer.load_state_dict(state)
         clock.train_s = state["train_s"]
-        for name in (td.METRICS_FILE, td.SAMPLES_FILE, td.EVAL_FILE):
+        for name in (td.METRICS_FILE, td.SAMPLES_FILE, td.EVAL_FILE, td.REPORT_FILE):
             out.truncate_after(name, trainer.step_count)
         print(f"resumed from {checkpoint.name} (step {trainer.step_count})", flush=True)
     else:
-        for name in (td.METRICS_FILE, td.SAMPLES_FILE, td.EVAL_FILE):
+        for name in (td.METRICS_FILE, td.SAMPLES_FILE, td.EVAL_FILE, td.REPORT_FILE):
             (out.root / name).unlink(missing_ok=True)
         if hp.sft_steps:
             _sft_stage(spec, env, policy, out)
@@ -181,6 +188,8 @@ def _train_and_evaluate(spec: TrialSpec, out: TrialDir, policy: Any, env: Any, *
         evaluate_only = spec.budget.max_steps == 0  # the final evaluation is all there is
         if not evaluate_only and (spec.eval.before or not before_from_parent(spec, dev_ids, out)):
             _evaluate(spec, engine, env, dev_ids, out, step=0, t_start=t_start, pass_k=True)
+        if not evaluate_only and report_ids:
+            _evaluate(spec, engine, env, report_ids, out, step=0, t_start=t_start, pass_k=False, report=True)
     before = next((r for r in out.read_lines(td.EVAL_FILE) if r["step"] == 0), None)
     budget = spec.budget
     while (budget.max_steps is None or trainer.step_count < budget.max_steps) and \
@@ -197,6 +206,9 @@ def _train_and_evaluate(spec: TrialSpec, out: TrialDir, policy: Any, env: Any, *
         if budget.checkpoint_every and step % budget.checkpoint_every == 0:
             _save_checkpoint(out, {**trainer.state_dict(), "train_s": clock.train_s})
     after = _evaluate(spec, engine, env, dev_ids, out, step=trainer.step_count, t_start=t_start, pass_k=True)
+    if report_ids:
+        report_after = _evaluate(spec, engine, env, report_ids, out, step=trainer.step_count, t_start=t_start,
+                                 pass_k=False, report=True)
     if trainer.step_count > 0:  # an evaluation-only run has nothing new to save
         save_weights(policy, trainer, out)
     rows = out.read_lines(td.METRICS_FILE)
@@ -211,11 +223,24 @@ def _train_and_evaluate(spec: TrialSpec, out: TrialDir, policy: Any, env: Any, *
         "steps": trainer.step_count, "wall_s": round(time.time() - t_start, 1), "train_s": round(clock.train_s, 1),
         "reward_mean_last": round(sum(r["reward_mean"] for r in last) / len(last), 4) if last else None,
     }
+    if report_ids:
+        report_before = next((r for r in out.read_lines(td.REPORT_FILE) if r["step"] == 0), None)
+        metrics.update(_report_metrics(spec.eval.report_split, report_before, report_after))
     if spec.eval.pass_k:
         k = spec.eval.pass_k
         metrics[f"pass@{k}_before"] = before.get(f"pass@{k}") if before else None
         metrics[f"pass@{k}_after"] = after.get(f"pass@{k}")
     return metrics
+
+
+def _report_metrics(split: str, before: dict[str, Any] | None, after: dict[str, Any]) -> dict[str, Any]:
+    """result.json's figures for eval.report_split: the same shape as the eval split's, `report_` first."""
+    return {"report_split": split,
+            "report_accuracy_before": before["accuracy"] if before else None,
+            "report_stderr_before": before["stderr"] if before else None,
+            "report_accuracy_after": after["accuracy"], "report_stderr_after": after["stderr"], "report_n": after["n"],
+            "report_gain": round(after["accuracy"] - before["accuracy"], 4) if before else None,
+            "report_gain_stderr_paired": paired_se(before, after)}
 
 
 class _Clock:
@@ -280,13 +305,16 @@ def _sft_stage(spec: TrialSpec, env: Any, policy: Any, out: TrialDir) -> None:
 
 
 def _evaluate(spec: TrialSpec, engine: Any, env: Any, dev_ids: list[str], out: TrialDir, *, step: int,
-              t_start: float, pass_k: bool) -> dict[str, Any]:
+              t_start: float, pass_k: bool, report: bool = False) -> dict[str, Any]:
+    """Greedy accuracy on `dev_ids`, appended to eval.jsonl (or, with `report`, to report.jsonl as
+    the eval.report_split's row)."""
     from rl_core.evaluate import greedy_accuracy, pass_at_k
 
     hp = spec.hparams
+    split = spec.eval.report_split if report else spec.eval.split
     result = greedy_accuracy(engine, env, dev_ids, max_new_tokens=hp.max_new_tokens,
-                             on_progress=_Ticker(f"eval step {step} greedy"))
-    row: dict[str, Any] = {"step": step, "split": spec.eval.split, "accuracy": round(result.accuracy, 4),
+                             on_progress=_Ticker(f"eval step {step} {split} greedy"))
+    row: dict[str, Any] = {"step": step, "split": split, "accuracy": round(result.accuracy, 4),
                            "stderr": round(result.stderr, 4), "n": result.n,
                            "outcomes": {example_id: bool(v.correct) for example_id, _, v in result.items}}
     if pass_k and spec.eval.pass_k:
@@ -297,8 +325,8 @@ def _evaluate(spec: TrialSpec, engine: Any, env: Any, dev_ids: list[str], out: T
             on_progress=_Ticker(f"eval step {step} pass@{k}"))
         row["pass_n"] = len(pass_ids)
     row["elapsed_s"] = round(time.time() - t_start, 2)
-    out.append(td.EVAL_FILE, row)
-    print(f"eval step {step} {spec.eval.split} acc={row['accuracy']:.3f}±{row['stderr']:.3f} n={row['n']}", flush=True)
+    out.append(td.REPORT_FILE if report else td.EVAL_FILE, row)
+    print(f"eval step {step} {split} acc={row['accuracy']:.3f}±{row['stderr']:.3f} n={row['n']}", flush=True)
     return row
 
 

@@ -7,6 +7,7 @@ loop, the leaderboard and the report all use it; nobody reads another component'
       spec.json          the resolved spec the runner trained with
       metrics.jsonl      one line per GRPO step          (appended; a torn last line is skipped)
       eval.jsonl         one line per evaluation, with per-question outcomes
+      report.jsonl       eval.report_split's evaluations (before and after only), same rows
       samples.jsonl      sample completions with verdicts
       trial.log          the process's stdout and stderr (launcher-owned)
       adapter/           the final policy (LoRA adapter or full weights) other trials may branch from
@@ -31,6 +32,7 @@ LAUNCH_SPEC_FILE = "launch_spec.json"
 SPEC_FILE = "spec.json"
 METRICS_FILE = "metrics.jsonl"
 EVAL_FILE = "eval.jsonl"
+REPORT_FILE = "report.jsonl"
 SAMPLES_FILE = "samples.jsonl"
 LOG_FILE = "trial.log"
 RESULT_FILE = "result.json"

@@ -53,8 +53,16 @@ def run(
     m = result["metrics"]
     before = m.get("dev_accuracy_before")
     before_text = f"{before:.3f} -> " if before is not None else ""
-    console.print(f"trial {trial_spec.trial_id} succeeded: dev accuracy {before_text}{m['dev_accuracy_after']:.3f} "
+    split = m.get("eval_split", trial_spec.eval.split)
+    console.print(f"trial {trial_spec.trial_id} succeeded: {split} accuracy {before_text}{m['dev_accuracy_after']:.3f} "
                   f"(±{m['dev_stderr_after']:.3f}, n={m['dev_n']}) in {m['steps']} steps; {out_dir}/result.json")
+    if m.get("report_split"):
+        r_before = m.get("report_accuracy_before")
+        gain = (f", {100 * m['report_gain']:+.1f} ± {100 * m['report_gain_stderr_paired']:.1f} points paired"
+                if m.get("report_gain_stderr_paired") is not None else "")
+        console.print(f"  report on {m['report_split']}: "
+                      f"{f'{r_before:.3f} -> ' if r_before is not None else ''}{m['report_accuracy_after']:.3f} "
+                      f"(±{m['report_stderr_after']:.3f}, n={m['report_n']}){gain}")
 
 
 def _tracking(track: str | None) -> dict:

@@ -60,6 +60,7 @@ def _start_cases(tmp_path: Path) -> list[tuple[str, list[str], str]]:
         ("binary config", c(b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe"), ".toml"),
         ("config not found", ["--config", str(tmp_path / "missing.toml")], "not found"),
         ("sealed test split", c('[fixed]\n"eval.split" = "test"\n'), "sealed"),
+        ("test as a report split", c('[fixed]\n"eval.report_split" = "test"\n'), "read once"),
         ("misspelt reward param", c('[fixed]\n"reward.params.length_fre_chars" = 10\n'), "length_fre_chars"),
         ("unknown reward component", c('[fixed]\n"reward.components.style" = 0.1\n'), "style"),
         ("unknown built-in", ["--model", "builtin:huge-gemma"], "unknown built-in model"),

@@ -49,6 +49,8 @@ def test_defaults_are_the_calibrated_corner():
     ({"bogus": 1}, "unknown key 'bogus'"),
     ({"budget": {"max_steps": None, "max_seconds": None}}, "set at least one"),
     ({"eval": {"split": "train"}}, "held-out split"),
+    ({"eval": {"report_split": "train"}}, "report on a held-out split"),
+    ({"eval": {"split": "dev", "report_split": "dev"}}, "report on another split"),
     ({"reward": {"components": {}}}, "execution_match"),
     ({"trial_id": "a/b"}, "trial_id"),
     ({"device": "gpu"}, "device must be \"auto\", \"cpu\", \"cuda\" or \"cuda:N\""),

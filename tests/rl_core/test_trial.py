@@ -146,3 +146,24 @@ def test_entropy_bonus_trains_end_to_end(tmp_path):
     assert result["spec"]["hparams"]["entropy_coef"] == 0.05
     (row,) = lines(tmp_path / "t" / "metrics.jsonl")
     assert row["entropy"] > 0 and math.isfinite(row["loss"])
+
+
+def test_report_split_is_evaluated_whole_before_and_after_only(tmp_path):
+    """A recipe tuned on dev reports on test in the same run: eval.jsonl keeps the dev curve,
+    report.jsonl the test split's before/after with per-question outcomes, result.json the paired gain."""
+    from rl_core.stats import paired
+
+    spec = micro_spec(max_steps=2)
+    spec["eval"].update({"every_steps": 1, "subset": 3, "report_split": "test"})
+    out = tmp_path / "t"
+    result = run_trial(spec, out)
+    assert result["status"] == "succeeded", result["error"]
+    evals, reports = lines(out / "eval.jsonl"), lines(out / "report.jsonl")
+    assert [(r["step"], r["split"], r["n"]) for r in evals] == [(0, "dev", 6), (1, "dev", 3), (2, "dev", 6)]
+    assert [(r["step"], r["split"]) for r in reports] == [(0, "test"), (2, "test")]
+    assert reports[0]["n"] == reports[1]["n"] == len(reports[0]["outcomes"]) > 6  # the whole split
+    m = result["metrics"]
+    assert m["eval_split"] == "dev" and m["report_split"] == "test" and m["report_n"] == reports[1]["n"]
+    assert m["report_accuracy_before"] == reports[0]["accuracy"] and m["report_accuracy_after"] == reports[1]["accuracy"]
+    assert m["report_gain"] == round(reports[1]["accuracy"] - reports[0]["accuracy"], 4)
+    assert m["report_gain_stderr_paired"] == round(paired(reports[0]["outcomes"], reports[1]["outcomes"]).se, 4)

@@ -55,3 +55,22 @@ def test_track_mirrors_even_a_failed_trial_and_a_dead_tracker_is_a_line(tmp_path
     assert result.exit_code == 1 and "model_load" in result.output  # the trial's own error stays the verdict
     assert "tracking: mlflow failed for out" in result.output
     assert list((tmp_path / "runs" / "tensorboard" / "single-trials" / "out").glob("events.out.tfevents.*"))
+
+
+def test_closing_lines_name_the_splits_evaluated(tmp_path):
+    """The closing line names the split it scored (it said "dev" for a test-split trial), and a
+    report split gets its own line with the paired change."""
+    from tests.rl_core.test_trial import micro_spec
+
+    data = micro_spec(max_steps=1)
+    data["eval"].update({"split": "test", "limit": 4, "report_split": "dev", "samples": 0})
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(data))
+    result = CliRunner().invoke(app, ["run", str(spec), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    m = json.loads((tmp_path / "out" / "result.json").read_text())["metrics"]
+    assert f"succeeded: test accuracy {m['dev_accuracy_before']:.3f} -> {m['dev_accuracy_after']:.3f}" in result.output
+    assert "dev accuracy" not in result.output
+    gain = f"{100 * m['report_gain']:+.1f} ± {100 * m['report_gain_stderr_paired']:.1f} points paired"
+    assert (f"report on dev: {m['report_accuracy_before']:.3f} -> {m['report_accuracy_after']:.3f} "
+            f"(±{m['report_stderr_after']:.3f}, n={m['report_n']}), {gain}") in result.output

@@ -138,6 +138,8 @@ def main() -> None:
     runs, out = Path(args.runs_dir), Path(args.out)
     budget_s = args.budget_minutes * 60
     if args.summary:
+        if not out.is_file():
+            raise SystemExit(f"no results at {out}: run the benchmark first, or point --out at its results file")
         print_summary(_latest_rows(out))
         return
     for seed in args.seeds:

@@ -191,9 +191,10 @@ def pretrained_note(model: str) -> str:
     rank, lr = p["lora_rank"], p["learning_rate"]
     return (f"{model} is a pretrained checkpoint: LoRA (rank {'/'.join(map(str, rank.choices))}, {rank.default} "
             f"first), lr {_sci(lr.low)}..{_sci(lr.high)} starting at {_sci(lr.default)}, {p['prompts_per_step'].default} "
-            f"prompts x {p['group_size'].default} completions, {f['hparams.sft_steps']} supervised steps on gold "
-            f"SQL before GRPO, {f['eval.limit']} dev questions per evaluation (docs/gemma.md); a config's "
-            "params and fixed sections override this")
+            f"prompts x {p['group_size'].default} completions at T {p['temperature'].default:g}, KL "
+            f"{p['kl_beta'].default:g}, {f['hparams.sft_steps']} supervised steps on gold SQL before GRPO, "
+            f"{p['max_steps'].default} GRPO steps, {f['eval.limit']} dev questions per evaluation (docs/gemma.md); "
+            "a config's params and fixed sections override this")
 
 
 @dataclass

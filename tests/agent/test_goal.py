@@ -111,9 +111,10 @@ def test_a_pretrained_model_gets_the_lora_preset_and_the_tiny_policy_keeps_its_r
         plan = plan_goal("raise dev execution accuracy of gemma-3-270m, 2 trials", overrides)
         params, fixed = plan.search_space["params"], plan.search_space["fixed"]
         assert params["lora_rank"]["choices"] == [8, 16, 32] and params["lora_rank"]["default"] == 16
-        assert params["learning_rate"]["default"] == 5e-5 and params["learning_rate"]["high"] == 2e-4
-        assert (params["prompts_per_step"]["default"], params["group_size"]["default"]) == (2, 4)
-        assert fixed["hparams.sft_steps"] == 30 and fixed["eval.limit"] == 60
+        assert params["learning_rate"]["default"] == 3e-5 and params["learning_rate"]["high"] == 2e-4
+        assert (params["prompts_per_step"]["default"], params["group_size"]["default"]) == (2, 8)
+        assert (params["temperature"]["default"], params["kl_beta"]["default"]) == (0.9, 0.01)
+        assert fixed["hparams.sft_steps"] == 40 and fixed["eval.limit"] == 60
         assert any("pretrained checkpoint" in n for n in plan.notes)
     config = tmp_path / "space.toml"
     config.write_text('[params.lora_rank]\nfixed = 0\n[fixed]\n"hparams.sft_steps" = 0\n')

@@ -331,5 +331,6 @@ def test_offline_baseline_names_the_preset_it_runs():
     ctx = _ctx(k=1)
     ctx.space = SearchSpace.for_model("gemma-3-270m")
     pretrained = OfflinePlanner().propose(ctx).proposals[0]
-    assert pretrained.params["lora_rank"] == 16 and pretrained.params["learning_rate"] == 5e-5
-    assert "pretrained-model preset (30 supervised steps first, lr 5e-5" in pretrained.rationale
+    assert pretrained.params["lora_rank"] == 16 and pretrained.params["learning_rate"] == 3e-5
+    assert pretrained.params["temperature"] == 0.9 and pretrained.params["reward_executes"] == 0.1
+    assert "pretrained-model preset (40 supervised steps first, lr 3e-5, 2 prompts x 8, T=0.9" in pretrained.rationale

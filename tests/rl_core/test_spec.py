@@ -92,3 +92,25 @@ def test_underscore_keys_are_comments_and_the_example_spec_is_valid():
 
     example = TrialSpec.load(Path(__file__).parents[2] / "examples" / "trial.json")
     assert example.model == "builtin:tiny-gemma" and example.budget.max_steps
+
+
+def test_the_pretrained_preset_is_the_shipped_gemma_recipe():
+    """examples/gemma-270m-trial.json (the documented 60-minute run) and the pretrained preset's
+    defaults are the same recipe: a change to one without the other fails here."""
+    from pathlib import Path
+
+    from rl_core.spec import PRESETS
+
+    example = TrialSpec.load(Path(__file__).parents[2] / "examples" / "gemma-270m-trial.json").to_json()
+    preset = PRESETS["pretrained"]
+    for path, value in preset.fixed.items():
+        section, name = path.split(".")
+        if section == "hparams":
+            assert example["hparams"][name] == value, path
+    for name, search in preset.search.items():
+        if name == "max_steps":  # the example budgets seconds (2,400 s, ~110-120 steps on 2 cores)
+            assert 100 <= search.start <= 130 and example["budget"]["max_seconds"] == 2400
+        elif name.startswith("reward_"):
+            assert example["reward"]["components"][name.removeprefix("reward_")] == search.start, name
+        else:
+            assert example["hparams"][name] == search.start, name

@@ -6,7 +6,8 @@ LocalLauncher; it writes metrics.jsonl, eval.jsonl, samples.jsonl and result.jso
 docs/contracts.md, with a dev accuracy that is a smooth function of the hyperparameters (best at the
 search space's defaults: lr 2e-4, temperature 0.7). A child (`init_from`) starts at its parent's
 final accuracy and adds a smaller step of the same shape, as longer training does. Behaviour comes from the SCRIPTED_TRIAL environment variable (JSON):
-{"step_s": seconds per step, "steps": n, "slow_if": [param, value, step_s], "fail_if": {"param": value},
+{"step_s": seconds per step, "steps": n, "slow_if": [param, value, step_s], "slow_ids": {trial_id: step_s},
+"fail_if": {"param": value},
 "fail_all": true, "fail_kind": "nan_loss"}. Every step also writes a dev eval line (for the pruner).
 """
 
@@ -58,6 +59,7 @@ def main() -> int:
     slow = control.get("slow_if")
     if slow and h.get(slow[0]) == slow[1]:
         step_s = float(slow[2])
+    step_s = float((control.get("slow_ids") or {}).get(spec.get("trial_id"), step_s))
     with open(out / "metrics.jsonl", "a") as m, open(out / "samples.jsonl", "a") as s, \
             open(out / "eval.jsonl", "a") as ev:
         for step in range(1, steps + 1):

@@ -40,7 +40,9 @@ def _finished(session_dir: Path) -> list:
 
 
 def test_session_runs_to_its_trial_budget(tmp_path: Path, monkeypatch):
-    monkeypatch.setenv("SCRIPTED_TRIAL", json.dumps({"step_s": 0.2, "steps": 2}))  # slow enough to see progress
+    # slow enough to see progress; t0001 slower still, so the baseline t0000 is the trial round 2
+    # sees finished (which of the two finished first used to be a race that busy cores could flip)
+    monkeypatch.setenv("SCRIPTED_TRIAL", json.dumps({"step_s": 0.2, "steps": 2, "slow_ids": {"t0001": 1.5}}))
     session_dir = _session(tmp_path, "raise dev accuracy, 4 trials, 2 at a time")
     events: list[dict] = []
     summary = _run(session_dir, events)
@@ -60,7 +62,11 @@ def test_session_runs_to_its_trial_budget(tmp_path: Path, monkeypatch):
     assert [r["rank"] for r in rows] == [1, 2, 3, 4]
     by_id = {r["trial_id"]: r for r in rows}
     assert by_id["t0000"]["rationale"].startswith("baseline") and by_id["t0000"]["action"] == "fresh"
-    # Round 2 builds on the best of round 1 (the calibrated baseline): continue it, branch from it.
+    # Round 2 builds on the best trial finished when it is proposed (the calibrated baseline): continue it.
+    proposed_at = next(i for i, e in enumerate(events) if e["type"] == "round"
+                       and any(p["trial_id"] == "t0002" for p in e["proposals"]))
+    done_before = {e["trial_id"] for e in events[:proposed_at] if e["type"] == "trial_finished"}
+    assert done_before == {"t0000"}
     assert (by_id["t0002"]["action"], by_id["t0002"]["parent"]) == ("continue", "t0000")
     assert by_id["t0002"]["params"] == by_id["t0000"]["params"]
     assert by_id["t0002"]["steps_total"] == by_id["t0000"]["steps"] + by_id["t0002"]["steps"]

@@ -11,7 +11,8 @@ import sql_env.rewards as rewards
 from agent.planners.base import PlanningContext
 from agent.planners.llm_planner import proposal_schema
 from rl_core import spec as contract
-from rl_core.spec import FIELDS, PRESETS, REWARD_SEARCH, TrialSpec
+from rl_core.presets import PRESETS
+from rl_core.spec import FIELDS, REWARD_SEARCH, TrialSpec
 from tools.search_space import SearchSpace, default_params, pretrained_params
 
 ROOT = Path(__file__).resolve().parents[1]

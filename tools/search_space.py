@@ -41,7 +41,8 @@ from typing import Any
 import optuna.distributions as od
 
 from rl_core import spec as contract
-from rl_core.spec import FIELDS, PRESETS, REWARD_SEARCH, Search, SpecError, TrialSpec
+from rl_core.presets import PRESETS, preset_for
+from rl_core.spec import FIELDS, REWARD_SEARCH, Search, SpecError, TrialSpec
 
 HPARAM_NAMES = frozenset(n for n, f in contract.searchable_fields().items() if f.path.startswith("hparams."))
 REWARD_COMPONENTS = frozenset({"execution_match", *REWARD_SEARCH})
@@ -165,7 +166,7 @@ def default_params() -> dict[str, Param]:
 
 
 def pretrained_params() -> dict[str, Param]:
-    """The default space changed by the spec's pretrained preset (rl_core.spec.PRESETS)."""
+    """The default space changed by the spec's pretrained preset (rl_core.presets.PRESETS)."""
     params = default_params()
     for name, search in PRESETS["pretrained"].search.items():
         params[name] = _param(name, search, None)
@@ -177,7 +178,7 @@ PRETRAINED_FIXED = dict(PRESETS["pretrained"].fixed)
 
 def is_pretrained(model: str) -> bool:
     """Whether `model` names a pretrained checkpoint (the spec's preset rule)."""
-    return contract.preset_for(model) == "pretrained"
+    return preset_for(model) == "pretrained"
 
 
 def _sci(x: float) -> str:

@@ -99,7 +99,7 @@ def test_the_pretrained_preset_is_the_shipped_gemma_recipe():
     defaults are the same recipe: a change to one without the other fails here."""
     from pathlib import Path
 
-    from rl_core.spec import PRESETS
+    from rl_core.presets import PRESETS
 
     example = TrialSpec.load(Path(__file__).parents[2] / "examples" / "gemma-270m-trial.json").to_json()
     preset = PRESETS["pretrained"]

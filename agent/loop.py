@@ -27,10 +27,12 @@ from agent import budget as bd
 from agent import study as st
 from agent.lineage import checked, parent_init, trial_spec
 from agent.planners.base import Planner, PlanningContext
-from agent.session import pause_requested, save_round, trial_dir, update_status
+from agent.session import pause_requested, save_round, update_status
 from cluster.base import TERMINAL, LauncherError, TrialHandle
+from rl_core.sessiondir import trial_dir
 from rl_core.spec import SpecError
 from rl_core.trialdir import (
+    METRICS_FILE,
     TrialDirError,
     failed_result,
     last_jsonl,
@@ -255,7 +257,7 @@ class Research:
         return None
 
     def _report_progress(self, tid: str, tdir: Path) -> None:
-        line = last_jsonl(tdir / "metrics.jsonl")
+        line = last_jsonl(tdir / METRICS_FILE)
         if not line or line.get("step") == self._progress.get(tid):
             return
         step = int(line.get("step", 0))

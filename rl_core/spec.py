@@ -169,7 +169,8 @@ class HParams:
     loss_type: str = spec_field("dapo", "loss aggregation: grpo (sequence mean), dr_grpo, dapo (token mean)",
                                 choices=LOSS_TYPES, search=Search(choices=LOSS_TYPES))
     scale_rewards: bool = spec_field(False, "divide advantages by the group's reward std", searchable=True)
-    dynamic_sampling: bool = spec_field(True, "keep only groups whose rewards differ", searchable=True)
+    dynamic_sampling: bool = spec_field(True, "true: draw extra batches and train only on groups whose "
+                                       "rewards differ; false: train on every group drawn", searchable=True)
     grad_clip: float = spec_field(1.0, "gradient-norm clip; 0 = off", lo=0, searchable=True)
     weight_decay: float = spec_field(0.0, "AdamW weight decay", lo=0, hi=1, searchable=True)
     entropy_coef: float = spec_field(0.0, "entropy bonus weight (token-mean entropy of the sampled tokens)",

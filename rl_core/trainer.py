@@ -2,9 +2,11 @@
 
 One `GRPOTrainer.step()`:
   generate  P' prompts x G completions in one engine call (P' = 2P with dynamic sampling, up to
-            `sampling_rounds` rounds until P groups with mixed rewards are collected)
+            `sampling_rounds` rounds until P groups with mixed rewards are collected; P' = P and
+            every group kept without it)
   score     env.score(example_id, texts) per group (the Environment protocol; DuckDB lives there)
-  train     drop zero-advantage groups, then `ppo_epochs` optimizer steps on the kept groups,
+  train     with dynamic sampling drop zero-advantage groups (a shortfall below P is logged as
+            `groups_short`), then `ppo_epochs` optimizer steps on the kept groups,
             each accumulating `grad_accum` micro-batches, clipping the grad norm, AdamW
 The trainer never sees SQL or DuckDB: only prompts, completion texts and `StepResult`s.
 """
@@ -137,6 +139,9 @@ class GRPOTrainer:
                       in zip(ids, outs, self._score(ids, outs), strict=True)]
             t_gen, t_score = t_gen + t1 - t0, t_score + time.perf_counter() - t1
             generated.extend(groups)
+            if not hp.dynamic_sampling:  # plain GRPO (TRL's): every group trains, equal rewards included
+                kept.extend(groups)
+                break
             rewards_PG = torch.tensor([[r.reward for r in g.results] for g in groups], dtype=torch.float32)
             kept.extend(g for g, mixed in zip(groups, mixed_groups(rewards_PG).tolist(), strict=True) if mixed)
             if len(kept) >= hp.prompts_per_step:
@@ -305,7 +310,8 @@ class GRPOTrainer:
         self.step_count += 1
         metrics = {"step": self.step_count, **rollout_stats(generated), **train, **timings,
                    "t_train": time.perf_counter() - t1, "lr": lr, "groups_generated": len(generated),
-                   "groups_trained": len(kept), "t_step": time.perf_counter() - t0}
+                   "groups_trained": len(kept), "groups_short": max(0, self.hp.prompts_per_step - len(kept)),
+                   "t_step": time.perf_counter() - t0}
         return metrics, generated
 
     def state_dict(self) -> dict[str, Any]:

@@ -116,6 +116,7 @@ def test_zero_advantage_groups_are_not_trained():
     before = [p.detach().clone() for p in trainer.model.parameters()]
     metrics, _ = trainer.step()
     assert metrics["groups_trained"] == 0 and metrics["groups_generated"] == 4
+    assert metrics["groups_short"] == 2  # the shortfall below prompts_per_step is logged
     assert all(torch.equal(a, b) for a, b in zip(before, trainer.model.parameters(), strict=True))
 
 
@@ -161,3 +162,15 @@ def test_evaluation_reports_progress_per_batch():
     pass_at_k(engine, env, ids, k=2, temperature=1.0, top_p=1.0, max_new_tokens=4, batch_prompts=2,
               on_progress=lambda d, t: seen.append((d, t)))
     assert seen == [(2, 4), (4, 4)]
+
+
+def test_plain_sampling_keeps_every_group_equal_rewards_included():
+    """dynamic_sampling = false trains on every group drawn (as TRL does), not only the mixed ones."""
+    trainer, _ = make(hp(dynamic_sampling=False, prompts_per_step=2))
+    uniform = {trainer.sampler.take(2)[0]}  # the first prompt of the next draw gets equal rewards
+    trainer.sampler.load_state_dict({"seed": 0, "epoch": 0, "pos": 0})
+    score = trainer.env.score
+    trainer.env.score = lambda eid, comps: ([StepResult(reward=1.0) for _ in comps] if eid in uniform
+                                            else score(eid, comps))
+    generated, kept, _ = trainer.collect()
+    assert [g.example_id for g in kept] == [g.example_id for g in generated] and len(kept) == 2

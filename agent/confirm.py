@@ -7,8 +7,9 @@ question, as evaluation-only jobs (`budget.max_steps = 0`, the trial's saved wei
 `init_from`) through the session's own launcher, under `runs/<session>/confirm/trials/`.
 
 Each trial is compared with the base on the same questions (rl_core.stats.paired: the standard
-error of the per-question difference, McNemar's exact test). "Beats the base" needs the
-Holm-corrected one-sided p-value across the k trials below the level of 2 standard errors. The
+error of the per-question difference, McNemar's exact test). "Beats the base" is rl_core.stats'
+winner rule (`decide`): the exact sign test of the discordant questions, Holm-corrected across the
+k trials, below the level of 2 standard errors, a gain of at least 2 paired SE, and positive. The
 named winner is the dev winner; when it does not beat the base on test, the verdict says so.
 With `confirm_seeds = K`, the winner's recipe is also retrained K times from its own starting
 point with fresh seeds and evaluated on test: the mean and spread say how much of it was luck.
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from rl_core.spec import TrialSpec
-from rl_core.stats import ALPHA_2SE, accuracy, holm, paired
+from rl_core.stats import ALPHA_2SE, accuracy, decide, paired
 from rl_core.trialdir import EVAL_FILE, TrialDirError, read_json_object, read_jsonl, write_json_atomic
 from tools.leaderboard import leaderboard
 
@@ -131,15 +132,15 @@ def build_verdict(picks: list[dict[str, Any]], outcomes: dict[str, dict[str, boo
     compared = [(row, outcomes.get(row["trial_id"])) for row in picks]
     compared = [(row, o) for row, o in compared if o]
     comparisons = [paired(base, o) for _, o in compared]
-    adjusted = holm([p.p_one_sided for p in comparisons])
-    for (row, o), cmp, p_holm in zip(compared, comparisons, adjusted, strict=True):
+    decisions = decide(dict(enumerate(comparisons))).values()
+    for (row, o), cmp, d in zip(compared, comparisons, decisions, strict=True):
         t_acc, t_se, _ = accuracy(o)
         out["trials"].append({
             "trial_id": row["trial_id"], "dev_accuracy": row.get("dev_accuracy_after"),
             "dev_gain": row.get("gain"), "dev_gain_stderr": row.get("gain_stderr"),
             "test_accuracy": t_acc, "test_stderr": t_se, "diff": cmp.diff, "diff_se": cmp.se, "z": cmp.z,
-            "b_only": cmp.b_only, "a_only": cmp.a_only, "p_mcnemar": cmp.p_mcnemar, "p_holm": p_holm,
-            "beats_base": p_holm < ALPHA_2SE and cmp.diff > 0})
+            "b_only": cmp.b_only, "a_only": cmp.a_only, "p_mcnemar": cmp.p_mcnemar, "p_sign": cmp.p_sign,
+            "p_holm": d.p_holm, "beats_base": d.beats})
     if out["trials"]:
         first = out["trials"][0]
         out["winner"] = first["trial_id"]
@@ -161,7 +162,7 @@ def verdict_text(v: dict[str, Any]) -> str:
     head = (f"{w['trial_id']} (dev winner, dev {pct(w['dev_accuracy'])}) scores {pct(w['test_accuracy'])} on the "
             f"sealed test split (n={v['n']}) vs the base's {pct(v['base']['accuracy'])}: "
             f"{100 * w['diff']:+.1f} ± {100 * w['diff_se']:.1f} points (paired), McNemar p={w['p_mcnemar']:.3g}, "
-            f"Holm-corrected p={w['p_holm']:.3g} over {len(v['trials'])} trial(s) compared")
+            f"Holm-corrected one-sided sign-test p={w['p_holm']:.3g} over {len(v['trials'])} trial(s) compared")
     if w["beats_base"]:
         tail = "it beats the base policy on test."
     elif w["diff"] > 0:

@@ -5,8 +5,10 @@ Per-question solve rates come from a real A/A session (identical configurations,
 rate_i = the share of that session's trials whose final dev evaluation got question i right. A
 simulated session draws the base and m trials from those same rates (so nothing is better than
 anything), compares each trial with the base on the same questions (rl_core.stats.paired) and
-applies the rule: Holm-corrected one-sided p below the level of 2 standard errors. The share of
-simulated sessions with any "winner" is the false-winner rate (target: at most 5%).
+applies the product's winner rule (rl_core.stats.winners, the one the confirmation and the report
+call): the exact one-sided sign test of the discordant questions, Holm-corrected, below the level of
+2 standard errors, with a gain of at least 2 paired SE. The share of simulated sessions with any
+"winner" is the false-winner rate (target: at most 5%).
 
     .venv/bin/python benchmarks/aa_false_winners.py runs/<aa-session> --sessions 4000
     .venv/bin/python benchmarks/aa_false_winners.py --rates tests/fixtures/aa_dev_rates.json --save-rates FILE
@@ -39,7 +41,7 @@ def rates_from_session(session_dir: Path) -> list[float]:
 
 
 def session_check(session_dir: Path) -> None:
-    """The real A/A session: its dev winner against each other identical trial, paired, Holm, 2 SE."""
+    """The real A/A session: its dev winner against each other identical trial, under the winner rule."""
     finals = {}
     for tdir in sorted((session_dir / "trials").iterdir()):
         rows = read_jsonl(tdir / "eval.jsonl")
@@ -53,7 +55,7 @@ def session_check(session_dir: Path) -> None:
               f"{100 * c.se:.1f} points paired, McNemar p={c.p_mcnemar:.3g}")
     found = winners(comps)
     print(f"real A/A session {session_dir.name}: the dev winner is {'better than ' + ', '.join(sorted(found)) if found else 'better than none of the others'} "
-          f"by the rule (Holm over {len(comps)} comparisons, 2 SE)")
+          f"by the rule (exact sign test, Holm over {len(comps)} comparisons, 2 SE)")
 
 
 def main() -> None:

@@ -5,9 +5,9 @@
   the same dev questions), and the GRPO seconds and steps its weights carry in all.
 - Verdict: when the session has confirmed on the sealed test split (runs/<s>/confirm.json), that
   is the headline. Without it (a paused session, a dataset without a test split) the verdict is
-  on dev and says so: a trial "beats the base" only when its paired gain over the base passes 2
-  standard errors after Holm's correction for every trial compared, and it is labelled as chosen
-  and measured on the same split.
+  on dev and says so: a trial "beats the base" under rl_core.stats' winner rule (the exact sign
+  test of the questions it fixed and broke, Holm-corrected over every trial compared, plus a gain
+  of at least 2 paired standard errors), and it is labelled as chosen and measured on the same split.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from agent.report.files import TrialFiles
-from rl_core.stats import ALPHA_2SE, Paired, accuracy, holm, paired
+from rl_core.stats import Paired, accuracy, paired, winners
 
 
 def _final_outcomes(t: TrialFiles | None) -> dict[str, bool] | None:
@@ -49,7 +49,7 @@ def trial_tree(rows: list[dict[str, Any]], trials: list[TrialFiles]) -> list[dic
             "gain_over_parent_se": r.get("gain_stderr"),
             "gain_over_base": over_base.diff if over_base else None,
             "gain_over_base_se": over_base.se if over_base else None,
-            "p_over_base": over_base.p_one_sided if over_base else None,
+            "p_over_base": over_base.p_sign if over_base else None,
             "steps_total": r.get("steps_total"), "train_s_total": r.get("train_s_total"), "depth": 0,
         }
     order: list[dict[str, Any]] = []
@@ -67,7 +67,7 @@ def trial_tree(rows: list[dict[str, Any]], trials: list[TrialFiles]) -> list[dic
 
 
 def dev_verdict(tree: list[dict[str, Any]], trials: list[TrialFiles]) -> dict[str, Any]:
-    """Which trials beat the base on dev (paired, Holm, 2 SE), labelled as chosen on the same split."""
+    """Which trials beat the base on dev (rl_core.stats.winners), labelled as chosen on the same split."""
     base = base_outcomes(trials)
     files = {t.trial_id: t for t in trials}
     comps: dict[str, Paired] = {}
@@ -83,8 +83,7 @@ def dev_verdict(tree: list[dict[str, Any]], trials: list[TrialFiles]) -> dict[st
                 "text": f"Best trial {best['trial_id']} (dev {100 * (best['accuracy'] or 0):.1f}%); the base "
                         "policy's per-question dev outcomes were not recorded, so no paired comparison."}
     names = list(comps)
-    adjusted = dict(zip(names, holm([comps[n].p_one_sided for n in names]), strict=True))
-    beats = sorted(n for n in names if adjusted[n] < ALPHA_2SE and comps[n].diff > 0)
+    beats = sorted(winners(comps))
     b = comps.get(best["trial_id"])
     acc, _, n = accuracy(base)
     figures = (f"{best['trial_id']}: dev {100 * (best['accuracy'] or 0):.1f}% vs the base's {100 * acc:.1f}% "

@@ -8,12 +8,16 @@ import pytest
 
 from rl_core.stats import (
     ALPHA_2SE,
+    Paired,
     aa_false_winner_rate,
     accuracy,
+    beats,
     binomial_se,
+    decide,
     holm,
     mcnemar_exact,
     paired,
+    sign_test,
     winners,
 )
 
@@ -52,20 +56,74 @@ def test_mcnemar_and_holm_by_hand():
     assert holm([0.5]) == [0.5]
 
 
-def test_winner_needs_two_paired_standard_errors_after_holm():
+def _fixes(base: dict[str, bool], k: int) -> dict[str, bool]:
+    """base with its first k wrong questions answered right, nothing broken."""
+    out, wrong = dict(base), [q for q, v in base.items() if not v]
+    for q in wrong[:k]:
+        out[q] = True
+    return out
+
+
+@pytest.mark.parametrize("n", [20, 100, 400, 4000])
+def test_four_fixed_none_broken_is_no_winner_at_any_n(n):
+    # The paired z of 4 fixed, 0 broken grows past 2 with n (2.008 at n = 400), but only 4 questions
+    # differ: a fair coin gives 4 of 4 one way with p = 1/16. The exact sign test decides.
+    base = {f"q{i}": i % 2 == 0 for i in range(n)}
+    slight = paired(base, _fixes(base, 4))
+    assert slight.p_sign == pytest.approx(1 / 16)
+    assert winners({"slight": slight}) == set()
+
+
+def test_winner_needs_the_exact_sign_test_after_holm_and_two_paired_standard_errors():
     base = {f"q{i}": i % 2 == 0 for i in range(400)}
-    better = dict(base)
-    for i in range(1, 60, 2):  # fixes 30 questions, breaks none: z ~ 5.6
-        better[f"q{i}"] = True
-    slight = dict(base)
-    for i in range(1, 8, 2):  # fixes 4 questions: z just above 2
-        slight[f"q{i}"] = True
-    same = dict(base)
-    assert paired(base, slight).z == pytest.approx(2.0, abs=0.05)
-    assert winners({"slight": paired(base, slight)}) == {"slight"}  # one comparison: 2 SE is enough
-    # Compared alongside one more trial, the same gain is within what two tries give by chance.
-    assert winners({"slight": paired(base, slight), "same": paired(base, same)}) == set()
-    assert winners({"better": paired(base, better), "same": paired(base, same)}) == {"better"}
+    six = paired(base, _fixes(base, 6))  # the fewest all-one-way questions that pass alone: p = 1/64
+    assert six.p_sign == pytest.approx(1 / 64) and six.z > 2
+    assert winners({"six": six}) == {"six"}
+    same = paired(base, dict(base))
+    # Compared alongside one more trial, Holm doubles 1/64 past the 2-SE level (0.0228).
+    assert winners({"six": six, "same": same}) == set()
+    better = paired(base, _fixes(base, 30))
+    assert winners({"better": better, "same": same}) == {"better"}
+    worse = paired(_fixes(base, 30), base)
+    assert worse.p_sign == pytest.approx(1.0) and winners({"worse": worse}) == set()
+
+
+def test_sign_test_by_hand():
+    assert sign_test(4, 0) == pytest.approx(1 / 16)
+    assert sign_test(3, 1) == pytest.approx((4 + 1) / 16)  # P(X >= 3), X ~ Bin(4, 1/2)
+    assert sign_test(0, 5) == 1.0 and sign_test(0, 0) == 1.0
+    assert sign_test(15, 5) == pytest.approx(0.020695, abs=1e-6)  # scipy.stats.binomtest(15, 20, alternative="greater")
+
+
+def test_decide_reports_the_holm_adjusted_exact_p_it_decides_on():
+    base = {f"q{i}": i % 2 == 0 for i in range(400)}
+    d = decide({"six": paired(base, _fixes(base, 6)), "four": paired(base, _fixes(base, 4))})
+    # Holm: the smaller p times 2, then the larger times 1 (never below the one before it).
+    assert d["six"].p_holm == pytest.approx(2 / 64) and d["four"].p_holm == pytest.approx(1 / 16)
+    assert not d["six"].beats and not d["four"].beats
+
+
+def test_the_two_se_floor_and_the_sign_are_required_beside_the_p_value():
+    # Hand-built readings the exact test alone would pass: the floor and the sign still say no.
+    assert beats(Paired(400, 0.03, 0.015, 12, 0, 0.0), p_holm=0.001)
+    assert not beats(Paired(400, 0.01, 0.01, 12, 0, 0.0), p_holm=0.001)  # 1 SE: below the floor
+    assert not beats(Paired(400, -0.03, 0.015, 12, 0, 0.0), p_holm=0.001)
+    assert not beats(Paired(400, 0.03, 0.015, 12, 0, 0.0), p_holm=ALPHA_2SE)
+
+
+@pytest.mark.parametrize("n", [20, 60, 400])
+def test_the_exact_test_implies_the_two_se_floor(n):
+    """Every count of fixed and broken questions (up to 60 discordant) the exact test passes alone
+    also has a paired difference of at least 2 SE: the floor is what users read, not a second gate."""
+    base = {f"q{i}": False for i in range(n)}
+    for m in range(1, min(n, 60) + 1):
+        for b_only in range(m + 1):
+            if sign_test(b_only, m - b_only) < ALPHA_2SE:
+                a = {**base, **{f"q{i}": True for i in range(b_only, m)}}
+                b = {**base, **{f"q{i}": True for i in range(b_only)}}
+                cmp = paired(a, b)
+                assert (cmp.b_only, cmp.a_only) == (b_only, m - b_only)
+                assert cmp.z >= 2 and cmp.diff > 0, (n, b_only, m - b_only, cmp.z)
 
 
 def test_aa_decision_rule_rarely_names_a_winner():

@@ -6,6 +6,10 @@ JSON body, exec-plugin failures); `explain` maps the ones a user can cause to a 
 `Throttle` sits under every request of an ApiClient: a token bucket (client-go's QPS/Burst) so a
 session with hundreds of trials cannot flood the API server, and retries of the answers that mean
 "later" (429 Too Many Requests, 500/502/503/504), honouring Retry-After, with exponential backoff.
+Transport failures (a connection reset, a read timeout, an answer cut off mid-body while a control
+plane restarts or upgrades) mean "later" too and are retried on the same schedule; what is still
+failing after the retries reaches the caller as a urllib3 error, which the launcher treats as
+"try again next poll", never as the trial's outcome.
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # urllib3 retries one failed connection (fail in seconds when the server is down); answers are the
 # Throttle's to retry, so urllib3 must not also retry a 429 on its own schedule.
 URLLIB3_RETRIES = Retry(total=1, status=0, redirect=0, respect_retry_after_header=False)
+# What a dropped or stalled connection raises from a request (ProtocolError, ReadTimeoutError,
+# MaxRetryError, ... are urllib3 HTTPErrors; a bare reset can surface as an OSError).
+TRANSPORT_ERRORS = (Urllib3Error, OSError)
 
 
 class Throttle:
@@ -70,11 +77,19 @@ class Throttle:
         def request(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
             for attempt in range(self.retries + 1):
                 self.take()
-                response = inner(method, url, *args, **kwargs)
-                if response.status not in RETRY_STATUSES or attempt == self.retries:
-                    return response
-                delay = self.backoff_s(attempt, response.headers.get("Retry-After"))
-                _discard(response)
+                try:
+                    response = inner(method, url, *args, **kwargs)
+                    if not _streams(url):
+                        response.read()  # the body too: a connection cut mid-answer is retried here
+                except TRANSPORT_ERRORS:
+                    if attempt == self.retries:
+                        raise
+                    delay = self.backoff_s(attempt, None)
+                else:
+                    if response.status not in RETRY_STATUSES or attempt == self.retries:
+                        return response
+                    delay = self.backoff_s(attempt, response.headers.get("Retry-After"))
+                    _discard(response)
                 with self.lock:
                     self.retried += 1
                 self.sleep(delay)
@@ -82,6 +97,12 @@ class Throttle:
 
         api.rest_client.request = request
         return api
+
+
+def _streams(url: str) -> bool:
+    """A watch or a followed log: its body is read as it arrives, by the caller (who reconnects)."""
+    query = url.partition("?")[2].lower()
+    return "watch=true" in query or "follow=true" in query
 
 
 def _discard(response: Any) -> None:

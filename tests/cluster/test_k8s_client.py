@@ -90,3 +90,54 @@ def test_the_token_bucket_paces_requests_after_a_burst(server: Server) -> None:
         versions.get_code()
     assert server.seen == 6
     assert waits == pytest.approx([0.1, 0.1, 0.1])  # 3 at once, then one per 1/qps
+
+
+class ResettingServer(Server):
+    """Like Server, but the first `resets` answers promise a body and drop the connection halfway."""
+
+    def __init__(self, resets: int) -> None:
+        super().__init__()
+        self.resets = resets
+        outer = self
+        base = self.httpd.RequestHandlerClass
+
+        class Handler(base):  # type: ignore[misc, valid-type]
+            def do_GET(self) -> None:  # noqa: N802
+                if outer.resets > 0:
+                    outer.resets -= 1
+                    outer.seen += 1
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", "1000")
+                    self.end_headers()
+                    self.wfile.write(b'{"major": "1"')
+                    self.wfile.flush()
+                    self.connection.shutdown(2)  # a reset mid-body, as a restarting API server does
+                    return
+                super().do_GET()
+
+        self.httpd.RequestHandlerClass = Handler
+
+
+def test_a_connection_dropped_mid_answer_is_retried_like_a_5xx() -> None:
+    server = ResettingServer(resets=2)
+    try:
+        slept: list[float] = []
+        throttle = Throttle(qps=1000, burst=1000, sleep=slept.append)
+        version = client.VersionApi(server.api(throttle)).get_code()
+        assert version.git_version == "v1.30.0"
+        assert server.seen == 3 and throttle.retried == 2 and slept == [0.5, 1.0]
+    finally:
+        server.httpd.shutdown()
+
+
+def test_transport_errors_past_the_retries_are_explained() -> None:
+    server = ResettingServer(resets=5)
+    try:
+        throttle = Throttle(qps=1000, burst=1000, retries=1, sleep=lambda s: None)
+        api = server.api(throttle)
+        with pytest.raises(Exception, match="cannot reach the Kubernetes API server"):
+            call(client.VersionApi(api).get_code, api=api, action="read the version")
+        assert server.seen == 2
+    finally:
+        server.httpd.shutdown()

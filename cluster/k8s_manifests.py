@@ -46,6 +46,7 @@ SPEC_MOUNT = "/etc/openrl-agent"
 WORK_MOUNT = "/openrl-work"  # unusual on purpose: the test node rewrites it in every argument
 CONTAINER = "trial"
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENRL_TORCH_THREADS")
+QUANTITY = re.compile(r"[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E|m)?")
 TRIAL_UID = 1000  # the `trial` user of docker/Dockerfile.*; numeric so runAsNonRoot can verify it
 # A pod the cluster took away (spot preemption, eviction, node drain) is not the trial's failure:
 # the Job starts a new pod, and the launcher counts the trial once, when the Job ends.
@@ -61,6 +62,12 @@ class KubernetesConfig:
     context: str | None = None
     cpu: str = "2"
     memory: str = "8Gi"
+    # Local disk for the trial dir (checkpoints, adapter), caches and logs. GKE Autopilot's default is
+    # 1Gi, which a gemma-3-270m trial outgrows (a full-model checkpoint with its optimizer state is
+    # ~3 GB), and an eviction for it is not retried like a preemption. 10Gi is Autopilot's long-standing
+    # per-pod maximum on general-purpose nodes; None leaves it to the cluster's default.
+    ephemeral_storage: str | None = "10Gi"
+    ephemeral_storage_limit: str | None = None  # None: the request (Autopilot sets limits to requests)
     gpus: int = 0
     gpu_type: str | None = None  # e.g. "nvidia-l4"; becomes the GKE accelerator nodeSelector
     node_selector: dict[str, str] = field(default_factory=dict)
@@ -101,6 +108,10 @@ class KubernetesConfig:
         if self.image_pull_policy not in (None, "Always", "IfNotPresent", "Never"):
             raise LauncherError(f"image_pull_policy {self.image_pull_policy!r} must be Always, IfNotPresent or "
                                 "Never (or unset: IfNotPresent for a digest, else Always)")
+        for key in ("ephemeral_storage", "ephemeral_storage_limit"):
+            value = getattr(self, key)
+            if value is not None and not QUANTITY.fullmatch(str(value)):
+                raise LauncherError(f"{key} {value!r} is not a Kubernetes quantity (e.g. \"10Gi\" or \"500M\")")
         if self.api_qps <= 0 or self.api_burst < 1:
             raise LauncherError("api_qps must be > 0 and api_burst >= 1")
 
@@ -149,6 +160,7 @@ def build_manifests(spec: dict[str, Any], config: KubernetesConfig) -> tuple[dic
         "apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": name, "namespace": config.namespace, "labels": labels},
         "data": {"spec.json": json.dumps(pod_spec_json(spec, config), indent=2)},
+        "immutable": True,  # the spec a trial ran with; immutable ones also spare the kubelets a watch each
     }
     template_meta: dict[str, Any] = {"labels": {k: v for k, v in labels.items() if k != KUEUE_LABEL}}
     if config.pod_annotations:
@@ -237,6 +249,9 @@ def _pod_spec(spec: dict[str, Any], name: str, session: str, trial_id: str,
     env += [{"name": k, "value": v} for k, v in sorted(config.env.items())]
     requests: dict[str, Any] = {"cpu": config.cpu, "memory": config.memory}
     limits: dict[str, Any] = {"memory": config.memory}
+    if config.ephemeral_storage:
+        requests["ephemeral-storage"] = config.ephemeral_storage
+        limits["ephemeral-storage"] = config.ephemeral_storage_limit or config.ephemeral_storage
     if config.gpus:
         limits["nvidia.com/gpu"] = str(config.gpus)  # quantities are strings in the API
     mounts = [{"name": "spec", "mountPath": SPEC_MOUNT, "readOnly": True}]

@@ -33,10 +33,27 @@ def test_job_carries_labels_spec_configmap_and_limits() -> None:
     assert container["image"] == "img:1" and pod["restartPolicy"] == "Never"
     assert container["command"][:3] == ["python", "-m", "cluster.pod_entry"]
     assert container["command"][-3:] == ["python", "-m", "rl_core.trial"]
-    assert container["resources"] == {"requests": {"cpu": "4", "memory": "16Gi"}, "limits": {"memory": "16Gi"}}
+    assert container["resources"] == {"requests": {"cpu": "4", "memory": "16Gi", "ephemeral-storage": "10Gi"},
+                                      "limits": {"memory": "16Gi", "ephemeral-storage": "10Gi"}}
+    assert cm["immutable"] is True  # a spec is never edited in place: a new trial gets a new ConfigMap
     assert {"name": "OPENRL_TORCH_THREADS", "value": "4"} in container["env"]
     assert {"name": "spec", "configMap": {"name": name}} in pod["volumes"]
     assert "nodeSelector" not in pod and "tolerations" not in pod
+
+
+def test_ephemeral_storage_request_and_limit() -> None:
+    """GKE Autopilot gives a pod 1Gi of ephemeral storage unless asked: a trial's checkpoints and the
+    model's cache outgrow that and the kubelet evicts the pod."""
+    def resources(**kw: object) -> dict:
+        _, job = build_manifests(fake_spec("t1"), KubernetesConfig(**kw))
+        return job["spec"]["template"]["spec"]["containers"][0]["resources"]
+
+    assert resources(ephemeral_storage="20Gi", ephemeral_storage_limit="40Gi") == {
+        "requests": {"cpu": "2", "memory": "8Gi", "ephemeral-storage": "20Gi"},
+        "limits": {"memory": "8Gi", "ephemeral-storage": "40Gi"}}
+    assert "ephemeral-storage" not in resources(ephemeral_storage=None)["requests"]
+    with pytest.raises(LauncherError, match="ephemeral_storage '10 GB' is not a Kubernetes quantity"):
+        KubernetesConfig(ephemeral_storage="10 GB")
 
 
 def test_gpu_trials_get_gke_selector_toleration_and_kueue() -> None:

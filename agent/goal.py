@@ -27,9 +27,19 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from agent.plan import (
+    GOAL_KEYS,
+    MAX_BUDGET_MINUTES,
+    OVERRIDE_KEYS,
+    SETTINGS,
+    VALUE_KEYS,
+    Constraints,
+    GoalError,
+    Objective,
+    Plan,
+)
 from agent.planners.llm import (
     DEFAULT_GEMINI_MODEL,
     DEFAULT_OPENAI_MODEL,
@@ -40,67 +50,12 @@ from agent.planners.llm import (
     openai_api_key,
     openai_base_url,
 )
-from agent.settings import GoalError, read_config, tracking_settings
+from agent.settings import read_config, tracking_settings
 from tools.search_space import SearchSpace, SearchSpaceError, is_pretrained, pretrained_note
 
-METRICS = {"dev_accuracy_after": "dev execution accuracy after training",
-           "gain": "dev execution accuracy gain over the base policy"}
-DEFAULT_TRIALS = 8
-DEFAULT_PARALLEL = 2
-DEFAULT_MODEL = "builtin:tiny-gemma"
-DEFAULT_DATASET = "builtin"
-MAX_TRIALS = 1000  # a session is a sweep, not a benchmark farm; more is almost surely a typo
-MAX_PARALLEL = 256
-MAX_BUDGET_MINUTES = 30 * 24 * 60
-PLANNERS = ("offline", "gemini", "openai")
-
-
-@dataclass
-class Objective:
-    metric: str = "dev_accuracy_after"
-    direction: str = "maximize"
-    target: float | None = None  # stop early once the best trial reaches it
-
-
-@dataclass
-class Constraints:
-    trials: int = DEFAULT_TRIALS
-    parallel: int = DEFAULT_PARALLEL
-    budget_minutes: float | None = None
-    model: str = DEFAULT_MODEL
-    dataset: str = DEFAULT_DATASET
-    seed: int = 0
-    eval_limit: int | None = None  # None: the trial spec's default
-    eval_every_steps: int = 0  # >0: intermediate dev evals, which the pruner reads
-    trial_seconds: float | None = None  # per-trial wall limit; None: fair share of the budget
-    max_steps: int | None = None  # pins budget.max_steps instead of searching it
-    branching: bool = True  # planners may continue or branch from finished trials' weights
-    confirm_top_k: int = 2  # trials (best by dev) evaluated on the sealed test split at the end; 0 = none
-    confirm_seeds: int = 0  # retrain the winner's recipe with this many fresh seeds, evaluated on test
-
-
-@dataclass
-class Plan:
-    goal: str
-    objective: Objective = field(default_factory=Objective)
-    constraints: Constraints = field(default_factory=Constraints)
-    planner: dict[str, Any] = field(default_factory=lambda: {"name": "offline"})
-    launcher: dict[str, Any] = field(default_factory=lambda: {"name": "local"})
-    search_space: dict[str, Any] = field(default_factory=dict)
-    pruner: str = "median"  # "median" | "none"
-    tracking: dict[str, Any] = field(default_factory=dict)  # {"backends": [...], "tensorboard_dir", "mlflow_uri"}
-    sources: dict[str, str] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Plan:
-        data = dict(data)
-        data["objective"] = Objective(**data.get("objective", {}))
-        data["constraints"] = Constraints(**data.get("constraints", {}))
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+__all__ = ["Constraints", "GoalError", "Objective", "Plan", "goal_schema", "parse_goal_rules", "plan_goal"]
+MAX_TRIALS = int(SETTINGS["trials"].hi or 0)
+MAX_PARALLEL = int(SETTINGS["parallel"].hi or 0)
 
 
 # --- regex rules ------------------------------------------------------------------------------
@@ -194,41 +149,34 @@ def _whole_in_goal(m: re.Match[str], name: str, high: int) -> int:
 
 
 # --- plan assembly ----------------------------------------------------------------------------
-_OVERRIDES = {"trials", "parallel", "budget_minutes", "model", "dataset", "seed", "eval_limit",
-              "branching", "confirm_top_k", "confirm_seeds",
-              "eval_every_steps", "trial_seconds", "max_steps", "metric", "direction", "target",
-              "planner", "launcher", "launcher_options", "config", "pruner", "gemini_model", "gemini_base_url",
-              "openai_model", "openai_base_url", "planner_wait_s", "tracking"}
-
-
-def plan_goal(goal: str, overrides: dict[str, Any] | None = None, progress: Progress | None = None) -> Any:
+def plan_goal(goal: str, overrides: dict[str, Any] | None = None, progress: Progress | None = None) -> Plan:
     """Parse a goal into a Plan (see the module docstring). Precedence: overrides (CLI flags) >
-    the `config` file > the goal text > defaults.
+    the `config` file > the goal text > defaults. The settings and their checks are agent/plan.py's.
 
-    `config` names a TOML or JSON file holding any override key (trials = 12, launcher = "k8s" or
+    `config` names a TOML or JSON file holding any setting (trials = 12, launcher = "k8s" or
     a [launcher] table with its options, ...) and/or search-space sections ([params.<name>],
     [fixed]; see tools/search_space.py). Raises GoalError for anything that cannot be understood.
     `progress` receives a line per LLM attempt while an LLM planner reads the goal."""
     cli = {k: v for k, v in (overrides or {}).items() if v is not None}
     file_options, space_sections = read_config(cli["config"]) if cli.get("config") else ({}, {})
     overrides = {**file_options, **cli}
-    unknown = set(overrides) - _OVERRIDES
+    unknown = set(overrides) - OVERRIDE_KEYS
     if unknown:
-        raise GoalError(f"unknown setting {sorted(unknown)[0]!r}; known: {', '.join(sorted(_OVERRIDES))}")
+        raise GoalError(f"unknown setting {sorted(unknown)[0]!r}; known: {', '.join(sorted(OVERRIDE_KEYS))}")
     goal = (goal or "").strip()
     if not goal:
         raise GoalError('the goal is empty; say what to improve, e.g. "raise dev accuracy, 8 trials, 2 at a time"')
+    option = {k: SETTINGS[k].parse(overrides.get(k, SETTINGS[k].default))
+              for k in ("launcher", "launcher_options", "pruner")}
     planner = _planner_config(overrides)
-    plan = Plan(goal=goal, planner=planner,
-                launcher={"name": overrides.get("launcher", "local"), **overrides.get("launcher_options", {})})
-    if plan.launcher["name"] not in ("local", "k8s"):
-        raise GoalError(f"launcher {plan.launcher['name']!r} is unknown; use local or k8s")
+    plan = Plan(goal=goal, planner=planner, launcher={"name": option["launcher"], **option["launcher_options"]},
+                pruner=option["pruner"])
 
     found, found_by = _read_goal(goal, planner, progress)
     if planner.get("goal_fallback"):
         plan.notes.append(planner["goal_fallback"])
-    values = {**found, **{k: v for k, v in overrides.items() if k in _VALUE_KEYS}}
-    for key in _VALUE_KEYS:
+    values = {**found, **{k: v for k, v in overrides.items() if k in VALUE_KEYS}}
+    for key in VALUE_KEYS:
         origin = "override" if key in cli else ("config" if key in file_options else None)
         plan.sources[key] = origin or found_by.get(key, "default")
     _apply(plan, values)
@@ -243,22 +191,12 @@ def plan_goal(goal: str, overrides: dict[str, Any] | None = None, progress: Prog
     if is_pretrained(plan.constraints.model):
         plan.notes.append(pretrained_note(plan.constraints.model))
     plan.search_space = space.to_json()
-    plan.pruner = overrides.get("pruner", "median")
-    if plan.pruner not in ("median", "none"):
-        raise GoalError(f"pruner {plan.pruner!r} is unknown; use median or none")
     plan.tracking = tracking_settings(file_options.get("tracking"), cli.get("tracking"))
     return plan
 
 
-_VALUE_KEYS = ("trials", "parallel", "budget_minutes", "model", "dataset", "seed", "eval_limit",
-               "branching", "confirm_top_k", "confirm_seeds",
-               "eval_every_steps", "trial_seconds", "max_steps", "metric", "direction", "target")
-
-
 def _planner_config(overrides: dict[str, Any]) -> dict[str, Any]:
-    name = overrides.get("planner") or ("gemini" if gemini_api_key() else "offline")
-    if name not in PLANNERS:
-        raise GoalError(f"planner {name!r} is unknown; use {', '.join(PLANNERS)}")
+    name = SETTINGS["planner"].parse(overrides.get("planner") or ("gemini" if gemini_api_key() else "offline"))
     if name == "gemini" and not gemini_api_key():
         raise GoalError("the gemini planner needs an API key: export GEMINI_API_KEY=... (or use --planner offline)")
     config: dict[str, Any] = {"name": name}
@@ -272,23 +210,26 @@ def _planner_config(overrides: dict[str, Any]) -> dict[str, Any]:
             raise GoalError("the openai planner needs OPENAI_API_KEY, or OPENAI_BASE_URL for a local server "
                             "(vLLM, Ollama, llama.cpp), or use --planner offline")
     if name != "offline" and overrides.get("planner_wait_s") is not None:
-        config["wait_s"] = _positive("planner_wait_s", overrides["planner_wait_s"])
+        config["wait_s"] = SETTINGS["planner_wait_s"].parse(overrides["planner_wait_s"])
     return config
 
 
-GOAL_SCHEMA = {
-    "type": "object",
-    "properties": {
+_JSON_TYPES = {"int": "integer", "float": "number", "str": "string", "choice": "string"}
+
+
+def goal_schema() -> dict[str, Any]:
+    """The JSON schema an LLM fills when it reads a goal: the settings the goal text may state."""
+    properties: dict[str, Any] = {
         "understood": {"type": "boolean"},
         "reason": {"type": "string", "description": "if not understood: what is missing or unclear"},
-        "metric": {"type": "string", "enum": list(METRICS)},
-        "target": {"type": "number", "description": "absolute accuracy or gain, as a fraction (0-1)"},
-        "trials": {"type": "integer"}, "parallel": {"type": "integer"},
-        "budget_minutes": {"type": "number"}, "model": {"type": "string"}, "dataset": {"type": "string"},
-    },
-    "required": ["understood"],
-}
-_LLM_KEYS = ("metric", "target", "trials", "parallel", "budget_minutes", "model", "dataset")
+    }
+    for name in GOAL_KEYS:
+        s = SETTINGS[name]
+        properties[name] = {"type": _JSON_TYPES[s.kind], "description": s.help}
+        if s.choices:
+            properties[name]["enum"] = list(s.choices)
+    properties["target"]["description"] = "absolute accuracy or gain, as a fraction (0-1)"
+    return {"type": "object", "properties": properties, "required": ["understood"]}
 
 
 def _read_goal(goal: str, planner: dict[str, Any], progress: Progress | None) -> tuple[dict[str, Any], dict[str, str]]:
@@ -322,42 +263,24 @@ def _read_goal_with_llm(goal: str, planner: dict[str, Any], progress: Progress |
         "Only fill fields the goal states; set understood=false with a reason if it is not a goal about "
         "training or evaluating a text-to-SQL model.\n"
         f"Goal: {goal}")
-    data = call_json(planner, prompt, GOAL_SCHEMA, progress=progress, what="a reading of the goal")
+    data = call_json(planner, prompt, goal_schema(), progress=progress, what="a reading of the goal")
     if not isinstance(data, dict):
         raise LLMError("the reply was not a JSON object")
     if not data.get("understood", False):
         raise GoalError(f"could not understand the goal: {data.get('reason') or 'no reason given'}; "
                         'say what to improve, e.g. "raise dev accuracy, 8 trials, 2 at a time"')
-    return {k: data[k] for k in _LLM_KEYS if data.get(k) is not None}
+    return {k: data[k] for k in GOAL_KEYS if data.get(k) is not None}
 
 
 def _apply(plan: Plan, values: dict[str, Any]) -> None:
-    c, o = plan.constraints, plan.objective
-    for key, low, high in (("trials", 1, MAX_TRIALS), ("parallel", 1, MAX_PARALLEL), ("seed", 0, None),
-                           ("eval_every_steps", 0, None), ("eval_limit", 1, None), ("max_steps", 1, None),
-                           ("confirm_top_k", 0, 10), ("confirm_seeds", 0, 10)):
-        if key in values:
-            setattr(c, key, _int(key, values[key], low, high))
-    for key in ("budget_minutes", "trial_seconds"):
-        if key in values:
-            setattr(c, key, _positive(key, values[key]))
-    if c.budget_minutes is not None and c.budget_minutes > MAX_BUDGET_MINUTES:
-        raise GoalError(f"budget_minutes must be at most {MAX_BUDGET_MINUTES} (30 days), got {c.budget_minutes:g}")
-    for key in ("model", "dataset"):
-        if key in values:
-            setattr(c, key, str(values[key]))
-    if "branching" in values:
-        if not isinstance(values["branching"], bool):
-            raise GoalError(f"branching must be true or false, got {values['branching']!r}")
-        c.branching = values["branching"]
-    o.metric = values.get("metric", o.metric)
-    if o.metric not in METRICS:
-        raise GoalError(f"metric {o.metric!r} is unknown; use one of {', '.join(METRICS)}")
-    o.direction = values.get("direction", o.direction)
-    if o.direction != "maximize":
-        raise GoalError("the objective can only be maximised (accuracy or gain); drop the direction setting")
-    if values.get("target") is not None:
-        o.target = _target(values["target"], plan.sources.get("target"))
+    """Each value checked by its setting's declaration and set on the plan's typed sections."""
+    for key, value in values.items():
+        setting = SETTINGS[key]
+        section = plan.constraints if setting.section == "constraints" else plan.objective
+        if key == "target":
+            value = _target(value, plan.sources.get("target"))
+        setattr(section, key, setting.parse(value))
+    c = plan.constraints
     if c.parallel > c.trials:
         plan.notes.append(f"parallel {c.parallel} > trials {c.trials}; running {c.trials} at a time")
         c.parallel = c.trials
@@ -367,33 +290,12 @@ def _apply(plan: Plan, values: dict[str, Any]) -> None:
         plan.sources["trial_seconds"] = "budget share"
 
 
-def _int(name: str, value: Any, low: int, high: int | None = None) -> int:
-    span = f">= {low}" if high is None else f"from {low} to {high}"
-    if isinstance(value, bool):
-        raise GoalError(f"{name} must be a whole number {span}, got {value!r}")
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise GoalError(f"{name} must be a whole number {span}, got {value!r}") from None
-    if number < low or (high is not None and number > high) or number != float(value):
-        raise GoalError(f"{name} must be a whole number {span}, got {value!r}")
-    return number
-
-
-def _positive(name: str, value: Any) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise GoalError(f"{name} must be a number, got {value!r}") from None
-    if not number > 0 or number == float("inf") or isinstance(value, bool):
-        raise GoalError(f"{name} must be a positive number, got {value!r}")
-    return number
-
-
-def _target(value: Any, source: str | None) -> float:
+def _target(value: Any, source: str | None) -> float | None:
     """The target as a fraction. The goal rules already give one; a flag, config or LLM value of 1
     or less is a fraction and above 1 a percentage. Never more than 100%."""
-    number = _positive("target", value)
+    if value is None:
+        return None
+    number = SETTINGS["target"].parse(value)
     if source != "goal" and number > 1:
         number /= 100
     if number > 1:

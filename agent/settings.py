@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from agent.plan import GoalError
 from tools.tracking import BACKENDS, missing_backends
 
-
-class GoalError(ValueError):
-    """The goal (or an override) cannot be understood; the message says how to phrase it."""
+__all__ = ["GoalError", "read_config", "tracking_settings"]
 
 
 _TRACKING_KEYS = ("backends", "tensorboard_dir", "mlflow_uri")
@@ -77,5 +76,8 @@ def read_config(path: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     if isinstance(data.get("launcher"), dict):  # [launcher] name = "k8s", namespace = ...
         table = dict(data.pop("launcher"))
         data["launcher"] = table.pop("name", "local")
-        data["launcher_options"] = {**table, **data.get("launcher_options", {})}
+        extra = data.get("launcher_options", {})
+        if not isinstance(extra, dict):
+            raise GoalError(f"{path}: launcher_options must be a table of settings ([launcher] keys), got {extra!r}")
+        data["launcher_options"] = {**table, **extra}
     return data, space

@@ -150,10 +150,7 @@ class GRPOTrainer:
 
     def _score(self, ids: list[str], outs: list[list[Completion]]) -> list[list[StepResult]]:
         texts = [[c.text for c in comps] for comps in outs]
-        score_many = getattr(self.env, "score_many", None)  # optional batched fast path
-        if score_many is not None:
-            return score_many(list(zip(ids, texts, strict=True)))
-        return [self.env.score(i, t) for i, t in zip(ids, texts, strict=True)]
+        return [list(g) for g in self.env.score_many(list(zip(ids, texts, strict=True)))]  # one batched call
 
     # ---- update ---------------------------------------------------------------------------
     def _collate(self, groups: list[tuple[list[int], list[list[int]]]]) -> dict[str, Any]:
@@ -232,7 +229,7 @@ class GRPOTrainer:
                            tokens=int(sum(b["comp_mask_BC"].sum() for b in batches)), max_new_tokens=hp.max_new_tokens)
         old_logp: list[torch.Tensor] = []
         ref_logp: list[torch.Tensor | None] = [self._ref_logp(b) for b in batches]
-        stats: dict[str, list[float]] = {"loss": [], "grad_norm": [], "clip_frac": [], "kl": [], "entropy": []}
+        stats: dict[str, list[float]] = {"loss": [], "grad_norm": [], "clip_frac": [], "kl_ref": [], "entropy": []}
         # Eval mode on purpose: dropout (LoRA's included) stays off, so every epoch scores the very
         # policy that sampled (no mask then) and epoch 0's ratio is exactly 1, as in TRL.
         self.model.eval()
@@ -257,9 +254,8 @@ class GRPOTrainer:
                 loss_sum += float(loss.detach())
                 weight = float(batch["comp_mask_BC"].sum()) / max(sizes.tokens, 1)
                 stats["clip_frac"].append(st["clip_frac"] * weight)
-                # KL to the reference when there is one, else to the rollout policy (drift per step).
-                kl = st["kl"] if "kl" in st else self._drift_kl(logp_BC.detach(), old_logp[k], batch["comp_mask_BC"])
-                stats["kl"].append(kl * weight)
+                if "kl" in st:  # KL to the reference, measured before this epoch's optimizer step
+                    stats["kl_ref"].append(st["kl"] * weight)
             max_norm = hp.grad_clip if hp.grad_clip > 0 else float("inf")
             grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
             if not math.isfinite(grad_norm):
@@ -269,19 +265,31 @@ class GRPOTrainer:
             stats["loss"].append(loss_sum)
             stats["grad_norm"].append(grad_norm)
         n_mb = len(batches)
-        return {
+        drift = self._drift_kl(groups[0], old_logp[0])
+        out = {
             "loss": sum(stats["loss"]) / hp.ppo_epochs,
             "grad_norm": sum(stats["grad_norm"]) / hp.ppo_epochs,
             # the first epoch is exactly on-policy (ratio 1); report what the later epochs clipped
             "clip_frac": sum(stats["clip_frac"][n_mb:]) / max(1, hp.ppo_epochs - 1),
-            "kl": sum(stats["kl"][-n_mb:]),
+            "kl_drift": drift, "kl": drift,  # `kl`: the contract's curve, always the drift
             "entropy": sum(stats["entropy"]),
         }
+        if stats["kl_ref"]:
+            out["kl_ref"] = sum(stats["kl_ref"][-n_mb:])
+        return out
 
-    @staticmethod
-    def _drift_kl(logp_BC: torch.Tensor, old_BC: torch.Tensor, mask_BC: torch.Tensor) -> float:
-        delta = old_BC - logp_BC
-        return float(((torch.exp(delta) - delta - 1) * mask_BC).sum() / mask_BC.sum().clamp(min=1))
+    @torch.no_grad()
+    def _drift_kl(self, group: Group, old_BC: torch.Tensor) -> float:
+        """KL(pi_old || pi_new) per token (k3, sampled from pi_old) after this step's last update.
+
+        The drift of the whole step at any `ppo_epochs` (measured inside the epochs it was 0 at one
+        epoch and missed the last update), estimated on the step's first group: one extra no-grad
+        forward over G completions, not the whole batch."""
+        one = self._collate([(group.completions[0].prompt_ids, [c.token_ids for c in group.completions])])
+        g, width = one["group"], one["targets_BC"].shape[1]
+        mask_BC = one["comp_mask_BC"]
+        delta_BC = self._log_probs(self.model, one)[0] - old_BC[:g, :width]
+        return float(((torch.exp(delta_BC) - delta_BC - 1) * mask_BC).sum() / mask_BC.sum().clamp(min=1))
 
     @torch.no_grad()
     def _ref_logp(self, batch: dict[str, Any]) -> torch.Tensor | None:
@@ -303,7 +311,7 @@ class GRPOTrainer:
                                                self.total_steps)
         for group in self.optimizer.param_groups:  # the schedule is a function of the step: no state
             group["lr"] = lr
-        train = {"loss": 0.0, "grad_norm": 0.0, "clip_frac": 0.0, "kl": 0.0, "entropy": 0.0}
+        train = {"loss": 0.0, "grad_norm": 0.0, "clip_frac": 0.0, "kl": 0.0, "kl_drift": 0.0, "entropy": 0.0}
         if kept:
             train = self.update(kept)
             self.engine.sync()

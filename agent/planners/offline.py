@@ -21,7 +21,8 @@ Rules (read from the parent's curves and samples, and from failed trials):
   `executes` weight by 0.1, so running SQL earns signal before it is right;
 - reward hacking: mean reward rose (> +0.05) while batch accuracy stayed flat (< +0.01) or dev
   accuracy did not gain beyond its standard error -> halve the partial-credit and format weights;
-- instability: a non-finite loss, KL above 0.5, a grad norm above 10x its median, or a trial
+- instability: a non-finite loss, a one-step KL drift above 0.5 (metrics `kl`, which is
+  `kl_drift`; the KL to the reference, `kl_ref`, may grow by design), a grad norm above 10x its median, or a trial
   failed with `nan_loss` -> halve the learning rate and raise `kl_beta` to the next choice;
 - no signal: reward flat and below 0.05 -> raise the rollout temperature by 0.15 (more diverse groups);
 - out of memory (`oom` failure) -> halve group size and prompts per step.
@@ -194,12 +195,13 @@ def _rule_hacking(params: dict, diag: dict, best: dict, reasons: list[str], ref:
 
 
 def _rule_unstable(params: dict, curve: dict, space: SearchSpace, reasons: list[str], ref: str) -> None:
+    # kl_max is the largest per-step drift (metrics `kl` = `kl_drift`), never the reference KL
     kl, grad, med = curve.get("kl_max"), curve.get("grad_norm_max"), curve.get("grad_norm_median")
     why = None
     if curve.get("nonfinite_loss"):
         why = "a non-finite loss"
     elif kl is not None and kl > 0.5:
-        why = f"KL reached {kl:.2f}"
+        why = f"the per-step KL drift reached {kl:.2f}"
     elif grad is not None and med and grad > 10 * med:
         why = f"grad norm spiked to {grad:.1f} (median {med:.1f})"
     if why:

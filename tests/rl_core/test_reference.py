@@ -48,7 +48,7 @@ def test_k3_kl_is_zero_before_the_first_grpo_step_after_sft(lora):
     torch.manual_seed(0)
     generated, _, _ = trainer.collect()
     # one epoch: the logged KL is measured before the optimizer step, against the reference
-    assert trainer.update(generated)["kl"] == pytest.approx(0.0, abs=1e-7)
+    assert trainer.update(generated)["kl_ref"] == pytest.approx(0.0, abs=1e-7)
 
 
 def test_resumed_trainer_keeps_the_post_sft_reference():
@@ -87,7 +87,7 @@ def test_trial_with_sft_logs_zero_kl_on_its_first_one_epoch_step(tmp_path, lora_
     result = run_trial(spec, tmp_path / "trial")
     assert result["status"] == "succeeded", result["error"]
     (row,) = [json.loads(line) for line in (tmp_path / "trial" / "metrics.jsonl").read_text().splitlines()]
-    assert row["kl"] == pytest.approx(0.0, abs=1e-7)
+    assert row["kl_ref"] == pytest.approx(0.0, abs=1e-7)
 
 
 def test_lora_dropout_is_off_in_the_log_prob_forwards():

@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from rl_core.engine import HFEngine
-from rl_core.env import StepResult
+from rl_core.env import BasicEnvironment, StepResult
 from rl_core.spec import HParams
 from rl_core.trainer import GRPOTrainer, PromptSampler, lr_factor
 from tests.rl_core.test_engine import tiny_gemma, tiny_tokenizer
 
 
-class CountA:
+class CountA(BasicEnvironment):
     """Reward = share of 'a' characters in the completion: dense, so every group is mixed."""
 
     prompts = {f"p{i}": f"say {w}:" for i, w in enumerate(["cat", "dog", "sea", "sky"])}
@@ -174,3 +174,24 @@ def test_plain_sampling_keeps_every_group_equal_rewards_included():
                                             else score(eid, comps))
     generated, kept, _ = trainer.collect()
     assert [g.example_id for g in kept] == [g.example_id for g in generated] and len(kept) == 2
+
+
+def _distinct_rewards(groups):
+    for group in groups:  # every group carries a gradient
+        group.results = [StepResult(reward=float(i)) for i in range(len(group.completions))]
+    return groups
+
+
+@pytest.mark.parametrize("kl_beta", [0.0, 0.1])
+def test_drift_is_measured_after_the_update_at_one_epoch_and_apart_from_the_reference_kl(kl_beta):
+    trainer, _ = make(hp(ppo_epochs=1, kl_beta=kl_beta))
+    torch.manual_seed(0)
+    generated, _, _ = trainer.collect()
+    stats = trainer.update(_distinct_rewards(generated))
+    assert stats["kl_drift"] > 1e-6  # one optimizer step moved the policy off the one that sampled
+    assert stats["kl"] == stats["kl_drift"]  # `kl` (the contract's curve) is the drift whatever kl_beta is
+    if kl_beta:  # measured before this step's update, against the policy GRPO started from: 0 at step 1
+        assert stats["kl_ref"] == pytest.approx(0.0, abs=1e-7)
+        assert trainer.update(_distinct_rewards(trainer.collect()[0]))["kl_ref"] > 1e-6
+    else:
+        assert "kl_ref" not in stats

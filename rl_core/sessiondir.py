@@ -11,15 +11,17 @@ under `runs/` here instead of by hand; what goes *inside* a trial directory is `
         checkpoints.sqlite   LangGraph checkpoints of the research loop
         clock.json           running seconds used, for the time budget      (agent/budget.py)
         pause                flag file: the running loop pauses when it appears
+        .lock                held (flock) by the one process running the session's loop
         trials/<trial_id>/   one trial directory per trial                 (rl_core/trialdir.py)
         confirm/             the test-split confirmation: a session directory of its own, so its
           trials/<job>/      jobs are trial directories a launcher runs like any other
         confirm.json         the confirmation's verdict
+      trials/<trial_id>/     trials run on their own (`openrl-agent trial run` without --out)
       tensorboard/           TensorBoard event files          (tools/tracking.py)
       mlflow.db, mlartifacts/  the default MLflow store       (tools/tracking.py)
 
 A launcher is given a runs directory and a trial spec naming its session; the trial's directory is
-`trial_dir(runs / session, trial_id)` wherever it runs (a pod sees the same layout on its volume).
+`trial_dir(session_dir_of(runs, session), trial_id)` wherever it runs (a pod sees the same layout on its volume).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ JOURNAL_FILE = "study.journal"
 CHECKPOINTS_FILE = "checkpoints.sqlite"
 CLOCK_FILE = "clock.json"
 PAUSE_FILE = "pause"
+LOCK_FILE = ".lock"  # the flock that keeps one loop per session
 TRIALS_DIR = "trials"
 CONFIRM_DIR = "confirm"  # also the `session` its jobs' specs name: the launcher puts them under it
 CONFIRM_FILE = "confirm.json"
@@ -46,7 +49,8 @@ MLFLOW_ARTIFACTS_DIR = "mlartifacts"
 PathLike = str | os.PathLike[str]
 
 
-def session_dir(runs_dir: PathLike, session: str) -> Path:
+def session_dir_of(runs_dir: PathLike, session: str) -> Path:
+    """`<runs>/<session-id>`."""
     return Path(runs_dir) / session
 
 
@@ -57,6 +61,12 @@ def trials_dir(session: PathLike) -> Path:
 def trial_dir(session: PathLike, trial_id: str) -> Path:
     """`<session>/trials/<trial_id>`: where every launcher puts a trial and every reader finds it."""
     return Path(session) / TRIALS_DIR / trial_id
+
+
+def single_trial_dir(trial_id: str, runs_dir: PathLike = RUNS_DIR) -> Path:
+    """Where `openrl-agent trial run` and `python -m rl_core.trial` put a trial run outside a
+    session when no --out is given: `runs/trials/<trial_id>`."""
+    return trial_dir(runs_dir, trial_id)
 
 
 def trial_posix_path(runs_root: str, session: str, trial_id: str) -> str:
@@ -97,6 +107,10 @@ def clock_file(session: PathLike) -> Path:
 
 def pause_file(session: PathLike) -> Path:
     return Path(session) / PAUSE_FILE
+
+
+def lock_file(session: PathLike) -> Path:
+    return Path(session) / LOCK_FILE
 
 
 def confirm_dir(session: PathLike) -> Path:

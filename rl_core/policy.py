@@ -5,8 +5,9 @@
     policy.tokenizer   # fast tokenizer, pad/eos/bos set, padding_side="left" for generation
     policy.prompt_style  # "plain" (base / built-in models) or "chat" (instruct models with a chat template)
 
-lora_rank 0 means full fine-tuning; > 0 wraps the model with a peft LoRA adapter so only the
-adapter trains. The KL reference is not the loaded base but the policy GRPO starts from (after
+lora_rank 0 means full fine-tuning, always on fp32 weights (a bf16 checkpoint is upcast: the
+optimizer's master copy); > 0 wraps the model with a peft LoRA adapter (fp32) so only the
+adapter trains and the frozen base keeps the checkpoint's dtype. The KL reference is not the loaded base but the policy GRPO starts from (after
 any supervised stage): the trainer keeps it (`GRPOTrainer.reference`). The caller moves the model
 to its device (`resolve_device`).
 """
@@ -75,6 +76,8 @@ def load_policy(
     style = "chat" if (not builtin and tokenizer.chat_template and _INSTRUCT_NAME.search(model)) else "plain"
     if lora_rank > 0:
         lm = _wrap_lora(lm, lora_rank, lora_alpha, lora_dropout, target_modules, seed)
+    else:  # full fine-tuning keeps fp32 master weights: AdamW on bf16 rounds small updates away
+        lm = lm.float()  # (compute still runs in bf16 under autocast where the hardware is fast)
     lm.eval()
     return Policy(model=lm, tokenizer=tokenizer, prompt_style=style, name=model, path=str(path), lora_rank=lora_rank)
 

@@ -114,6 +114,9 @@ class GRPOTrainer:
         self.params = [p for p in model.parameters() if p.requires_grad]
         if not self.params:
             raise ValueError("the policy has no trainable parameters")
+        if any(p.dtype != torch.float32 for p in self.params):  # AdamW steps on bf16 lose small updates
+            raise ValueError("trainable weights must be fp32 (load_policy keeps fp32 master weights); "
+                             "compute runs in bf16 under autocast where it is fast")
         self.optimizer = torch.optim.AdamW(self.params, lr=hp.learning_rate, weight_decay=hp.weight_decay)
         self.total_steps = total_steps
         self.device = next(model.parameters()).device

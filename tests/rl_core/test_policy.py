@@ -73,8 +73,8 @@ def test_local_directory_round_trips(micro, tmp_path):
     assert loaded.prompt_style == "plain" and loaded.path == str(tmp_path)
     assert next(loaded.model.parameters()).dtype == torch.float32  # 'auto' keeps the saved dtype
     assert torch.allclose(_logits(loaded.model, loaded.tokenizer), _logits(micro.model, micro.tokenizer))
-    half = load_policy(str(tmp_path), dtype="bfloat16")
-    assert next(half.model.parameters()).dtype == torch.bfloat16
+    half = load_policy(str(tmp_path), dtype="bfloat16", lora_rank=4)  # the frozen base takes the dtype
+    assert next(p for p in half.model.parameters() if not p.requires_grad).dtype == torch.bfloat16
 
 
 def test_any_causal_lm_directory_loads_and_gets_a_pad_token(micro, tmp_path):
@@ -138,3 +138,31 @@ def test_bad_arguments_are_refused():
         load_policy("builtin:micro-gemma", lora_rank=-1)
     with pytest.raises(PolicyLoadError, match="dtype"):
         load_policy("builtin:micro-gemma", dtype="int8")
+
+
+@pytest.fixture(scope="module")
+def bf16_dir(micro, tmp_path_factory):
+    """micro-gemma saved as a bf16 checkpoint (what gemma-3-270m ships as)."""
+    path = tmp_path_factory.mktemp("bf16")
+    load_policy("builtin:micro-gemma").model.to(torch.bfloat16).save_pretrained(path)
+    micro.tokenizer.save_pretrained(path)
+    return path
+
+
+def test_full_fine_tuning_of_a_bf16_checkpoint_keeps_fp32_master_weights(bf16_dir):
+    full = load_policy(str(bf16_dir), dtype="bfloat16", lora_rank=0)
+    assert {p.dtype for p in full.model.parameters()} == {torch.float32}  # AdamW never steps bf16 weights
+    lora = load_policy(str(bf16_dir), dtype="bfloat16", lora_rank=4)
+    assert {p.dtype for p in lora.model.parameters() if p.requires_grad} == {torch.float32}
+    assert torch.bfloat16 in {p.dtype for p in lora.model.parameters() if not p.requires_grad}  # frozen base
+
+
+def test_the_trainer_refuses_half_precision_trainable_weights(micro):
+    from rl_core.engine import HFEngine
+    from rl_core.spec import HParams
+    from rl_core.trainer import GRPOTrainer
+
+    model = load_policy("builtin:micro-gemma").model.to(torch.bfloat16).requires_grad_(True)
+    with pytest.raises(ValueError, match="fp32"):
+        GRPOTrainer(model, None, HFEngine(model, micro.tokenizer), HParams(), ["a"], seed=0,
+                    pad_id=micro.tokenizer.pad_token_id)

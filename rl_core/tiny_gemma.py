@@ -273,7 +273,7 @@ def evaluate_dev(path: Path | str, *, limit: int = 400, pass_k: int = 0, tempera
     model, tokenizer = AutoModelForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
     with builtin_env() as env:
         ids = env.example_ids("dev")[:limit] if limit else env.example_ids("dev")
-        engine = HFEngine(model, tokenizer, stop_strings=getattr(env, "stop_strings", ()))
+        engine = HFEngine(model, tokenizer, stop_strings=env.stop_strings)
         greedy = greedy_accuracy(engine, env, ids, max_new_tokens=max_new_tokens)
         report = {"n": greedy.n, "greedy": greedy.accuracy, "greedy_stderr": greedy.stderr}
         if pass_k:

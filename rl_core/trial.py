@@ -132,9 +132,7 @@ def execute(spec: TrialSpec, out: TrialDir, *, resume: bool, t_start: float) -> 
     try:
         return _train_and_evaluate(spec, out, policy, env, resume=resume, t_start=t_start)
     finally:
-        close = getattr(env, "close", None)
-        if close is not None:  # sandboxes hold DuckDB connections and worker threads
-            close()
+        env.close()  # sandboxes hold DuckDB connections and worker threads or processes
 
 
 def _train_and_evaluate(spec: TrialSpec, out: TrialDir, policy: Any, env: Any, *, resume: bool,
@@ -162,7 +160,7 @@ def _train_and_evaluate(spec: TrialSpec, out: TrialDir, policy: Any, env: Any, *
             raise TrialError("bad_spec", f"split {split!r} of dataset {spec.dataset!r} is empty; pick another split")
     engine_cls = VLLMEngine if hp.engine == "vllm" else HFEngine
     try:
-        engine = engine_cls(policy.model, policy.tokenizer, stop_strings=getattr(env, "stop_strings", ()))
+        engine = engine_cls(policy.model, policy.tokenizer, stop_strings=env.stop_strings)
     except EngineUnavailable as exc:
         raise TrialError("bad_spec", str(exc)) from exc
     # The KL reference is the policy the first GRPO step starts from (after the SFT stage): the
@@ -351,12 +349,11 @@ def _log_samples(spec: TrialSpec, env: Any, out: TrialDir, step: int, groups: li
     if not spec.eval.samples or (step != 1 and step % 10 != 0):
         return
     picked = [(g, i) for i in range(spec.hparams.group_size) for g in groups][: spec.eval.samples]
-    question = getattr(env, "question", None)
     for group, i in picked:
         res, comp = group.results[i], group.completions[i]
         out.append(td.SAMPLES_FILE, {
             "step": step, "example_id": group.example_id,
-            "question": question(group.example_id) if question else res.metrics.get("question"),
+            "question": env.question(group.example_id),
             "completion": comp.text, "sql": res.metrics.get("sql"), "status": res.metrics.get("status"),
             "correct": bool(res.correct), "reward": res.reward, "error": res.metrics.get("error")})
 

@@ -13,7 +13,8 @@ The exact algorithm (one training step; the loop lives in rl_core/trainer.py):
        ratio = exp(logp - logp_old)
        pg    = -min(ratio * A_i, clip(ratio, 1 - eps_low, 1 + eps_high) * A_i)
        kl    = exp(logp_ref - logp) - (logp_ref - logp) - 1          (k3 estimator, >= 0)
-       l_t   = pg + beta * kl
+       H     = -sum_v p_v log p_v over the tempered softmax            (the token's entropy)
+       l_t   = pg + kl_beta * kl - entropy_coef * H
 5. Aggregate l_t over the batch with one of LOSSES (masking padding):
        grpo    : mean over the tokens of each sequence, then mean over sequences (the paper)
        dr_grpo : sum over all tokens / (num sequences * max_new_tokens)   (Dr. GRPO)
@@ -31,7 +32,9 @@ Departures from the papers:
 - Every log-prob forward runs with dropout off (LoRA dropout included), as sampling did.
 - Clip-higher (separate eps_low/eps_high) comes from DAPO; the DAPO overlong penalty and the
   Dr. GRPO removal of std scaling are options (scale_rewards), not fixed.
-- No KL by default (beta=0): with beta=0 the reference forward is skipped entirely.
+- No KL by default (kl_beta=0): with kl_beta=0 the reference forward is skipped entirely.
+- No entropy bonus by default (entropy_coef=0); with it, the entropy comes from the same head
+  forward as the log-probs and carries a gradient (it is aggregated like the rest of l_t).
 - The KL reference is the policy the first GRPO step starts from (after a supervised stage or a
   parent trial's weights), not the pre-trained base, so KL is 0 before the first step; it is
   a snapshot of the trainable weights, swapped in for the reference forward and checkpointed.

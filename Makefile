@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_PIN)
-	$(PY) -m pip install -q -e '.[dev,openai,tracking,dashboard]'
+	$(PY) -m pip install -q -e '.[dev,openai,tracking,dashboard,tinker]'
 	@touch $(STAMP)
 
 # kube-apiserver + kube-controller-manager for the `k8s` tests: built once from Debian's source

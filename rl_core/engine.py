@@ -10,6 +10,7 @@ log-probs assume that distribution, and transformers would otherwise apply its d
 
 from __future__ import annotations
 
+import math
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -251,9 +252,10 @@ class VLLMEngine:
 def _sample(logits_BV: torch.Tensor, temperature: float, top_p: float, multinomial: bool = False) -> torch.Tensor:
     """One token per row from softmax(logits / T), nucleus-filtered when top_p < 1; argmax at T=0.
 
-    The draw inverts each row's CDF at one uniform number: the same distribution as
-    `torch.multinomial` (`multinomial=True`, the old path), which took 40 ms per call on
-    8 x 262k logits on this project's CPU against about 12 ms for the cumsum and search.
+    The draw is an exponential race, argmax_i p_i / E_i with E_i ~ Exp(1), which picks i with
+    probability exactly p_i / sum(p), run in two rounds (`race_sample`) so it costs about as much
+    as the softmax. `multinomial=True` is the old path (torch.multinomial, 40 ms per call on
+    8 x 262k logits on this project's CPU). A NaN probability raises instead of drawing a token.
     """
     if temperature <= 0:
         return logits_BV.argmax(-1)
@@ -266,10 +268,49 @@ def _sample(logits_BV: torch.Tensor, temperature: float, top_p: float, multinomi
         probs_BV = torch.zeros_like(probs_BV).scatter_(-1, order_BV, sorted_BV)
     if multinomial:
         return torch.multinomial(probs_BV, 1).squeeze(1)
-    cdf_BV = probs_BV.cumsum(-1)
-    u_B1 = torch.rand(cdf_BV.shape[0], 1, device=cdf_BV.device) * cdf_BV[:, -1:]
-    # right=True: the first token whose CDF exceeds u, so a zero-mass token is never drawn
-    return torch.searchsorted(cdf_BV, u_B1, right=True).clamp(max=cdf_BV.shape[1] - 1).squeeze(1)
+    return race_sample(probs_BV)
+
+
+def race_block(vocab: int) -> int:
+    """Block width of the two-round race: the power of two nearest above sqrt(vocab) (512 for 262k)."""
+    return 1 << max(0, math.ceil(math.log2(max(vocab, 1)) / 2))
+
+
+def block_masses(probs_BV: torch.Tensor) -> torch.Tensor:
+    """(B, blocks) fp64 sums of `race_block`-wide slices of each row (zero-padded at the end)."""
+    width = race_block(probs_BV.shape[-1])
+    pad = -probs_BV.shape[-1] % width
+    padded_BV = torch.nn.functional.pad(probs_BV, (0, pad)) if pad else probs_BV
+    return padded_BV.reshape(probs_BV.shape[0], -1, width).sum(-1, dtype=torch.float64)
+
+
+def exponentials(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """Exp(1) draws in fp64 from 53-bit uniforms: -log(1 - U), U = k 2^-53, with U = 0 mapped to
+    2^-54 (never 0, so w / E stays finite). P(E <= x) is within 2^-53 of 1 - exp(-x) for every x,
+    so a weight of 1e-9 against one of 1 still wins its share (fp32 uniforms stop near 6e-8)."""
+    return exponential_of_uniform(torch.rand(shape, dtype=torch.float64, device=device))
+
+
+def exponential_of_uniform(u: torch.Tensor) -> torch.Tensor:
+    """The transform `exponentials` applies to its fp64 uniforms (apart so tests can audit it)."""
+    return (-torch.log1p(-u)).clamp_(min=2.0 ** -54)
+
+
+def race_sample(probs_BV: torch.Tensor) -> torch.Tensor:
+    """argmax p / Exp(1) per row, exact, in two rounds: a race between blocks weighted by their
+    mass, then one inside the winning block: P(i) = (m_b / M)(p_i / m_b) = p_i / M. Each round
+    races about sqrt(V) fp64 keys instead of V (a 262k-wide fp64 race cost ~10x the softmax)."""
+    mass_BN = block_masses(probs_BV)
+    if bool(torch.isnan(mass_BN).any()):
+        raise ValueError("the policy's next-token probabilities hold NaN (non-finite logits): "
+                         "the weights diverged; lower learning_rate")
+    block_B = (mass_BN / exponentials(tuple(mass_BN.shape), mass_BN.device)).argmax(-1)
+    width = race_block(probs_BV.shape[-1])
+    cols_BW = block_B[:, None] * width + torch.arange(width, device=probs_BV.device)
+    inside_BW = probs_BV.gather(1, cols_BW.clamp(max=probs_BV.shape[-1] - 1)).double()
+    inside_BW = inside_BW.masked_fill(cols_BW >= probs_BV.shape[-1], 0.0)  # the padding past V
+    pick_B = (inside_BW / exponentials(tuple(inside_BW.shape), inside_BW.device)).argmax(-1)
+    return cols_BW.gather(1, pick_B[:, None]).squeeze(1)
 
 
 def _load_weights(worker: Any, weights: list[tuple[str, torch.Tensor]]) -> None:

@@ -105,7 +105,7 @@ def test_greedy_matches_transformers_generate(setup):
         assert c.token_ids == theirs[:end]
 
 
-@pytest.mark.parametrize("old_sampling", [False, True], ids=["cdf", "multinomial"])
+@pytest.mark.parametrize("old_sampling", [False, True], ids=["race", "multinomial"])
 @pytest.mark.parametrize("top_p", [1.0, 0.6])
 def test_sampling_follows_the_tempered_distribution(setup, top_p, old_sampling):
     """First tokens of many samples match softmax(logits / T) (nucleus-filtered) within sampling error."""
@@ -141,3 +141,71 @@ def test_prefill_token_cap_splits_calls_without_changing_results(setup):
     a = capped.generate(prompts, n=2, temperature=0.0, top_p=1.0, max_new_tokens=6)
     b = whole.generate(prompts, n=2, temperature=0.0, top_p=1.0, max_new_tokens=6)
     assert [[c.token_ids for c in g] for g in a] == [[c.token_ids for c in g] for g in b]
+
+
+def _race_cdf_gap(xs: torch.Tensor) -> float:
+    """max |P(E <= x) - (1 - exp(-x))| over `xs` for the sampler's own Exp(1) draws, counted exactly
+    on the 2^53-point grid of fp64 uniforms that torch.rand draws from (bisection per x)."""
+    from rl_core.engine import exponential_of_uniform
+
+    grid = 2 ** 53
+    lo = torch.full(xs.shape, -1, dtype=torch.int64)  # largest k with E(k / 2^53) <= x (-1: none)
+    hi = torch.full(xs.shape, grid - 1, dtype=torch.int64)
+    top = exponential_of_uniform(hi.double() / grid) <= xs
+    lo = torch.where(top, hi, lo)
+    hi = torch.where(top, hi + 1, hi)
+    while bool((hi - lo > 1).any()):
+        mid = (lo + hi) // 2
+        ok = exponential_of_uniform(mid.double() / grid) <= xs
+        lo, hi = torch.where(ok, mid, lo), torch.where(ok, hi, mid)
+    cdf = (lo + 1).double() / grid
+    return float((cdf - (-torch.expm1(-xs))).abs().max())
+
+
+def test_race_sampler_implied_probabilities_on_a_262k_row_are_exact_to_1e_3_down_to_1e_9():
+    """The race picks i with probability p_i / sum(p) when E ~ Exp(1) exactly; the sampler's draws
+    differ from Exp(1) by at most `gap` in CDF (measured here on its own transform and grid). Swapping
+    one of the n racers' exact Exp(1) for the drawn one moves P(i wins) by at most `gap` (each racer
+    enters through one threshold event), so each round's error is at most n * gap: the implied
+    probability of token i is within n_blocks * gap / P(block) + width * gap / P(i | block) of exact."""
+    from rl_core.engine import block_masses, race_block
+
+    gen = torch.Generator().manual_seed(0)
+    vocab = 262_144
+    logits = torch.randn(1, vocab, generator=gen) * 3
+    logits[0, 7] = 40.0  # a peaked row: one token near 1, most of the rest far below 1e-9
+    logits[0, 1000:1010] = 40.0 + torch.log(torch.logspace(-8.9, -6, 10))  # planted small tokens
+    probs = torch.softmax(logits, -1)
+    gap = _race_cdf_gap(torch.logspace(-14, 2, 4000, dtype=torch.float64))
+    assert gap <= 2.0 ** -52
+    width = race_block(vocab)
+    mass = block_masses(probs)[0]
+    p = probs[0].double()
+    p_block = (mass / mass.sum()).repeat_interleave(width)[:vocab]
+    p_inside = p / mass.repeat_interleave(width)[:vocab]
+    rel_err = mass.numel() * gap / p_block + width * gap / p_inside
+    small = p >= 1e-9
+    assert int(small.sum()) >= 11 and bool((p[1000:1010] >= 1e-9).all())
+    assert float(rel_err[small].max()) < 1e-3
+    assert torch.allclose(p_block * p_inside, p / p.sum(), rtol=1e-12, atol=0)  # the two rounds compose
+
+
+def test_race_sampler_draws_each_token_at_its_rate_and_never_a_zero_one():
+    from rl_core.engine import race_sample
+
+    probs = torch.tensor([0.5, 0.0, 0.2, 0.1, 0.0] + [0.2 / 32] * 32)  # 37 tokens: the last block padded
+    torch.manual_seed(0)
+    n = 40_000
+    counts = torch.bincount(race_sample(probs.expand(n, -1)), minlength=probs.numel()).double()
+    expected = probs.double() * n
+    assert counts[probs == 0].sum() == 0
+    assert bool(((counts - expected).abs() <= 5 * (expected * (1 - probs.double())).sqrt() + 1).all())
+
+
+def test_a_nan_row_raises_instead_of_drawing_a_token():
+    from rl_core.engine import _sample
+
+    logits = torch.zeros(2, 300)
+    logits[1, 5] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        _sample(logits, temperature=1.0, top_p=1.0)

@@ -21,8 +21,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import optuna
 from optuna.storages.journal import JournalFileBackend, JournalStorage
-from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial
 
 from tools.journal import JOURNAL_FILE
@@ -135,7 +135,7 @@ class SessionStorage(JournalStorage):
     def get_study_user_attrs(self, study_id: int) -> dict[str, Any]:
         return {**super().get_study_user_attrs(study_id), **self.extra()[1]}
 
-    def get_all_studies(self) -> list[FrozenStudy]:
+    def get_all_studies(self) -> list[Any]:  # Optuna's FrozenStudy, which it does not export
         studies = []
         for study in super().get_all_studies():
             study = copy.copy(study)
@@ -163,6 +163,6 @@ def make_server(session_dir: str | Path, host: str = "127.0.0.1", port: int = 80
 
     storage = SessionStorage(session_dir)
     server = wsgi_server(host, port, wsgi(storage), server_class=Server, handler_class=QuietHandler)
-    study_id = storage.get_all_studies()[0]._study_id
+    study_id = storage.get_study_id_from_name(optuna.get_all_study_names(storage)[0])
     shown = f"[{host}]" if ":" in host else host
     return server, f"http://{shown}:{server.server_port}/dashboard/studies/{study_id}"

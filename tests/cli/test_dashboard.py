@@ -125,3 +125,22 @@ def test_without_the_extra_it_says_the_pip_command(session_dir, monkeypatch):
     assert result.exit_code == 1
     assert "optuna-dashboard is not installed; pip install -e '.[dashboard]' (or pip install optuna-dashboard)" in (
         " ".join(result.output.split()))
+
+
+def test_the_dashboard_uses_only_public_optuna_names():
+    """tools/dashboard.py subclasses Optuna's storage: private modules or attributes (optuna.study._frozen,
+    FrozenStudy._study_id) may change in any release."""
+    import ast
+
+    import tools.dashboard
+
+    tree = ast.parse(Path(tools.dashboard.__file__).read_text())
+    private = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("optuna"):
+            private += [f"from {node.module} import {a.name}" for a in node.names
+                        if any(part.startswith("_") for part in [*node.module.split("."), a.name])]
+        if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+                and not (isinstance(node.value, ast.Name) and node.value.id == "self")):
+            private.append(f"line {node.lineno}: {ast.unparse(node)}")
+    assert private == []

@@ -19,6 +19,7 @@ from langgraph.graph import END, START, StateGraph
 
 from agent.loop import Emit, Research
 from agent.planners.base import Planner
+from cluster.base import Launcher
 
 
 def merge_running(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dict[str, Any]:
@@ -52,7 +53,7 @@ def route(state: LoopState) -> str:
     return END if state.get("next") == "end" else state.get("next", "propose")
 
 
-def build_graph(planner: Planner, launcher: Any, *, session_dir: Path, plan: dict[str, Any],
+def build_graph(planner: Planner, launcher: Launcher, *, session_dir: Path, plan: dict[str, Any],
                 emit: Emit | None = None, checkpointer: Any = None, poll_s: float = 0.5) -> Any:
     research = Research(session_dir=session_dir, plan=plan, planner=planner, launcher=launcher,
                         emit=emit, poll_s=poll_s)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from agent.cli import cluster, dashboard, data, model, trial
+from agent.cli import cluster, dashboard, data, model, serve, trial
 from agent.cli import session as session_commands
 from agent.cli.common import UserError, fail
 
@@ -21,6 +21,7 @@ app.add_typer(model.app, name="model")
 app.add_typer(cluster.app, name="cluster")
 app.add_typer(session_commands.app)  # start, status, report, pause, resume, list
 app.add_typer(dashboard.app)  # dashboard
+app.add_typer(serve.app)  # serve: the Tinker-compatible API
 
 
 def main() -> None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from rl_core.cache import cache_dir
+from rl_core.policy import PolicyLoadError
 from rl_core.serve.local import serve_forever
 from rl_core.serve.service import ServeSettings
 
@@ -23,7 +25,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--log-level", default="info")
     a = p.parse_args(argv)
     settings = ServeSettings(models=a.model, state_dir=a.state_dir, device=a.device, api_key=a.api_key)
-    serve_forever(settings, a.host, a.port, a.log_level)
+    try:
+        serve_forever(settings, a.host, a.port, a.log_level)
+    except PolicyLoadError as exc:  # a bad model name is one readable line, not a traceback
+        sys.exit(f"error: {exc}")
 
 
 if __name__ == "__main__":

@@ -227,3 +227,18 @@ def test_unsupported_requests_are_clear_errors(server, service, local):
     assert old_sdk.status_code == 400 and ">=0.38.0,<0.39.0" in old_sdk.json()["detail"]
     missing = httpx.post(f"{server[0]}/api/v1/copy_weights", json={})
     assert missing.status_code == 404 and "not implemented" in missing.json()["detail"]
+
+
+def test_a_custom_loss_runs_client_side_through_forward_and_weighted_cross_entropy(service, local):
+    data = [sft_datum(local.tokenizer, "SELECT name FROM users ORDER BY name")]
+
+    def neg_ll(batch, logprobs_list):
+        loss = sum(-(lp * torch.tensor(d.loss_fn_inputs["weights"].tolist())).sum()
+                   for d, lp in zip(batch, logprobs_list, strict=True))
+        return loss, {}
+
+    custom, builtin = new_client(service, seed=12), new_client(service, seed=12)
+    custom.forward_backward_custom(data, neg_ll).result()
+    custom.optim_step(types.AdamParams(learning_rate=1e-2)).result()
+    step(builtin, data)
+    np.testing.assert_allclose(logprobs(custom, data)[0][0], logprobs(builtin, data)[0][0], atol=1e-6)

@@ -9,8 +9,9 @@ JournalStorage whose reads add them (recomputed when the journal or confirm.json
 Per trial (besides the loop's own rationale, round, planner, action, parent, metrics): status,
 dev_accuracy_before, dev_accuracy_after, gain, gain_stderr, steps, wall_s, error; when the session
 has a test-split confirmation (`confirm.json`): test_accuracy, test_stderr, test_diff, test_diff_se,
-p_mcnemar, p_holm, beats_base, test_winner. On the study: goal, and with a confirmation test_n,
-test_base_accuracy, test_base_stderr, test_winner, test_holds, test_verdict.
+p_mcnemar, p_sign (the exact one-sided sign test), p_holm (it, Holm-adjusted), beats_base,
+test_winner. On the study: goal, and with a confirmation test_n, test_base_accuracy,
+test_base_stderr, test_winner, test_holds, test_verdict.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ CONFIRM_FILE = "confirm.json"
 _ROW_KEYS = ("status", "dev_accuracy_before", "dev_accuracy_after", "gain", "gain_stderr", "steps", "wall_s",
              "action", "parent")
 _CONFIRM_KEYS = {"test_accuracy": "test_accuracy", "test_stderr": "test_stderr", "diff": "test_diff",
-                 "diff_se": "test_diff_se", "p_mcnemar": "p_mcnemar", "p_holm": "p_holm", "beats_base": "beats_base"}
+                 "diff_se": "test_diff_se", "p_mcnemar": "p_mcnemar", "p_sign": "p_sign", "p_holm": "p_holm",
+                 "beats_base": "beats_base"}
 
 
 def read_confirmation(session_dir: Path) -> dict[str, Any] | None:

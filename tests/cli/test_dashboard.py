@@ -75,7 +75,8 @@ def test_the_dashboard_serves_the_sessions_trials_with_status_dev_parent_and_tes
         # The loop's confirmation lands while the dashboard runs: the next poll shows it.
         confirm = {"split": "test", "n": 100, "base": {"accuracy": 0.31, "stderr": 0.046},
                    "trials": [{"trial_id": "t0002", "dev_accuracy": 0.62, "test_accuracy": 0.55, "test_stderr": 0.05,
-                               "diff": 0.24, "diff_se": 0.05, "p_mcnemar": 0.001, "p_holm": 0.002, "beats_base": True},
+                               "diff": 0.24, "diff_se": 0.05, "p_mcnemar": 0.001, "p_sign": 0.0005, "p_holm": 0.002,
+                               "beats_base": True},
                               {"trial_id": "t0000", "dev_accuracy": 0.6, "test_accuracy": 0.5, "test_stderr": 0.05,
                                "diff": 0.19, "diff_se": 0.05, "p_mcnemar": 0.003, "p_holm": 0.003, "beats_base": True}],
                    "winner": "t0002", "holds": True, "text": "t0002 holds on test: 55% vs 31%"}
@@ -84,6 +85,7 @@ def test_the_dashboard_serves_the_sessions_trials_with_status_dev_parent_and_tes
         trials = {_attrs(t)["trial_id"]: _attrs(t) for t in _get(f"{base}/api/studies/{study['study_id']}")["trials"]}
         assert (trials["t0002"]["test_accuracy"], trials["t0002"]["test_diff"], trials["t0002"]["p_holm"]) == (
             "0.55", "0.24", "0.002")
+        assert trials["t0002"]["p_sign"] == "0.0005"  # the exact test the winner rule decides on
         assert trials["t0002"]["test_winner"] == "True" and trials["t0000"]["test_winner"] == "False"
         assert "test_accuracy" not in trials["t0001"]  # not confirmed: no test figure invented
         (study,) = _get(f"{base}/api/studies")["study_summaries"]

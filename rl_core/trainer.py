@@ -4,7 +4,8 @@ One `GRPOTrainer.step()`:
   generate  P' prompts x G completions in one engine call (P' = 2P with dynamic sampling, up to
             `sampling_rounds` rounds until P groups with mixed rewards are collected; P' = P and
             every group kept without it)
-  score     env.score(example_id, texts) per group (the Environment protocol; DuckDB lives there)
+  score     env.score_many([(example_id, texts), ...]): the round's groups in one call
+            (the Environment protocol, rl_core/env.py; DuckDB lives there)
   train     with dynamic sampling drop zero-advantage groups (a shortfall below P is logged as
             `groups_short`), then `ppo_epochs` optimizer steps on the kept groups,
             each accumulating `grad_accum` micro-batches, clipping the grad norm, AdamW

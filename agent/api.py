@@ -42,11 +42,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from agent.confirm import CONFIRM_SESSION, TEST_SPLIT, load_confirmation, run_confirmation
+from agent.confirm import TEST_SPLIT, load_confirmation, run_confirmation
 from agent.goal import GoalError, Plan, plan_goal
 from agent.preflight import PreflightError, check_plan
 from agent.session import (
-    CHECKPOINTS_FILE,
     SessionError,
     clear_pause,
     latest_session,
@@ -59,6 +58,7 @@ from agent.session import (
     update_status,
 )
 from cluster.base import LauncherError
+from rl_core.sessiondir import checkpoints_file, confirm_dir, lock_file, session_dir_of, trials_dir
 from tools.tracking import track_session
 
 __all__ = ["GoalError", "Plan", "PreflightError", "SessionError", "create_session", "preflight", "latest_session", "list_sessions",
@@ -79,8 +79,8 @@ def create_session(plan: Plan, runs_dir: str | os.PathLike[str] = "runs") -> Pat
     runs_dir = Path(runs_dir)
     runs_dir.mkdir(parents=True, exist_ok=True)
     session_id = new_session_id(runs_dir)
-    session_dir = runs_dir / session_id
-    (session_dir / "trials").mkdir(parents=True)
+    session_dir = session_dir_of(runs_dir, session_id)
+    trials_dir(session_dir).mkdir(parents=True)
     save_session(session_dir, {"id": session_id, "created_at": time.time(), **plan.to_json(),
                                "status": {"state": "created", "stop_reason": None}})
     open_study(session_dir)  # creates the journal
@@ -128,13 +128,13 @@ def run_session(session_dir: str | os.PathLike[str], on_event: OnEvent | None = 
     with _exclusive(session_dir):
         clear_pause(session_dir)
         if confirm_launcher is None and launcher is None:
-            confirm_launcher = make_launcher(plan, session_dir / CONFIRM_SESSION)
+            confirm_launcher = make_launcher(plan, confirm_dir(session_dir))
         launcher = launcher or make_launcher(plan, session_dir)
         planner = planner or make_planner(plan["planner"], seed=int(plan["constraints"].get("seed", 0)),
                                           progress=lambda line: emit({"type": "planner_wait", "line": line}))
         update_status(session_dir, state="running", stop_reason=None, pid=os.getpid())
         emit({"type": "plan", "session": plan["id"], "plan": {k: v for k, v in plan.items() if k != "status"}})
-        conn = sqlite3.connect(str(session_dir / CHECKPOINTS_FILE), check_same_thread=False)
+        conn = sqlite3.connect(str(checkpoints_file(session_dir)), check_same_thread=False)
         try:
             graph = build_graph(planner, launcher, session_dir=session_dir, plan=plan, emit=emit,
                                 checkpointer=SqliteSaver(conn), poll_s=poll_s)
@@ -212,7 +212,7 @@ def _summary(session_dir: Path, state: str, reason: str) -> dict[str, Any]:
 @contextmanager
 def _exclusive(session_dir: Path) -> Iterator[None]:
     """One loop per session: a flock the kernel drops when the process dies, even by kill -9."""
-    with open(session_dir / ".lock", "w") as lock:
+    with open(lock_file(session_dir), "w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rl_core.trialdir import TrialDirError, read_json_object, write_json_atomic
+from rl_core.sessiondir import clock_file
+from rl_core.trialdir import TrialDirError, read_json_object, result_metrics, write_json_atomic
 
-CLOCK_FILE = "clock.json"
 MIN_TRAIN_S = 15.0  # a trial with less GRPO time than this teaches nothing worth its evaluation
 # Model load + two evaluations, before any trial has measured it: the built-in policies load in
 # seconds and evaluate 400 questions in about 20 s on 2 cores; a pretrained 270M model takes minutes.
@@ -33,7 +33,7 @@ class SessionClock:
     """Seconds of running time a session has used, across restarts."""
 
     def __init__(self, session_dir: Path, save_every_s: float = 2.0) -> None:
-        self.path = Path(session_dir) / CLOCK_FILE
+        self.path = clock_file(session_dir)
         try:
             self.base = float((read_json_object(self.path) or {}).get("used_s", 0.0))
         except (TrialDirError, TypeError, ValueError):
@@ -59,20 +59,20 @@ def prior_s(model: str) -> float:
 def overhead_s(results: list[dict[str, Any]], prior: float = PRIOR_OVERHEAD_S["builtin"]) -> float:
     """Seconds a trial spends outside GRPO steps (loading, supervised stage, evaluations): the
     largest measured on finished trials (a fresh trial evaluates twice, a child once), else a prior."""
-    measured = []
-    for result in results:
-        m = result.get("metrics") or {}
-        if isinstance(m.get("wall_s"), int | float) and isinstance(m.get("train_s"), int | float):
-            measured.append(max(0.0, float(m["wall_s"]) - float(m["train_s"])))
+    measured = _overheads(results)
     return max(measured) if measured else prior
 
 
 def eval_job_s(results: list[dict[str, Any]], prior: float = PRIOR_OVERHEAD_S["builtin"]) -> float:
     """One load + one evaluation: about half a trial's overhead (it loads once, evaluates twice)."""
-    measured = [max(0.0, float(r["metrics"]["wall_s"]) - float(r["metrics"]["train_s"]))
-                for r in results if isinstance((r.get("metrics") or {}).get("wall_s"), int | float)
-                and isinstance((r.get("metrics") or {}).get("train_s"), int | float)]
+    measured = _overheads(results)
     return statistics.median(measured) / 2 if measured else prior / 2
+
+
+def _overheads(results: list[dict[str, Any]]) -> list[float]:
+    """Seconds outside GRPO steps of each result that measured both its wall and training time."""
+    metrics = [result_metrics(r) for r in results]
+    return [max(0.0, m.wall_s - m.train_s) for m in metrics if m.wall_s is not None and m.train_s is not None]
 
 
 def confirm_reserve_s(results: list[dict[str, Any]], *, top_k: int, parallel: int, seeds: int = 0,

@@ -24,20 +24,27 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rl_core.sessiondir import CONFIRM_DIR, confirm_file, confirm_job_dir, trial_dir
 from rl_core.spec import TrialSpec
 from rl_core.stats import ALPHA_2SE, accuracy, decide, paired
-from rl_core.trialdir import EVAL_FILE, TrialDirError, read_json_object, read_jsonl, write_json_atomic
+from rl_core.trialdir import (
+    EVAL_FILE,
+    RESULT_FILE,
+    TrialDirError,
+    read_json_object,
+    read_jsonl,
+    write_json_atomic,
+)
 from tools.leaderboard import leaderboard
 
-CONFIRM_FILE = "confirm.json"
-CONFIRM_SESSION = "confirm"
+CONFIRM_SESSION = CONFIRM_DIR  # the `session` the jobs' specs name (rl_core/sessiondir.py owns the layout)
 TEST_SPLIT = "test"
 Emit = Callable[[dict[str, Any]], None]
 
 
 def load_confirmation(session_dir: Path) -> dict[str, Any] | None:
     try:
-        return read_json_object(Path(session_dir) / CONFIRM_FILE)
+        return read_json_object(confirm_file(session_dir))
     except TrialDirError:
         return None
 
@@ -51,8 +58,7 @@ def job_specs(session_dir: Path, plan: dict[str, Any], picks: list[dict[str, Any
                                   "dataset": c["dataset"], "seed": int(c.get("seed", 0)),
                                   "budget": evaluate, "eval": test_eval})]
     for row in picks:
-        tdir = Path(session_dir) / "trials" / row["trial_id"]
-        spec = (read_json_object(tdir / "result.json") or {}).get("spec") or {}
+        spec = _result_spec(session_dir, row["trial_id"])
         hparams = {**(spec.get("hparams") or {}), "lora_rank": 0, "sft_steps": 0}  # the saved weights, as they are
         specs.append(TrialSpec.from_json({**spec, "trial_id": row["trial_id"], "session": CONFIRM_SESSION,
                                           "hparams": hparams, "budget": evaluate, "eval": test_eval,
@@ -60,7 +66,7 @@ def job_specs(session_dir: Path, plan: dict[str, Any], picks: list[dict[str, Any
                                                         "weights": str(Path(row["adapter_path"]).resolve())}}))
     if seeds and picks:
         winner = picks[0]["trial_id"]
-        spec = (read_json_object(Path(session_dir) / "trials" / winner / "result.json") or {}).get("spec") or {}
+        spec = _result_spec(session_dir, winner)
         for s in range(1, seeds + 1):
             budget = {**(spec.get("budget") or {}), "checkpoint_every": 0}
             specs.append(TrialSpec.from_json({**spec, "trial_id": f"{winner}-seed{s}", "session": CONFIRM_SESSION,
@@ -89,7 +95,7 @@ def run_confirmation(session_dir: Path, plan: dict[str, Any], launcher: Any, *, 
     outcomes = {spec.trial_id: _final_outcomes(session_dir, spec.trial_id) for spec in specs}
     verdict = build_verdict(picks, outcomes, seeds=[s.trial_id for s in specs if "-seed" in s.trial_id])
     verdict["failed_jobs"] = sorted(tid for tid, r in results.items() if (r or {}).get("status") != "succeeded")
-    write_json_atomic(Path(session_dir) / CONFIRM_FILE, verdict)
+    write_json_atomic(confirm_file(session_dir), verdict)
     emit({"type": "confirm_done", "verdict": verdict})
     return verdict
 
@@ -113,8 +119,12 @@ def _wait(launcher: Any, handles: list[Any], poll_s: float, deadline: float | No
     return results
 
 
+def _result_spec(session_dir: Path, trial_id: str) -> dict[str, Any]:
+    return (read_json_object(trial_dir(session_dir, trial_id) / RESULT_FILE) or {}).get("spec") or {}
+
+
 def _final_outcomes(session_dir: Path, job: str) -> dict[str, bool] | None:
-    rows = read_jsonl(Path(session_dir) / CONFIRM_SESSION / "trials" / job / EVAL_FILE)
+    rows = read_jsonl(confirm_job_dir(session_dir, job) / EVAL_FILE)
     final = rows[-1] if rows else None
     return final.get("outcomes") if final and final.get("split") == TEST_SPLIT else None
 

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from agent.planners.base import Proposal
-from agent.session import trial_dir
+from rl_core.sessiondir import trial_dir
 from rl_core.spec import TrialSpec
-from rl_core.trialdir import WEIGHTS_DIR, TrialDirError, read_result
+from rl_core.trialdir import WEIGHTS_DIR, TrialDirError, read_result, result_metrics
 from tools.search_space import SearchSpace
 
 
@@ -57,11 +57,11 @@ def parent_init(session_dir: Path, parent: str, action: str) -> dict[str, Any]:
     """The child's `init_from`: the parent's weights and how much training they carry."""
     result = read_result(trial_dir(session_dir, parent)) or {}
     lineage = result.get("lineage") or {}
-    metrics = result.get("metrics") or {}
+    metrics = result_metrics(result)
     return {"trial": parent, "weights": str((trial_dir(session_dir, parent) / WEIGHTS_DIR).resolve()),
             "optimizer": action == "continue",
-            "step": int(lineage.get("steps_total", metrics.get("steps") or 0)),
-            "train_s": float(lineage.get("train_s_total", metrics.get("train_s") or 0.0))}
+            "step": int(lineage.get("steps_total", metrics.steps or 0)),
+            "train_s": float(lineage.get("train_s_total", metrics.train_s or 0.0))}
 
 
 def trial_spec(space: SearchSpace, constraints: dict[str, Any], session: str, trial_id: str,

@@ -1,13 +1,7 @@
-"""The session directory: everything durable about one research session lives under it.
-
-    runs/<session-id>/
-      session.json        the plan (goal, objective, constraints, search space, planner, launcher)
-                          plus a small status block (state, stop reason, updated_at)
-      rounds.json         one record per planning round: planner used, fallbacks, proposals, notes
-      study.journal       the Optuna study (JournalFileBackend): the ground truth of trials
-      checkpoints.sqlite  LangGraph SqliteSaver checkpoints of the research loop
-      trials/<trial_id>/  one directory per trial (docs/contracts.md)
-      pause               flag file; the running loop stops launching and pauses when it appears
+"""A session's own files: session.json (the plan plus a small status block: state, stop reason,
+updated_at) and its backup, rounds.json (one record per planning round: planner used, fallbacks,
+proposals, notes) and the pause flag (the running loop stops launching and pauses when it appears).
+Where each file lives is rl_core/sessiondir.py's (the layout's one owner).
 
 Every JSON file is written through a temp file + os.replace, so a reader (or a `kill -9`) never
 sees half a file. The study journal is append-only and Optuna replays it on open.
@@ -21,14 +15,26 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rl_core.sessiondir import (
+    BACKUP_FILE,
+    CHECKPOINTS_FILE,
+    JOURNAL_FILE,
+    PAUSE_FILE,
+    ROUNDS_FILE,
+    SESSION_FILE,
+    backup_file,
+    journal_file,
+    pause_file,
+    rounds_file,
+    session_file,
+    trial_dir,
+    trials_dir,
+)
 from rl_core.trialdir import write_json_atomic
-from tools.journal import JOURNAL_FILE, STUDY_NAME, open_study
+from tools.journal import STUDY_NAME, open_study
 
-__all__ = ["JOURNAL_FILE", "STUDY_NAME", "open_study", "write_json_atomic"]
-SESSION_FILE = "session.json"
-ROUNDS_FILE = "rounds.json"
-CHECKPOINTS_FILE = "checkpoints.sqlite"
-PAUSE_FILE = "pause"
+__all__ = ["BACKUP_FILE", "CHECKPOINTS_FILE", "JOURNAL_FILE", "PAUSE_FILE", "ROUNDS_FILE", "SESSION_FILE",
+           "STUDY_NAME", "open_study", "session_file", "trial_dir", "write_json_atomic"]
 
 
 class SessionError(ValueError):
@@ -42,8 +48,6 @@ def read_json(path: Path, default: Any = None) -> Any:
         return default
 
 
-BACKUP_FILE = "session.prev.json"
-
 
 def new_session_id(runs_dir: Path) -> str:
     """`s-YYYYMMDD-HHMMSS`, with a suffix when two sessions start in the same second."""
@@ -53,10 +57,6 @@ def new_session_id(runs_dir: Path) -> str:
         n += 1
         candidate = f"{base}-{n}"
     return candidate
-
-
-def session_file(session_dir: Path) -> Path:
-    return Path(session_dir) / SESSION_FILE
 
 
 def load_session(session_dir: str | os.PathLike[str]) -> dict[str, Any]:
@@ -78,11 +78,11 @@ def load_session(session_dir: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def damaged_message(session_dir: Path, exc: Exception) -> str:
-    backup = session_dir / BACKUP_FILE
+    backup = backup_file(session_dir)
     how = (f"restore the previous copy with `cp {backup} {session_file(session_dir)}` (finished trials live in "
-           f"{session_dir / 'trials'} and {session_dir / 'study.journal'}, which are intact)"
+           f"{trials_dir(session_dir)} and {journal_file(session_dir)}, which are intact)"
            if backup.is_file() else
-           f"its trials are still in {session_dir / 'trials'} and {session_dir / 'study.journal'}; "
+           f"its trials are still in {trials_dir(session_dir)} and {journal_file(session_dir)}; "
            "start a new session to continue the research")
     return f"session {session_dir.name} is damaged: {SESSION_FILE} cannot be read ({exc}); {how}"
 
@@ -93,7 +93,7 @@ def save_session(session_dir: Path, data: dict[str, Any]) -> None:
     path = session_file(session_dir)
     if path.is_file():
         try:
-            _copy(path, Path(session_dir) / BACKUP_FILE)
+            _copy(path, backup_file(session_dir))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             pass  # never back up a damaged file over a good backup
     write_json_atomic(path, data)
@@ -162,24 +162,24 @@ def request_pause(session_dir: str | os.PathLike[str]) -> Path:
     """Ask the loop running this session to pause: it launches nothing new and stops soon."""
     session_dir = Path(session_dir)
     load_session(session_dir)  # a clear error for a wrong path
-    flag = session_dir / PAUSE_FILE
+    flag = pause_file(session_dir)
     write_json_atomic(flag, {"requested_at": time.time(), "pid": os.getpid()})
     return flag
 
 
 def pause_requested(session_dir: Path) -> bool:
-    return (Path(session_dir) / PAUSE_FILE).exists()
+    return pause_file(session_dir).exists()
 
 
 def clear_pause(session_dir: Path) -> None:
-    (Path(session_dir) / PAUSE_FILE).unlink(missing_ok=True)
+    pause_file(session_dir).unlink(missing_ok=True)
 
 
 # --- rounds -----------------------------------------------------------------------------------
 
 def save_round(session_dir: Path, record: dict[str, Any]) -> None:
     """Store (or replace, when a crashed round is planned again) the record of one round."""
-    path = Path(session_dir) / ROUNDS_FILE
+    path = rounds_file(session_dir)
     rounds = [r for r in read_json(path, []) if r.get("round") != record["round"]]
     rounds.append(record)
     rounds.sort(key=lambda r: r["round"])
@@ -187,8 +187,4 @@ def save_round(session_dir: Path, record: dict[str, Any]) -> None:
 
 
 def load_rounds(session_dir: Path) -> list[dict[str, Any]]:
-    return read_json(Path(session_dir) / ROUNDS_FILE, [])
-
-
-def trial_dir(session_dir: Path, trial_id: str) -> Path:
-    return Path(session_dir) / "trials" / trial_id
+    return read_json(rounds_file(session_dir), [])

@@ -16,6 +16,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from agent.session import open_study
+from rl_core.trialdir import result_metrics
 from tools.trials import error_signature
 
 FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
@@ -75,12 +76,7 @@ def ask(study: optuna.Study, distributions: dict[str, Any]) -> FrozenTrial:
 
 
 def score_of(result: dict[str, Any], metric: str) -> float | None:
-    metrics = result.get("metrics") or {}
-    value = metrics.get(metric)
-    if value is None and metric == "gain":
-        after, before = metrics.get("dev_accuracy_after"), metrics.get("dev_accuracy_before")
-        value = None if after is None or before is None else after - before
-    return float(value) if isinstance(value, int | float) else None
+    return result_metrics(result).objective(metric)
 
 
 def tell_result(study: optuna.Study, number: int, result: dict[str, Any], metric: str) -> str | None:
@@ -94,7 +90,7 @@ def tell_result(study: optuna.Study, number: int, result: dict[str, Any], metric
     error = result.get("error")
     if result.get("status") == "succeeded" and score is None:
         error = {"kind": "crash", "message": f"result.json has no metrics.{metric}; cannot score the trial"}
-    trial.set_user_attr("metrics", result.get("metrics") or {})
+    trial.set_user_attr("metrics", result_metrics(result).to_json())  # the current schema, whatever was read
     if score is None:
         error = error or {"kind": "crash", "message": "the trial failed without an error record"}
         trial.set_user_attr("error", {k: error.get(k) for k in ("kind", "message")})

@@ -20,18 +20,20 @@ import argparse
 import json
 import math
 import sys
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from rl_core.sessiondir import trial_dir, trial_ids  # noqa: E402
 from rl_core.stats import aa_false_winner_rate, paired, winners  # noqa: E402
-from rl_core.trialdir import read_jsonl  # noqa: E402
+from rl_core.trialdir import EVAL_FILE, read_jsonl  # noqa: E402
 
 
 def rates_from_session(session_dir: Path) -> list[float]:
     finals = []
-    for tdir in sorted((session_dir / "trials").iterdir()):
-        rows = read_jsonl(tdir / "eval.jsonl")
+    for tdir in map(partial(trial_dir, session_dir), trial_ids(session_dir)):
+        rows = read_jsonl(tdir / EVAL_FILE)
         if rows and rows[-1].get("outcomes"):
             finals.append(rows[-1]["outcomes"])
     if len(finals) < 2:
@@ -43,8 +45,8 @@ def rates_from_session(session_dir: Path) -> list[float]:
 def session_check(session_dir: Path) -> None:
     """The real A/A session: its dev winner against each other identical trial, under the winner rule."""
     finals = {}
-    for tdir in sorted((session_dir / "trials").iterdir()):
-        rows = read_jsonl(tdir / "eval.jsonl")
+    for tdir in map(partial(trial_dir, session_dir), trial_ids(session_dir)):
+        rows = read_jsonl(tdir / EVAL_FILE)
         if rows and rows[-1].get("outcomes"):
             finals[tdir.name] = rows[-1]["outcomes"]
     acc = {t: sum(o.values()) / len(o) for t, o in finals.items()}

@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def grpo_seed(seed: int, seconds: float, dev_limit: int, pass_k: int, pass_limit: int, out: Path) -> dict:
     from rl_core.spec import Budget, EvalConfig, TrialSpec
     from rl_core.trial import run_trial
+    from rl_core.trialdir import result_metrics
 
     spec = TrialSpec(trial_id=f"grpo-s{seed}", seed=seed, budget=Budget(max_steps=None, max_seconds=seconds,
                                                                          checkpoint_every=0),
@@ -40,11 +41,11 @@ def grpo_seed(seed: int, seconds: float, dev_limit: int, pass_k: int, pass_limit
     result = run_trial(spec, out / f"grpo-s{seed}")
     if result["status"] != "succeeded":
         raise SystemExit(f"seed {seed} trial failed: {result['error']}")
-    m = result["metrics"]
-    return {"before": m["dev_accuracy_before"], "before_se": m["dev_stderr_before"],
-            "after": m["dev_accuracy_after"], "after_se": m["dev_stderr_after"],
-            "pass_before": m.get(f"pass@{pass_k}_before"), "pass_after": m.get(f"pass@{pass_k}_after"),
-            "steps": m["steps"], "train_s": m["train_s"], "wall_s": round(time.time() - t0, 1)}
+    m = result_metrics(result)
+    return {"before": m.eval.accuracy_before, "before_se": m.eval.stderr_before,
+            "after": m.eval.accuracy_after, "after_se": m.eval.stderr_after,
+            "pass_before": m.pass_before, "pass_after": m.pass_after,
+            "steps": m.steps, "train_s": m.train_s, "wall_s": round(time.time() - t0, 1)}
 
 
 def test_eval(name: str, out: Path, weights: Path | None) -> dict[str, bool]:

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.planners.base import PlannerResult, PlanningContext, Proposal  # noqa: E402
 from rl_core.stats import accuracy, paired  # noqa: E402
-from rl_core.trialdir import read_jsonl  # noqa: E402
+from rl_core.trialdir import EVAL_FILE, WEIGHTS_DIR, read_jsonl, read_result, result_metrics  # noqa: E402
 
 # 8 trials, 2 at a time: each planned trial gets a quarter of the budget (15 min -> 225 s of GRPO),
 # long enough to learn; the time budget, not the count, ends the session.
@@ -57,28 +57,28 @@ class TPEOnly:
 
 def run_session_method(method: str, seed: int, budget_min: float, runs: Path) -> dict[str, Any]:
     from agent.api import create_session, make_launcher, plan_goal, run_session
-    from agent.confirm import CONFIRM_SESSION
+    from rl_core import sessiondir
 
     overrides = {"planner": "offline", "budget_minutes": budget_min, "seed": seed, "pruner": "none",
                  "branching": method == "agent"}
     plan = plan_goal(GOAL, overrides)
     session_dir = create_session(plan, runs)
-    session = json.loads((session_dir / "session.json").read_text())
+    session = json.loads(sessiondir.session_file(session_dir).read_text())
     t0 = time.monotonic()
     run_session(session_dir, planner=TPEOnly() if method == "tpe" else None,
                 launcher=make_launcher(session, session_dir),
-                confirm_launcher=make_launcher(session, session_dir / CONFIRM_SESSION))
+                confirm_launcher=make_launcher(session, sessiondir.confirm_dir(session_dir)))
     wall = time.monotonic() - t0
-    path = session_dir / "confirm.json"
+    path = sessiondir.confirm_file(session_dir)
     confirm = json.loads(path.read_text()) if path.exists() else {}
     if not confirm.get("winner"):  # no trial finished in the budget: nothing to name
         return {"wall_s": wall, "winner": None, "dev": None, "base": {}, "model": {},
-                "trials": len(list((session_dir / "trials").iterdir()))}
+                "trials": len(sessiondir.trial_ids(session_dir))}
     winner = confirm["winner"]
-    jobs = session_dir / CONFIRM_SESSION / "trials"
     return {"wall_s": wall, "winner": winner, "dev": confirm["trials"][0]["dev_accuracy"],
-            "base": _outcomes(jobs / "base"), "model": _outcomes(jobs / winner),
-            "trials": len(list((session_dir / "trials").iterdir()))}
+            "base": _outcomes(sessiondir.confirm_job_dir(session_dir, "base")),
+            "model": _outcomes(sessiondir.confirm_job_dir(session_dir, winner)),
+            "trials": len(sessiondir.trial_ids(session_dir))}
 
 
 def run_single(seed: int, budget_min: float, runs: Path) -> dict[str, Any]:
@@ -89,14 +89,14 @@ def run_single(seed: int, budget_min: float, runs: Path) -> dict[str, Any]:
     spec = {"trial_id": "single", "model": MODEL, "seed": seed,
             "budget": {"max_steps": None, "max_seconds": budget_min * 60 - overhead_s, "checkpoint_every": 0}}
     _run_trial(spec, runs / "single", threads=2)
-    result = json.loads((runs / "single" / "result.json").read_text())
+    result = read_result(runs / "single")
     evaluate = {"max_steps": 0, "max_seconds": None, "checkpoint_every": 0}
     test = {"split": "test", "limit": 0, "samples": 0, "before": False}
     _run_trial({"trial_id": "base", "model": MODEL, "budget": evaluate, "eval": test}, runs / "base", threads=2)
     _run_trial({"trial_id": "model", "model": MODEL, "budget": evaluate, "eval": test,
-                "init_from": {"trial": "single", "weights": str((runs / "single" / "adapter").resolve())}},
+                "init_from": {"trial": "single", "weights": str((runs / "single" / WEIGHTS_DIR).resolve())}},
                runs / "model", threads=2)
-    return {"wall_s": time.monotonic() - t0, "winner": "single", "dev": result["metrics"]["dev_accuracy_after"],
+    return {"wall_s": time.monotonic() - t0, "winner": "single", "dev": result_metrics(result).eval.accuracy_after,
             "base": _outcomes(runs / "base"), "model": _outcomes(runs / "model"), "trials": 1}
 
 
@@ -109,7 +109,7 @@ def _run_trial(spec: dict[str, Any], out: Path, threads: int) -> None:
 
 
 def _outcomes(job: Path) -> dict[str, bool]:
-    rows = read_jsonl(job / "eval.jsonl")
+    rows = read_jsonl(job / EVAL_FILE)
     return rows[-1]["outcomes"] if rows else {}
 
 

@@ -39,6 +39,7 @@ from cluster.outcome import (
     read_result,
     read_tail,
 )
+from rl_core import sessiondir
 from rl_core.trialdir import LAUNCH_SPEC_FILE as SPEC_FILE
 from rl_core.trialdir import write_json_atomic
 
@@ -96,7 +97,7 @@ class LocalLauncher:
     # ---- contract -------------------------------------------------------------------------
     def submit(self, spec: dict[str, Any]) -> TrialHandle:
         session, trial_id = spec_identity(spec)
-        trial_dir = self.runs_dir / session / "trials" / trial_id
+        trial_dir = sessiondir.trial_dir(sessiondir.session_dir_of(self.runs_dir, session), trial_id)
         known = self._trials.get((session, trial_id))
         if known is None and (trial_dir / STATE_FILE).exists():
             known = self._adopt(trial_dir)  # resubmitting after a restart: same trial, no rerun
@@ -150,7 +151,7 @@ class LocalLauncher:
         return read_result(trial.trial_dir) if status in TERMINAL and status != "cancelled" else None
 
     def reattach(self, session: str) -> list[TrialHandle]:
-        trials_dir = self.runs_dir / session / "trials"
+        trials_dir = sessiondir.trials_dir(sessiondir.session_dir_of(self.runs_dir, session))
         found = sorted(trials_dir.glob(f"*/{STATE_FILE}")) if trials_dir.is_dir() else []
         handles = []
         for state_file in found:

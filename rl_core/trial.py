@@ -19,6 +19,7 @@ from typing import Any
 
 from rl_core import trialdir as td
 from rl_core.branching import before_from_parent, lineage, paired_se, restore_parent_optimizer, save_weights
+from rl_core.sessiondir import single_trial_dir
 from rl_core.spec import SpecError, TrialSpec
 
 
@@ -78,7 +79,7 @@ class TrialDir:
         return found[-1] if found else None
 
     def result(self, spec: TrialSpec, status: str, error: dict[str, str] | None,
-               metrics: dict[str, Any], lineage: dict[str, Any] | None = None) -> dict[str, Any]:
+               metrics: td.ResultMetrics, lineage: dict[str, Any] | None = None) -> dict[str, Any]:
         weights = td.WEIGHTS_DIR if (self.root / td.WEIGHTS_DIR).exists() else None
         result = td.make_result(spec.trial_id, status, metrics=metrics, error=error, spec=spec.to_json(),
                                 adapter_path=weights, lineage=lineage)
@@ -108,20 +109,20 @@ def run_trial(spec: TrialSpec | dict[str, Any], out_dir: str | Path, *, resume: 
     previous = signal.signal(signal.SIGTERM, _raise_stop) if _in_main_thread() else None
     try:
         metrics = execute(spec, out, resume=resume, t_start=t_start)
-        return out.result(spec, "succeeded", None, metrics, lineage=lineage(spec, metrics))
+        return out.result(spec, "succeeded", None, metrics, lineage=lineage(spec, metrics.to_json()))
     except (Exception, _Stop) as exc:
         kind, message = classify(exc)
         print(f"trial {spec.trial_id} failed ({kind}): {message}", file=sys.stderr, flush=True)
         if kind == "crash":
             traceback.print_exc(file=sys.stderr)
         return out.result(spec, "failed", {"kind": kind, "message": message},
-                          {"wall_s": round(time.time() - t_start, 1)})
+                          td.ResultMetrics(wall_s=round(time.time() - t_start, 1)))
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 
 
-def execute(spec: TrialSpec, out: TrialDir, *, resume: bool, t_start: float) -> dict[str, Any]:
+def execute(spec: TrialSpec, out: TrialDir, *, resume: bool, t_start: float) -> td.ResultMetrics:
     """Set up, evaluate, train within budget, evaluate again; returns result.json's metrics."""
     import torch
 
@@ -211,34 +212,18 @@ def _train_and_evaluate(spec: TrialSpec, out: TrialDir, policy: Any, env: Any, *
         save_weights(policy, trainer, out)
     rows = out.read_lines(td.METRICS_FILE)
     last = rows[-5:]
-    metrics = {
-        "dev_accuracy_before": before["accuracy"] if before else None,
-        "dev_stderr_before": before["stderr"] if before else None,
-        "dev_accuracy_after": after["accuracy"], "dev_stderr_after": after["stderr"], "dev_n": after["n"],
-        "gain": round(after["accuracy"] - before["accuracy"], 4) if before else None,
-        "gain_stderr_paired": paired_se(before, after),
-        "eval_split": spec.eval.split,
-        "steps": trainer.step_count, "wall_s": round(time.time() - t_start, 1), "train_s": round(clock.train_s, 1),
-        "reward_mean_last": round(sum(r["reward_mean"] for r in last) / len(last), 4) if last else None,
-    }
+    report = None
     if report_ids:
         report_before = next((r for r in out.read_lines(td.REPORT_FILE) if r["step"] == 0), None)
-        metrics.update(_report_metrics(spec.eval.report_split, report_before, report_after))
-    if spec.eval.pass_k:
-        k = spec.eval.pass_k
-        metrics[f"pass@{k}_before"] = before.get(f"pass@{k}") if before else None
-        metrics[f"pass@{k}_after"] = after.get(f"pass@{k}")
-    return metrics
-
-
-def _report_metrics(split: str, before: dict[str, Any] | None, after: dict[str, Any]) -> dict[str, Any]:
-    """result.json's figures for eval.report_split: the same shape as the eval split's, `report_` first."""
-    return {"report_split": split,
-            "report_accuracy_before": before["accuracy"] if before else None,
-            "report_stderr_before": before["stderr"] if before else None,
-            "report_accuracy_after": after["accuracy"], "report_stderr_after": after["stderr"], "report_n": after["n"],
-            "report_gain": round(after["accuracy"] - before["accuracy"], 4) if before else None,
-            "report_gain_stderr_paired": paired_se(before, after)}
+        report = td.SplitFigures.measured(spec.eval.report_split, report_before, report_after,
+                                          paired_se(report_before, report_after))
+    k = spec.eval.pass_k
+    return td.ResultMetrics(
+        eval=td.SplitFigures.measured(spec.eval.split, before, after, paired_se(before, after)), report=report,
+        steps=trainer.step_count, wall_s=round(time.time() - t_start, 1), train_s=round(clock.train_s, 1),
+        reward_mean_last=round(sum(r["reward_mean"] for r in last) / len(last), 4) if last else None,
+        pass_k=k, pass_before=before.get(f"pass@{k}") if k and before else None,
+        pass_after=after.get(f"pass@{k}") if k else None)
 
 
 class _Clock:
@@ -400,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.out is not None:  # a launcher waits for result.json: tell it why nothing ran
             td.write_result(Path(args.out), td.failed_result(_raw_json(args.spec), "bad_spec", str(exc)))
         return 2
-    result = run_trial(spec, args.out or f"runs/trials/{spec.trial_id}", resume=args.resume)
+    result = run_trial(spec, args.out or single_trial_dir(spec.trial_id), resume=args.resume)
     return 0 if result["status"] == "succeeded" else 1
 
 

@@ -17,17 +17,24 @@ loop, the leaderboard and the report all use it; nobody reads another component'
 
 Reading: `None` means "not there yet"; a file that is there but unreadable raises TrialDirError
 naming the file, so a damaged trial is reported, never taken for a running one.
+
+The result's metrics are typed (`ResultMetrics`, `result_metrics(result)`) and named by split: the
+figures of the split a trial was scored on are `eval` whatever that split is (schema 2 called them
+`dev_*` even on test), and those of `eval.report_split` are `report`. Schema 2 results (and the
+study attributes of sessions that stored them) are read into the same type, so old runs report.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: metrics named by split (eval/report); 2: dev_*/report_* keys (read by _metrics_v2)
 LAUNCH_SPEC_FILE = "launch_spec.json"
 SPEC_FILE = "spec.json"
 METRICS_FILE = "metrics.jsonl"
@@ -143,15 +150,153 @@ def truncate_jsonl(path: str | os.PathLike[str], step: int) -> None:
     tmp.replace(path)
 
 
+# --- the result's metrics ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class SplitFigures:
+    """A policy's accuracy on one split before and after training, on the same questions."""
+    split: str
+    accuracy_after: float | None = None
+    stderr_after: float | None = None
+    n: int | None = None
+    accuracy_before: float | None = None
+    stderr_before: float | None = None
+    gain: float | None = None
+    gain_stderr_paired: float | None = None  # None when the before and after questions differ
+
+    @classmethod
+    def measured(cls, split: str, before: dict[str, Any] | None, after: dict[str, Any],
+                 gain_stderr_paired: float | None) -> SplitFigures:
+        """From two eval.jsonl rows (before may be None: not evaluated)."""
+        return cls(split=split, accuracy_after=after["accuracy"], stderr_after=after["stderr"], n=after["n"],
+                   accuracy_before=before["accuracy"] if before else None,
+                   stderr_before=before["stderr"] if before else None,
+                   gain=round(after["accuracy"] - before["accuracy"], 4) if before else None,
+                   gain_stderr_paired=gain_stderr_paired)
+
+    def gain_or_difference(self) -> float | None:
+        """The recorded gain, else after - before when both were measured."""
+        if self.gain is not None:
+            return self.gain
+        if self.accuracy_after is None or self.accuracy_before is None:
+            return None
+        return self.accuracy_after - self.accuracy_before
+
+    @classmethod
+    def from_json(cls, data: Any) -> SplitFigures | None:
+        if not isinstance(data, dict):
+            return None
+        values = {f.name: _number(data.get(f.name)) for f in fields(cls) if f.name != "split"}
+        values["n"] = None if values["n"] is None else int(values["n"])
+        return cls(split=str(data.get("split") or "dev"), **values)
+
+
+@dataclass(frozen=True)
+class ResultMetrics:
+    """result.json's `metrics`: what the trial measured. A failed trial has only `wall_s`."""
+    eval: SplitFigures | None = None  # eval.split's figures: what the agent scores the trial on
+    report: SplitFigures | None = None  # eval.report_split's: a held-out report (outside sessions)
+    steps: int | None = None
+    wall_s: float | None = None
+    train_s: float | None = None  # seconds in GRPO steps (what budget.max_seconds counts)
+    reward_mean_last: float | None = None
+    pass_k: int = 0  # pass@k at the rollout temperature on eval.split, when eval.pass_k asked for it
+    pass_before: float | None = None
+    pass_after: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any, version: int | None = None) -> ResultMetrics:
+        """Schema 3 metrics, or schema 2's (`dev_*` keys) when version says so; version None tells
+        them apart by their keys (the metrics an older session stored in its study)."""
+        data = data if isinstance(data, dict) else {}
+        if version is None:
+            version = SCHEMA_VERSION if isinstance(data.get("eval"), dict) or "pass_k" in data else 2
+        if version < 3:
+            return _metrics_v2(data)
+        steps = _number(data.get("steps"))
+        return cls(eval=SplitFigures.from_json(data.get("eval")), report=SplitFigures.from_json(data.get("report")),
+                   steps=None if steps is None else int(steps), wall_s=_number(data.get("wall_s")),
+                   train_s=_number(data.get("train_s")), reward_mean_last=_number(data.get("reward_mean_last")),
+                   pass_k=int(_number(data.get("pass_k")) or 0), pass_before=_number(data.get("pass_before")),
+                   pass_after=_number(data.get("pass_after")))
+
+    def objective(self, metric: str) -> float | None:
+        """The value a plan's objective names: accuracy after training on the eval split (called
+        `dev_accuracy_after` in plans, after the split sessions score on) or its `gain`."""
+        if self.eval is None:
+            return None
+        if metric in ("dev_accuracy_after", "accuracy_after"):
+            return self.eval.accuracy_after
+        if metric == "gain":
+            return self.eval.gain_or_difference()
+        return None
+
+    def by_name(self) -> dict[str, float]:
+        """Every number under a name that carries its split (`dev_accuracy_after`,
+        `test_gain_stderr_paired`, `pass@8_after`): the flat view trackers and tables log."""
+        out: dict[str, float] = {}
+        for figures in (self.eval, self.report):
+            if figures is not None:
+                out.update({f"{figures.split}_{k}": v for k, v in asdict(figures).items()
+                            if k != "split" and v is not None})
+        if self.pass_k:
+            out.update({f"pass@{self.pass_k}_{k}": v for k, v in (("before", self.pass_before),
+                                                                   ("after", self.pass_after)) if v is not None})
+        out.update({k: getattr(self, k) for k in ("steps", "wall_s", "train_s", "reward_mean_last")
+                    if getattr(self, k) is not None})
+        return out
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+_PASS_KEY = re.compile(r"pass@(\d+)_after")
+
+
+def _metrics_v2(data: dict[str, Any]) -> ResultMetrics:
+    """Schema 2: the eval split's figures as `dev_*` (plus `gain`, `gain_stderr_paired`, and
+    `eval_split` naming the split since 9517870), the report split's as `report_*`."""
+    def figures(prefix: str, split: Any, gain: str, gain_se: str) -> SplitFigures | None:
+        keys = {"accuracy_after": "accuracy_after", "stderr_after": "stderr_after", "n": "n",
+                "accuracy_before": "accuracy_before", "stderr_before": "stderr_before"}
+        values = {name: data.get(f"{prefix}_{key}") for name, key in keys.items()}
+        values.update(gain=data.get(gain), gain_stderr_paired=data.get(gain_se), split=split)
+        if all(v is None for k, v in values.items() if k != "split"):
+            return None
+        return SplitFigures.from_json(values)
+
+    match = next((m for m in map(_PASS_KEY.fullmatch, data) if m), None)
+    k = int(match.group(1)) if match else 0
+    steps = _number(data.get("steps"))
+    return ResultMetrics(
+        eval=figures("dev", data.get("eval_split") or "dev", "gain", "gain_stderr_paired"),
+        report=figures("report", data.get("report_split") or "test", "report_gain", "report_gain_stderr_paired"),
+        steps=None if steps is None else int(steps), wall_s=_number(data.get("wall_s")),
+        train_s=_number(data.get("train_s")), reward_mean_last=_number(data.get("reward_mean_last")),
+        pass_k=k, pass_before=_number(data.get(f"pass@{k}_before")) if k else None,
+        pass_after=_number(data.get(f"pass@{k}_after")) if k else None)
+
+
+def result_metrics(result: dict[str, Any] | None) -> ResultMetrics:
+    """The typed metrics of a result document of any schema this version reads (empty for None)."""
+    result = result or {}
+    version = result.get("schema_version", 1)
+    return ResultMetrics.from_json(result.get("metrics"), version if isinstance(version, int) else 1)
+
+
 # --- the result -------------------------------------------------------------------------------
-def make_result(trial_id: str, status: str, *, metrics: dict[str, Any] | None = None,
+def make_result(trial_id: str, status: str, *, metrics: ResultMetrics | None = None,
                 error: dict[str, Any] | None = None, spec: Any = None, adapter_path: str | None = None,
                 lineage: dict[str, Any] | None = None) -> dict[str, Any]:
     """A result.json document of the current schema."""
     if status not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
     return {"schema_version": SCHEMA_VERSION, "trial_id": trial_id, "status": status, "error": error,
-            "metrics": dict(metrics or {}), "adapter_path": adapter_path, "lineage": lineage or {}, "spec": spec}
+            "metrics": (metrics or ResultMetrics()).to_json(), "adapter_path": adapter_path,
+            "lineage": lineage or {}, "spec": spec}
 
 
 def failed_result(spec: Any, kind: str, message: str, log_tail: str | None = None) -> dict[str, Any]:

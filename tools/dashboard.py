@@ -26,10 +26,9 @@ import optuna
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import FrozenTrial
 
-from tools.journal import JOURNAL_FILE
+from rl_core.sessiondir import confirm_file, journal_file, session_file
 from tools.leaderboard import leaderboard
 
-CONFIRM_FILE = "confirm.json"
 _ROW_KEYS = ("status", "dev_accuracy_before", "dev_accuracy_after", "gain", "gain_stderr", "steps", "wall_s",
              "action", "parent")
 _CONFIRM_KEYS = {"test_accuracy": "test_accuracy", "test_stderr": "test_stderr", "diff": "test_diff",
@@ -39,7 +38,7 @@ _CONFIRM_KEYS = {"test_accuracy": "test_accuracy", "test_stderr": "test_stderr",
 
 def read_confirmation(session_dir: Path) -> dict[str, Any] | None:
     """confirm.json, or None when the session has none; ValueError naming the file if unreadable."""
-    path = Path(session_dir) / CONFIRM_FILE
+    path = confirm_file(session_dir)
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -77,7 +76,7 @@ def trial_attrs(session_dir: Path) -> dict[str, dict[str, Any]]:
 
 def study_attrs(session_dir: Path) -> dict[str, Any]:
     try:
-        goal = json.loads((Path(session_dir) / "session.json").read_text()).get("goal")
+        goal = json.loads(session_file(session_dir).read_text()).get("goal")
     except (OSError, ValueError):
         goal = None
     out: dict[str, Any] = {"goal": goal} if goal else {}
@@ -111,14 +110,14 @@ class SessionStorage(JournalStorage):
 
     def __init__(self, session_dir: str | Path) -> None:
         self.session_dir = Path(session_dir)
-        super().__init__(JournalFileBackend(str(self.session_dir / JOURNAL_FILE)))
+        super().__init__(JournalFileBackend(str(journal_file(self.session_dir))))
         self._extra_lock = threading.Lock()
         self._extra_key: Any = object()
         self._extra: tuple[dict[str, dict[str, Any]], dict[str, Any]] = ({}, {})
 
     def extra(self) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
         """(trial attrs by trial_id, study attrs), recomputed when a file they come from changed."""
-        key = tuple(_stamp(self.session_dir / f) for f in (JOURNAL_FILE, CONFIRM_FILE, "session.json"))
+        key = tuple(_stamp(f(self.session_dir)) for f in (journal_file, confirm_file, session_file))
         with self._extra_lock:
             if key != self._extra_key:
                 self._extra = (trial_attrs(self.session_dir), study_attrs(self.session_dir))

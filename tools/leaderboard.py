@@ -7,6 +7,9 @@ reward_summary, steps, wall_s, rationale, round, planner, error ({kind, message}
 adapter_path, action (fresh | continue | branch), parent, steps_total, train_s_total (with the
 parent's training).
 
+The figures come from the result's typed metrics (rl_core.trialdir.ResultMetrics, any schema): a
+session scores its trials on dev, so the row calls the eval split's figures `dev_*`.
+
 `gain` is the change over the policy the trial started from (its parent's final weights for a
 child) and `gain_stderr` its paired standard error: both evaluations ran on the same dev
 questions, so it is sd(per-question difference)/sqrt(n) (rl_core.stats). Results written before
@@ -21,8 +24,17 @@ from typing import Any
 
 from optuna.trial import TrialState
 
+from rl_core.sessiondir import journal_file, trial_dir
 from rl_core.stats import binomial_se
-from rl_core.trialdir import TrialDirError, launch_spec, read_result, was_cancelled
+from rl_core.trialdir import (
+    ResultMetrics,
+    SplitFigures,
+    TrialDirError,
+    launch_spec,
+    read_result,
+    result_metrics,
+    was_cancelled,
+)
 from tools.journal import open_study
 
 KEY_PARAMS = ("learning_rate", "lora_rank", "kl_beta", "group_size", "prompts_per_step", "temperature",
@@ -34,7 +46,7 @@ _STATUS = {TrialState.COMPLETE: "succeeded", TrialState.FAIL: "failed", TrialSta
 def leaderboard(session_dir: str | Path) -> list[dict[str, Any]]:
     """Every trial of a session as a row, ranked ones first (best score first)."""
     session_dir = Path(session_dir)
-    if not (session_dir / "study.journal").exists():
+    if not journal_file(session_dir).exists():
         return []
     return trial_rows(session_dir)
 
@@ -54,36 +66,34 @@ def trial_rows(session_dir: Path, study: Any = None) -> list[dict[str, Any]]:
 def _row(session_dir: Path, trial: Any) -> dict[str, Any]:
     attrs = trial.user_attrs
     tid = attrs.get("trial_id") or f"t{trial.number:04d}"
-    tdir = session_dir / "trials" / tid
+    tdir = trial_dir(session_dir, tid)
     result = _read_result(tdir) or {}
     spec = result.get("spec") or _launch_spec(tdir)
-    metrics = attrs.get("metrics") or result.get("metrics") or {}
+    # what the loop told the study (the current schema; an older session's, read by its keys)
+    metrics = ResultMetrics.from_json(attrs["metrics"]) if attrs.get("metrics") else result_metrics(result)
+    figures = metrics.eval or SplitFigures("dev")
     status = _STATUS.get(trial.state, trial.state.name.lower())
     if status == "running" and was_cancelled(tdir):
         status = "interrupted"  # stopped by a pause; re-runs on resume
     reward = ((spec.get("reward") or {}).get("components")) or _reward_from_params(trial.params)
-    before, after = metrics.get("dev_accuracy_before"), metrics.get("dev_accuracy_after")
-    gain = metrics.get("gain")
-    if gain is None and before is not None and after is not None:
-        gain = after - before
     lineage = result.get("lineage") or {}
     error = attrs.get("error") or (result.get("error") if result.get("status") == "failed" else None)
     return {
         "rank": None, "trial_id": tid, "number": trial.number, "status": status,
         "score": trial.value if trial.state == TrialState.COMPLETE else None,
-        "dev_accuracy_before": before, "dev_accuracy_after": after, "gain": gain,
-        "gain_stderr": _gain_stderr(metrics),
+        "dev_accuracy_before": figures.accuracy_before, "dev_accuracy_after": figures.accuracy_after,
+        "gain": figures.gain_or_difference(), "gain_stderr": _gain_stderr(figures),
         "params": dict(trial.params),
         "key_params": {k: trial.params[k] for k in KEY_PARAMS if k in trial.params},
         "reward": reward, "reward_summary": reward_summary(reward),
-        "steps": metrics.get("steps"), "wall_s": metrics.get("wall_s"),
+        "steps": metrics.steps, "wall_s": metrics.wall_s,
         "rationale": attrs.get("rationale", ""), "round": attrs.get("round"), "planner": attrs.get("planner"),
         "error": {k: error.get(k) for k in ("kind", "message")} if isinstance(error, dict) else None,
         "adapter_path": str(tdir / result["adapter_path"]) if result.get("adapter_path") else None,
         "pruned_at_step": attrs.get("pruned_at_step"),
         "action": attrs.get("action", "fresh"), "parent": attrs.get("parent"),
-        "steps_total": lineage.get("steps_total", metrics.get("steps")),
-        "train_s_total": lineage.get("train_s_total", metrics.get("train_s")),
+        "steps_total": lineage.get("steps_total", metrics.steps),
+        "train_s_total": lineage.get("train_s_total", metrics.train_s),
     }
 
 
@@ -98,14 +108,13 @@ def _reward_from_params(params: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def _gain_stderr(metrics: dict[str, Any]) -> float | None:
+def _gain_stderr(m: SplitFigures) -> float | None:
     """The paired standard error of after - before (same questions) when the trial recorded it;
     for older results, the conservative independent one."""
-    if metrics.get("gain_stderr_paired") is not None:
-        return float(metrics["gain_stderr_paired"])
-    n = metrics.get("dev_n")
-    se_after = metrics.get("dev_stderr_after") or binomial_se(metrics.get("dev_accuracy_after"), n)
-    se_before = metrics.get("dev_stderr_before") or binomial_se(metrics.get("dev_accuracy_before"), n)
+    if m.gain_stderr_paired is not None:
+        return m.gain_stderr_paired
+    se_after = m.stderr_after or binomial_se(m.accuracy_after, m.n)
+    se_before = m.stderr_before or binomial_se(m.accuracy_before, m.n)
     if se_after is None or se_before is None:
         return None
     return math.sqrt(se_after**2 + se_before**2)

@@ -24,7 +24,6 @@ is mirrored on one worker thread (a slow tracker never holds up the loop), its w
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import os
 import queue
@@ -34,7 +33,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from rl_core.trialdir import read_jsonl
+from rl_core import sessiondir
+from rl_core.trialdir import (
+    EVAL_FILE,
+    METRICS_FILE,
+    RESULT_FILE,
+    SPEC_FILE,
+    WEIGHTS_DIR,
+    read_json_object,
+    read_jsonl,
+    read_result,
+    result_metrics,
+)
 from tools.journal import open_study
 
 BACKENDS = ("tensorboard", "mlflow")
@@ -66,13 +76,13 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
-def _read(trial_dir: Path) -> dict[str, Any]:
-    result_path = trial_dir / "result.json"
-    result = json.loads(result_path.read_text()) if result_path.is_file() else None
-    spec_path = trial_dir / "spec.json"
-    spec = json.loads(spec_path.read_text()) if spec_path.is_file() else (result or {}).get("spec") or {}
-    return {"spec": spec, "result": result, "metrics": read_jsonl(trial_dir / "metrics.jsonl"),
-            "evals": read_jsonl(trial_dir / "eval.jsonl")}
+def _read(tdir: Path) -> dict[str, Any]:
+    """The trial's files through rl_core.trialdir: a damaged one raises TrialDirError naming it (one
+    warning from mirror_trial)."""
+    result = read_result(tdir)
+    spec = read_json_object(tdir / SPEC_FILE) or (result or {}).get("spec") or {}
+    return {"spec": spec, "result": result, "metrics": read_jsonl(tdir / METRICS_FILE),
+            "evals": read_jsonl(tdir / EVAL_FILE)}
 
 
 def to_tensorboard(trial_dir: Path, logdir: Path) -> Path:
@@ -106,14 +116,14 @@ def _session_of(spec: dict[str, Any]) -> str:
 def mlflow_uri(config: dict[str, Any], runs_dir: str | os.PathLike[str]) -> str:
     """The config's URI, else MLFLOW_TRACKING_URI, else a SQLite file next to the sessions."""
     return (config.get("mlflow_uri") or os.environ.get("MLFLOW_TRACKING_URI")
-            or f"sqlite:///{Path(runs_dir).resolve()}/mlflow.db")
+            or f"sqlite:///{sessiondir.mlflow_db(Path(runs_dir).resolve())}")
 
 
 def _artifact_root(uri: str) -> str | None:
     """Artefacts of our default SQLite store live beside it, not under whatever the cwd is; a
     server or a user's own URI decides for itself."""
     if uri.startswith("sqlite:///"):
-        return (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()
+        return (Path(uri[len("sqlite:///"):]).parent / sessiondir.MLFLOW_ARTIFACTS_DIR).resolve().as_uri()
     return None
 
 
@@ -164,7 +174,7 @@ def _to_mlflow(trial_dir: Path, uri: str, tags: dict[str, Any] | None) -> str:
     client = MlflowClient(tracking_uri=uri)
     experiment_id, parent = session_run(client, session, _artifact_root(uri))
     all_tags = {"openrl.kind": "trial", "openrl.session": session, "mlflow.parentRunId": parent,
-                "status": result.get("status", "running"), "adapter": str((trial_dir / "adapter").resolve()),
+                "status": result.get("status", "running"), "adapter": str((trial_dir / WEIGHTS_DIR).resolve()),
                 **{k: str(v)[:5000] for k, v in (tags or {}).items() if v is not None}}
     run = client.create_run(experiment_id, run_name=trial_dir.name, tags=all_tags)
     run_id = run.info.run_id
@@ -173,13 +183,14 @@ def _to_mlflow(trial_dir: Path, uri: str, tags: dict[str, Any] | None) -> str:
                for k, v in _numbers(row).items()]
     metrics += [Metric(f"eval/{row.get('split', 'dev')}_accuracy", float(row["accuracy"]), 0, int(row.get("step", 0)))
                 for row in files["evals"] if isinstance(row.get("accuracy"), int | float)]
-    metrics += [Metric(f"result/{k}", v, 0, 0) for k, v in _numbers(result.get("metrics") or {}).items()]
+    # named by split (dev_accuracy_after, test_gain, ...), whichever schema the result was written in
+    metrics += [Metric(f"result/{k}", v, 0, 0) for k, v in _numbers(result_metrics(result).by_name()).items()]
     for i in range(0, max(len(params), 1), 100):
         client.log_batch(run_id, params=params[i:i + 100])
     for i in range(0, len(metrics), 1000):
         client.log_batch(run_id, metrics=metrics[i:i + 1000])
-    if (trial_dir / "result.json").is_file():
-        client.log_artifact(run_id, str(trial_dir / "result.json"))
+    if (trial_dir / RESULT_FILE).is_file():
+        client.log_artifact(run_id, str(trial_dir / RESULT_FILE))
     client.set_terminated(run_id, _RUN_STATUS.get(all_tags["status"], "FAILED"))
     return run_id
 
@@ -197,7 +208,7 @@ def mirror_trial(trial_dir: str | os.PathLike[str], config: dict[str, Any], runs
     for backend in config.get("backends") or ():
         try:
             if backend == "tensorboard":
-                to_tensorboard(trial_dir, Path(config.get("tensorboard_dir") or runs_dir / "tensorboard"))
+                to_tensorboard(trial_dir, Path(config.get("tensorboard_dir") or sessiondir.tensorboard_dir(runs_dir)))
             elif backend == "mlflow":
                 to_mlflow(trial_dir, mlflow_uri(config, runs_dir), tags)
             else:
@@ -255,7 +266,7 @@ class _SessionTracker:
             except Exception as exc:  # noqa: BLE001 - an unreadable journal costs the tags, not the mirror
                 self._warn(f"tracking: no planner tags for {trial_id}: {type(exc).__name__}: {str(exc)[:200]}")
                 tags = {"status": status}
-            for warning in mirror_trial(self._dir / "trials" / trial_id, self._config, self._dir.parent, tags):
+            for warning in mirror_trial(sessiondir.trial_dir(self._dir, trial_id), self._config, self._dir.parent, tags):
                 self._warn(warning)
 
     def _tags(self, trial_id: str, status: str) -> dict[str, Any]:

@@ -72,12 +72,15 @@ def run(
 
 
 def _print_results(rows: list[tuple[str, str, dict[str, Any] | None]]) -> None:
-    table = Table("trial", "status", "dev acc before", "dev acc after", "wall s", "error")
+    from rl_core.trialdir import SplitFigures, result_metrics
+
+    table = Table("trial", "status", "split", "acc before", "acc after", "wall s", "error")
     for trial_id, status, result in rows:
-        metrics = (result or {}).get("metrics") or {}
+        metrics = result_metrics(result)
+        scored = metrics.eval or SplitFigures("-")  # the split the trial was scored on, named (not always dev)
         error = (result or {}).get("error") or {}
-        table.add_row(trial_id, status, _num(metrics.get("dev_accuracy_before"), 3),
-                      _num(metrics.get("dev_accuracy_after"), 3), _num(metrics.get("wall_s"), 1),
+        table.add_row(trial_id, status, scored.split, _num(scored.accuracy_before, 3),
+                      _num(scored.accuracy_after, 3), _num(metrics.wall_s, 1),
                       f"{error.get('kind')}: {error.get('message')}" if error else "")
     console.print(table)
 

@@ -22,6 +22,7 @@ from agent.report import format as fmt
 from agent.report.facts import leaderboard
 from agent.report.files import load_trial
 from agent.report.terminal import leaderboard_table
+from rl_core import sessiondir
 
 Event = dict[str, Any]
 
@@ -82,7 +83,7 @@ class LiveView:
     def _on_progress(self, ev: Event) -> None:
         state = self._running.setdefault(ev["trial_id"], {})
         state.update({k: ev.get(k) for k in ("step", "max_steps", "reward")})
-        eta = trial_eta(self.session_dir / "trials" / ev["trial_id"])
+        eta = trial_eta(sessiondir.trial_dir(self.session_dir, ev["trial_id"]))
         state["eta_s"] = eta if eta is not None else ev.get("eta_s")
         state["eta_at"] = time.monotonic()
 

@@ -63,8 +63,10 @@ def resolve_session(session: str | None, runs_dir: Path) -> Path:
 
     if session is None:
         return Path(latest_session(runs_dir))
+    from rl_core.sessiondir import is_session
+
     for candidate in (Path(session), runs_dir / session):
-        if (candidate / "session.json").is_file():
+        if is_session(candidate):
             load_session(candidate)  # a damaged session.json says so here, with how to recover
             return candidate
     raise UserError(f"no session '{session}' under {runs_dir}/; `openrl-agent list` shows the sessions there")

@@ -34,7 +34,9 @@ def run(
     except SpecError as exc:
         fail(str(exc))
     tracking = _tracking(track)
-    out_dir = out or Path("runs/trials") / trial_spec.trial_id
+    from rl_core.sessiondir import single_trial_dir
+
+    out_dir = out or single_trial_dir(trial_spec.trial_id)
     if out_dir.exists() and not out_dir.is_dir():
         fail(f"--out {out_dir} is a file; give a directory for the trial's files (it is created if missing)")
     if resume and not out_dir.is_dir():
@@ -50,19 +52,19 @@ def run(
     if result["status"] != "succeeded":
         error = result["error"] or {}
         fail(f"trial {trial_spec.trial_id} failed ({error.get('kind')}): {error.get('message')}")
-    m = result["metrics"]
-    before = m.get("dev_accuracy_before")
-    before_text = f"{before:.3f} -> " if before is not None else ""
-    split = m.get("eval_split", trial_spec.eval.split)
-    console.print(f"trial {trial_spec.trial_id} succeeded: {split} accuracy {before_text}{m['dev_accuracy_after']:.3f} "
-                  f"(±{m['dev_stderr_after']:.3f}, n={m['dev_n']}) in {m['steps']} steps; {out_dir}/result.json")
-    if m.get("report_split"):
-        r_before = m.get("report_accuracy_before")
-        gain = (f", {100 * m['report_gain']:+.1f} ± {100 * m['report_gain_stderr_paired']:.1f} points paired"
-                if m.get("report_gain_stderr_paired") is not None else "")
-        console.print(f"  report on {m['report_split']}: "
-                      f"{f'{r_before:.3f} -> ' if r_before is not None else ''}{m['report_accuracy_after']:.3f} "
-                      f"(±{m['report_stderr_after']:.3f}, n={m['report_n']}){gain}")
+    from rl_core.trialdir import RESULT_FILE, result_metrics
+
+    m = result_metrics(result)
+    e = m.eval
+    before_text = f"{e.accuracy_before:.3f} -> " if e.accuracy_before is not None else ""
+    console.print(f"trial {trial_spec.trial_id} succeeded: {e.split} accuracy {before_text}{e.accuracy_after:.3f} "
+                  f"(±{e.stderr_after:.3f}, n={e.n}) in {m.steps} steps; {out_dir}/{RESULT_FILE}")
+    if r := m.report:
+        gain = (f", {100 * r.gain:+.1f} ± {100 * r.gain_stderr_paired:.1f} points paired"
+                if r.gain_stderr_paired is not None else "")
+        console.print(f"  report on {r.split}: "
+                      f"{f'{r.accuracy_before:.3f} -> ' if r.accuracy_before is not None else ''}{r.accuracy_after:.3f} "
+                      f"(±{r.stderr_after:.3f}, n={r.n}){gain}")
 
 
 def _tracking(track: str | None) -> dict:

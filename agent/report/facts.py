@@ -19,6 +19,8 @@ from agent.report.format import shown_path
 from agent.report.importance import param_importances
 from agent.report.verdict import session_verdict, trial_tree
 from agent.session import agent_alive
+from rl_core.sessiondir import pause_file, rounds_file, session_file, trial_dir
+from rl_core.trialdir import SPEC_FILE, ResultMetrics
 
 # Shown first when they vary across trials; anything else that varies follows.
 PREFERRED_PARAMS = (
@@ -39,7 +41,7 @@ NOT_COMPUTED = {"params": {}, "n_trials": 0, "note": "not computed"}
 
 def build_report(session_dir: Path, importances: bool = True) -> dict[str, Any]:
     session_dir = Path(session_dir)
-    session = read_json(session_dir / "session.json") or {}
+    session = read_json(session_file(session_dir)) or {}
     trials = load_trials(session_dir)
     base = _base(trials)
     rows = leaderboard_rows(session_dir, trials)
@@ -54,7 +56,7 @@ def build_report(session_dir: Path, importances: bool = True) -> dict[str, Any]:
         "tree": tree,
         "leaderboard": rows,
         "best": best,
-        "rounds": _rounds(rows, read_json(session_dir / "rounds.json") or []),
+        "rounds": _rounds(rows, read_json(rounds_file(session_dir)) or []),
         "importances": param_importances(session_dir) if importances else dict(NOT_COMPUTED),
         "failures": [
             {"trial_id": r["trial_id"], "round": r["round"], **_error(r)}
@@ -83,7 +85,7 @@ def leaderboard_rows(session_dir: Path, trials: list[TrialFiles]) -> list[dict[s
 
 
 def _row(r: dict[str, Any], t: TrialFiles | None, shown: list[str]) -> dict[str, Any]:
-    m = t.result_metrics if t else {}
+    m = t.result_metrics if t else ResultMetrics()
     last = t.metrics[-1] if t and t.metrics else {}
     ok = r["status"] == "succeeded"
     return {
@@ -93,13 +95,13 @@ def _row(r: dict[str, Any], t: TrialFiles | None, shown: list[str]) -> dict[str,
         "pruned_at_step": r.get("pruned_at_step"),
         "score": r.get("score"),  # the session's objective: accuracy, or gain when the goal asked for it
         "accuracy": r.get("dev_accuracy_after") if ok else None,
-        "stderr": m.get("dev_stderr_after"),
+        "stderr": m.eval.stderr_after if m.eval else None,
         "base": r.get("dev_accuracy_before"),
         "gain": r.get("gain") if ok else None,
         "gain_stderr": r.get("gain_stderr") if ok else None,
         "params": {k: (r.get("key_params") or {}).get(k) for k in shown},
         "reward": fmt.reward(r.get("reward") or r.get("reward_summary") or "-"),
-        "reward_mean_last": m.get("reward_mean_last", last.get("reward_mean")),
+        "reward_mean_last": m.reward_mean_last if m.reward_mean_last is not None else last.get("reward_mean"),
         "steps": r.get("steps") if r.get("steps") is not None else last.get("step"),
         "max_steps": ((t.spec if t else {}).get("budget") or {}).get("max_steps"),
         "wall_s": r.get("wall_s") if r.get("wall_s") is not None else last.get("elapsed_s"),
@@ -164,7 +166,7 @@ def session_state(session_dir: Path, session: dict[str, Any]) -> str:
     state = (session.get("status") or {}).get("state") or "created"
     if state == "running" and not agent_alive(session):
         return "stopped (agent not running)"
-    if (Path(session_dir) / "pause").exists() and state == "running":
+    if pause_file(session_dir).exists() and state == "running":
         return "pausing"
     return str(state)
 
@@ -195,7 +197,7 @@ def _best(rows: list[dict], trials: list[TrialFiles], session_dir: Path) -> dict
         return None
     trial = next((t for t in trials if t.trial_id == row["trial_id"]), None)
     adapter = Path(row["adapter_path"]).resolve() if row["adapter_path"] else None
-    spec_path = Path(session_dir) / "trials" / row["trial_id"] / "spec.json"
+    spec_path = trial_dir(session_dir, row["trial_id"]) / SPEC_FILE
     out = Path(session_dir).parent / f"repro-{row['trial_id']}"
     keys = ("trial_id", "score", "accuracy", "stderr", "base", "gain", "gain_stderr", "steps", "wall_s")
     return {

@@ -12,11 +12,13 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from rl_core.sessiondir import journal_file
+
 MIN_TRIALS = 4
 
 
 def param_importances(session_dir: Path) -> dict[str, Any]:
-    journal = Path(session_dir) / "study.journal"
+    journal = journal_file(session_dir)
     if not journal.exists():
         return {"params": {}, "n_trials": 0, "note": "no Optuna study in this session"}
     import optuna

@@ -17,6 +17,8 @@ from rich.text import Text
 from agent.report import format as fmt
 from agent.report.facts import leaderboard
 from agent.report.files import load_trial
+from rl_core.sessiondir import trial_dir
+from rl_core.trialdir import SAMPLES_FILE
 from tools.trials import read_jsonl
 
 CURVES = ("reward_mean", "batch_accuracy", "kl", "entropy", "grad_norm", "completion_len")
@@ -29,13 +31,13 @@ class TrialNotFound(LookupError):
 
 def trial_facts(session_dir: Path, trial_id: str) -> dict[str, Any]:
     rows = {r["trial_id"]: r for r in leaderboard(session_dir)}
-    tdir = Path(session_dir) / "trials" / trial_id
+    tdir = trial_dir(session_dir, trial_id)
     if trial_id not in rows and not tdir.is_dir():
         known = ", ".join(sorted(rows)) or "none yet"
         raise TrialNotFound(f"no trial {trial_id!r} in session {Path(session_dir).name}; its trials: {known}")
     row = rows.get(trial_id) or {"trial_id": trial_id}
     trial = load_trial(tdir)
-    samples = read_jsonl(tdir / "samples.jsonl")
+    samples = read_jsonl(tdir / SAMPLES_FILE)
     wrong = [s for s in samples if not s.get("correct")]
     return {
         "trial_id": trial_id,

@@ -7,6 +7,7 @@ import torch
 
 from rl_core.policy import load_policy
 from rl_core.trial import run_trial
+from rl_core.trialdir import result_metrics
 from tests.rl_core.test_trial import micro_spec
 
 
@@ -72,5 +73,5 @@ def test_child_reuses_the_parents_final_evaluation_and_optimizer(tmp_path):
     assert child["status"] == "succeeded", child["error"]
     first = _evals(tmp_path / "cont")[0]
     assert first["from_parent"] == "parent" and first["outcomes"] == _evals(tmp_path / "parent")[-1]["outcomes"]
-    assert child["metrics"]["dev_accuracy_before"] == parent["metrics"]["dev_accuracy_after"]
-    assert child["metrics"]["gain_stderr_paired"] is not None
+    assert result_metrics(child).eval.accuracy_before == result_metrics(parent).eval.accuracy_after
+    assert result_metrics(child).eval.gain_stderr_paired is not None

@@ -8,6 +8,7 @@ import torch
 
 from rl_core.spec import TrialSpec
 from rl_core.trial import classify, main, run_trial
+from rl_core.trialdir import SCHEMA_VERSION, result_metrics
 
 METRIC_KEYS = ("step", "reward_mean", "reward/execution_match", "reward/length_penalty", "batch_accuracy", "kl",
                "entropy", "clip_frac", "completion_len", "grad_norm", "loss", "t_generate", "t_score", "t_train", "lr",
@@ -52,10 +53,11 @@ def test_two_step_trial_then_resume_writes_the_contract_directory(tmp_path):
     result = run_trial(micro_spec(max_steps=2), out, resume=True)  # extend the budget: resume at step 1
     assert result["status"] == "succeeded", result["error"]
     assert json.loads((out / "result.json").read_text()) == result
-    m = result["metrics"]
-    assert m["steps"] == 2 and m["dev_n"] == 6
-    for key in ("dev_accuracy_before", "dev_accuracy_after", "dev_stderr_after", "gain", "wall_s", "reward_mean_last"):
-        assert isinstance(m[key], float) and math.isfinite(m[key]), key
+    m = result_metrics(result)
+    assert result["schema_version"] == SCHEMA_VERSION and m.steps == 2 and m.eval.n == 6 and m.eval.split == "dev"
+    for value in (m.eval.accuracy_before, m.eval.accuracy_after, m.eval.stderr_after, m.eval.gain, m.wall_s,
+                  m.reward_mean_last):
+        assert isinstance(value, float) and math.isfinite(value), m
     assert TrialSpec.from_json(result["spec"]) == TrialSpec.load(out / "spec.json")
 
     rows = lines(out / "metrics.jsonl")
@@ -162,8 +164,8 @@ def test_report_split_is_evaluated_whole_before_and_after_only(tmp_path):
     assert [(r["step"], r["split"], r["n"]) for r in evals] == [(0, "dev", 6), (1, "dev", 3), (2, "dev", 6)]
     assert [(r["step"], r["split"]) for r in reports] == [(0, "test"), (2, "test")]
     assert reports[0]["n"] == reports[1]["n"] == len(reports[0]["outcomes"]) > 6  # the whole split
-    m = result["metrics"]
-    assert m["eval_split"] == "dev" and m["report_split"] == "test" and m["report_n"] == reports[1]["n"]
-    assert m["report_accuracy_before"] == reports[0]["accuracy"] and m["report_accuracy_after"] == reports[1]["accuracy"]
-    assert m["report_gain"] == round(reports[1]["accuracy"] - reports[0]["accuracy"], 4)
-    assert m["report_gain_stderr_paired"] == round(paired(reports[0]["outcomes"], reports[1]["outcomes"]).se, 4)
+    m, r = result_metrics(result), result_metrics(result).report
+    assert m.eval.split == "dev" and r.split == "test" and r.n == reports[1]["n"]
+    assert r.accuracy_before == reports[0]["accuracy"] and r.accuracy_after == reports[1]["accuracy"]
+    assert r.gain == round(reports[1]["accuracy"] - reports[0]["accuracy"], 4)
+    assert r.gain_stderr_paired == round(paired(reports[0]["outcomes"], reports[1]["outcomes"]).se, 4)

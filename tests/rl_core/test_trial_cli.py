@@ -5,6 +5,7 @@ import json
 from typer.testing import CliRunner
 
 from agent.cli.trial import app
+from rl_core.trialdir import result_metrics
 
 
 def test_bad_spec_is_one_red_line_and_exit_1(tmp_path):
@@ -68,9 +69,11 @@ def test_closing_lines_name_the_splits_evaluated(tmp_path):
     spec.write_text(json.dumps(data))
     result = CliRunner().invoke(app, ["run", str(spec), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
-    m = json.loads((tmp_path / "out" / "result.json").read_text())["metrics"]
-    assert f"succeeded: test accuracy {m['dev_accuracy_before']:.3f} -> {m['dev_accuracy_after']:.3f}" in result.output
+    m = result_metrics(json.loads((tmp_path / "out" / "result.json").read_text()))
+    e, r = m.eval, m.report
+    assert e.split == "test" and r.split == "dev"  # named by split: a test-split trial's figures never say dev
+    assert f"succeeded: test accuracy {e.accuracy_before:.3f} -> {e.accuracy_after:.3f}" in result.output
     assert "dev accuracy" not in result.output
-    gain = f"{100 * m['report_gain']:+.1f} ± {100 * m['report_gain_stderr_paired']:.1f} points paired"
-    assert (f"report on dev: {m['report_accuracy_before']:.3f} -> {m['report_accuracy_after']:.3f} "
-            f"(±{m['report_stderr_after']:.3f}, n={m['report_n']}), {gain}") in result.output
+    gain = f"{100 * r.gain:+.1f} ± {100 * r.gain_stderr_paired:.1f} points paired"
+    assert (f"report on dev: {r.accuracy_before:.3f} -> {r.accuracy_after:.3f} "
+            f"(±{r.stderr_after:.3f}, n={r.n}), {gain}") in result.output

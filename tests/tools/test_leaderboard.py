@@ -1,3 +1,4 @@
+import json
 import math
 from pathlib import Path
 
@@ -56,3 +57,23 @@ def test_rows_rank_succeeded_first_with_gain_stderr(tmp_path: Path):
 
 def test_a_session_without_a_study_has_no_rows(tmp_path: Path):
     assert leaderboard(tmp_path) == []
+
+
+def test_a_session_written_with_result_schema_2_still_reports(tmp_path: Path):
+    """Runs from before the split-named schema: result.json at schema 2 (dev_* keys) and the study's
+    stored metrics in that shape; the leaderboard and the report read both through the typed schema."""
+    from agent.report.facts import build_report
+
+    session = tmp_path / "s-old"
+    study = open_study(session)
+    old = json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "result_schema2.json").read_text())
+    tid = _trial(study, session, {"learning_rate": 1e-4}, old, "from an old run", "complete")
+    (session / "trials" / tid / "adapter").mkdir()
+    row = leaderboard(session)[0]
+    assert (row["trial_id"], row["status"], row["score"]) == (tid, "succeeded", 0.61)
+    assert (row["dev_accuracy_before"], row["dev_accuracy_after"], row["gain"], row["gain_stderr"]) == (
+        0.47, 0.61, 0.14, 0.018)
+    assert (row["steps"], row["wall_s"], row["steps_total"]) == (120, 455.2, 120)
+    best = build_report(session, importances=False)["best"]
+    assert (best["accuracy"], best["stderr"], best["base"], best["gain"], best["steps"]) == (0.61, 0.0244, 0.47,
+                                                                                           0.14, 120)

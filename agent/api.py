@@ -43,7 +43,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.confirm import TEST_SPLIT, load_confirmation, run_confirmation
-from agent.goal import GoalError, Plan, plan_goal
+from agent.goal import GoalError, plan_goal
+from agent.plan import Plan, as_plan
 from agent.preflight import PreflightError, check_plan
 from agent.session import (
     SessionError,
@@ -57,7 +58,7 @@ from agent.session import (
     save_session,
     update_status,
 )
-from cluster.base import LauncherError
+from cluster.base import Launcher, LauncherError
 from rl_core.sessiondir import checkpoints_file, confirm_dir, lock_file, session_dir_of, trials_dir
 from tools.tracking import track_session
 
@@ -87,14 +88,15 @@ def create_session(plan: Plan, runs_dir: str | os.PathLike[str] = "runs") -> Pat
     return session_dir
 
 
-def make_launcher(plan: dict[str, Any], session_dir: Path) -> Any:
+def make_launcher(plan: Plan | dict[str, Any], session_dir: Path) -> Launcher:
     """The launcher the session's settings name; the LocalLauncher gets one slot per parallel trial."""
-    settings = dict(plan.get("launcher") or {"name": "local"})
+    plan = as_plan(plan)
+    settings = dict(plan.launcher)
     name = settings.pop("name", "local")
     if name == "local":
         from cluster.local import LocalLauncher
 
-        return LocalLauncher(runs_dir=Path(session_dir).parent, slots=int(plan["constraints"]["parallel"]),
+        return LocalLauncher(runs_dir=Path(session_dir).parent, slots=plan.constraints.parallel,
                              **settings)
     if name == "k8s":
         from cluster.base import LauncherError
@@ -122,23 +124,24 @@ def run_session(session_dir: str | os.PathLike[str], on_event: OnEvent | None = 
     from agent.planners.factory import make_planner
 
     session_dir = Path(session_dir)
-    plan = load_session(session_dir)
+    stored = load_session(session_dir)
+    plan = Plan.from_json(stored)
     # Finished trials are mirrored to the plan's trackers (TensorBoard, MLflow); never fails a trial.
-    emit = track_session(on_event or (lambda event: None), session_dir, plan.get("tracking"))
+    emit = track_session(on_event or (lambda event: None), session_dir, plan.tracking)
     with _exclusive(session_dir):
         clear_pause(session_dir)
         if confirm_launcher is None and launcher is None:
             confirm_launcher = make_launcher(plan, confirm_dir(session_dir))
         launcher = launcher or make_launcher(plan, session_dir)
-        planner = planner or make_planner(plan["planner"], seed=int(plan["constraints"].get("seed", 0)),
+        planner = planner or make_planner(plan.planner, seed=plan.constraints.seed,
                                           progress=lambda line: emit({"type": "planner_wait", "line": line}))
         update_status(session_dir, state="running", stop_reason=None, pid=os.getpid())
-        emit({"type": "plan", "session": plan["id"], "plan": {k: v for k, v in plan.items() if k != "status"}})
+        emit({"type": "plan", "session": plan.id, "plan": {k: v for k, v in stored.items() if k != "status"}})
         conn = sqlite3.connect(str(checkpoints_file(session_dir)), check_same_thread=False)
         try:
             graph = build_graph(planner, launcher, session_dir=session_dir, plan=plan, emit=emit,
                                 checkpointer=SqliteSaver(conn), poll_s=poll_s)
-            config = {"configurable": {"thread_id": plan["id"]}, "recursion_limit": 1_000_000}
+            config = {"configurable": {"thread_id": plan.id}, "recursion_limit": 1_000_000}
             with _signals_pause(session_dir, emit):
                 final = graph.invoke(_input_for(graph, config), config, durability="sync")
         except KeyboardInterrupt:  # a second Ctrl-C: trials run on detached; resume re-attaches them
@@ -180,19 +183,19 @@ def _input_for(graph: Any, config: dict[str, Any]) -> dict[str, Any] | None:
     return {"stop_reason": None, "next": None}  # paused or done: start again at reflect
 
 
-def _confirm(session_dir: Path, plan: dict[str, Any], launcher: Any, emit: OnEvent, poll_s: float) -> None:
+def _confirm(session_dir: Path, plan: Plan, launcher: Launcher, emit: OnEvent, poll_s: float) -> None:
     """The test-split verdict, within what is left of the time budget."""
     from agent.budget import SessionClock
     from sql_env.datasets.store import DatasetError, dataset_dir, splits_of
 
     try:
-        has_test = TEST_SPLIT in splits_of(dataset_dir(plan["constraints"]["dataset"]))
+        has_test = TEST_SPLIT in splits_of(dataset_dir(plan.constraints.dataset))
     except DatasetError:
         has_test = False
     if not has_test:
         emit({"type": "confirm_skipped", "reason": f"the dataset has no {TEST_SPLIT!r} split"})
         return
-    minutes = plan["constraints"].get("budget_minutes")
+    minutes = plan.constraints.budget_minutes
     timeout = None if not minutes else max(30.0, minutes * 60 - SessionClock(session_dir).used())
     with _signals_pause(session_dir, emit):
         run_confirmation(session_dir, plan, launcher, emit=emit, poll_s=poll_s, timeout_s=timeout)

@@ -7,6 +7,8 @@ report included, within N minutes of running time (a pause does not count; the t
 - `launch_seconds` gives a new trial the GRPO seconds that remain for it: the time left, minus the
   confirmation reserve, minus its evaluation and loading overhead as measured on earlier trials,
   shared among the trials still to run. A trial that cannot get `MIN_TRAIN_S` is not launched.
+- `trial_eta_s` is the one estimate of when a running trial stops training (the loop's progress
+  events carry it; the live view counts it down).
 - `confirm_reserve_s` is what the test-split confirmation (top-k + base, in waves of the parallel
   slots) and the report need at the end.
 """
@@ -19,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agent.plan import Constraints
 from rl_core.sessiondir import clock_file
 from rl_core.trialdir import TrialDirError, read_json_object, result_metrics, write_json_atomic
 
@@ -102,32 +105,51 @@ def launch_seconds(*, remaining_s: float, overhead: float, planned_s: float | No
     return round(seconds, 1) if seconds >= MIN_TRAIN_S else None
 
 
+def trial_eta_s(metrics: list[dict[str, Any]], budget: dict[str, Any]) -> float | None:
+    """Seconds until a running trial stops training: its step limit at the mean GRPO step time, or
+    its time limit, whichever comes first. `budget.max_seconds` counts GRPO step time (`t_step`), not
+    the model load, SFT or evaluations, so both limits are measured on that clock (the wall time since
+    the start would count the load and the first evaluation against it). None before a step."""
+    steps = [m for m in metrics if isinstance(m.get("t_step"), int | float)]
+    if not steps:
+        return None
+    train_s = sum(float(m["t_step"]) for m in steps)
+    done = int(steps[-1].get("step") or len(steps))
+    max_steps, max_seconds = budget.get("max_steps"), budget.get("max_seconds")
+    limits = []
+    if max_steps:
+        limits.append(max(0, int(max_steps) - done) * train_s / len(steps))
+    if max_seconds:
+        limits.append(max(0.0, float(max_seconds) - train_s))
+    return min(limits) if limits else None
+
+
 class Timekeeper:
     """A session's budget arithmetic over its clock and its constraints (agent/loop.py asks it)."""
 
-    def __init__(self, session_dir: Path, constraints: dict[str, Any]) -> None:
+    def __init__(self, session_dir: Path, constraints: Constraints) -> None:
         self.c = constraints
         self.clock = SessionClock(session_dir)
-        self.prior = prior_s(str(constraints.get("model", "builtin:")))
+        self.prior = prior_s(constraints.model)
 
     def overhead(self, results: list[dict[str, Any]]) -> float:
         return overhead_s(results, self.prior)
 
     def reserve_s(self, results: list[dict[str, Any]]) -> float:
-        return confirm_reserve_s(results, top_k=int(self.c.get("confirm_top_k", 2)), parallel=int(self.c["parallel"]),
-                                 seeds=int(self.c.get("confirm_seeds", 0)),
-                                 seed_train_s=float(self.c.get("trial_seconds") or 0.0), prior=self.prior)
+        return confirm_reserve_s(results, top_k=self.c.confirm_top_k, parallel=self.c.parallel,
+                                 seeds=self.c.confirm_seeds,
+                                 seed_train_s=self.c.trial_seconds or 0.0, prior=self.prior)
 
     def time_left(self, results: list[dict[str, Any]]) -> float:
         """Seconds of the wall-clock budget left for trials (the confirmation's reserve taken off)."""
-        minutes = self.c.get("budget_minutes")
+        minutes = self.c.budget_minutes
         if not minutes:
             return float("inf")
         return minutes * 60 - self.clock.used() - self.reserve_s(results)
 
     def launch_seconds(self, results: list[dict[str, Any]], *, finished: int) -> float | None:
-        if not self.c.get("budget_minutes"):
-            return self.c.get("trial_seconds")
+        if not self.c.budget_minutes:
+            return self.c.trial_seconds
         return launch_seconds(remaining_s=self.time_left(results), overhead=self.overhead(results),
-                              planned_s=self.c.get("trial_seconds"),
-                              trials_left=max(1, int(self.c["trials"]) - finished), parallel=int(self.c["parallel"]))
+                              planned_s=self.c.trial_seconds,
+                              trials_left=max(1, self.c.trials - finished), parallel=self.c.parallel)

@@ -24,6 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from agent.plan import Plan, as_plan
+from cluster.base import Launcher
 from rl_core.sessiondir import CONFIRM_DIR, confirm_file, confirm_job_dir, trial_dir
 from rl_core.spec import TrialSpec
 from rl_core.stats import ALPHA_2SE, accuracy, decide, paired
@@ -49,13 +51,13 @@ def load_confirmation(session_dir: Path) -> dict[str, Any] | None:
         return None
 
 
-def job_specs(session_dir: Path, plan: dict[str, Any], picks: list[dict[str, Any]], seeds: int) -> list[TrialSpec]:
+def job_specs(session_dir: Path, plan: Plan, picks: list[dict[str, Any]], seeds: int) -> list[TrialSpec]:
     """Evaluation-only jobs for the base and each pick on the test split, plus the winner's retrains."""
-    c = plan["constraints"]
+    c = plan.constraints
     test_eval = {"split": TEST_SPLIT, "limit": 0, "every_steps": 0, "pass_k": 0, "samples": 0, "before": False}
     evaluate = {"max_steps": 0, "max_seconds": None, "checkpoint_every": 0}
-    specs = [TrialSpec.from_json({"trial_id": "base", "session": CONFIRM_SESSION, "model": c["model"],
-                                  "dataset": c["dataset"], "seed": int(c.get("seed", 0)),
+    specs = [TrialSpec.from_json({"trial_id": "base", "session": CONFIRM_SESSION, "model": c.model,
+                                  "dataset": c.dataset, "seed": c.seed,
                                   "budget": evaluate, "eval": test_eval})]
     for row in picks:
         spec = _result_spec(session_dir, row["trial_id"])
@@ -75,19 +77,19 @@ def job_specs(session_dir: Path, plan: dict[str, Any], picks: list[dict[str, Any
     return specs
 
 
-def run_confirmation(session_dir: Path, plan: dict[str, Any], launcher: Any, *, emit: Emit,
+def run_confirmation(session_dir: Path, plan: Plan | dict[str, Any], launcher: Launcher, *, emit: Emit,
                      poll_s: float = 0.5, timeout_s: float | None = None) -> dict[str, Any] | None:
     """Run (or finish, after a restart) the confirmation and write confirm.json; None when skipped."""
     done = load_confirmation(session_dir)
     if done is not None:
         return done
-    c = plan["constraints"]
-    top_k = int(c.get("confirm_top_k", 2))
+    plan = as_plan(plan)
+    top_k = plan.constraints.confirm_top_k
     rows = [r for r in leaderboard(session_dir) if r["status"] == "succeeded" and r["adapter_path"]]
     picks = rows[:top_k]
     if top_k <= 0 or not picks:
         return None
-    specs = job_specs(session_dir, plan, picks, int(c.get("confirm_seeds", 0)))
+    specs = job_specs(session_dir, plan, picks, plan.constraints.confirm_seeds)
     emit({"type": "confirm_started", "trials": [p["trial_id"] for p in picks], "jobs": len(specs)})
     handles = [launcher.submit(spec.to_json()) for spec in specs]
     deadline = None if timeout_s is None else time.monotonic() + timeout_s

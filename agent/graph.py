@@ -18,6 +18,7 @@ from typing import Annotated, Any, TypedDict
 from langgraph.graph import END, START, StateGraph
 
 from agent.loop import Emit, Research
+from agent.plan import Plan
 from agent.planners.base import Planner
 from cluster.base import Launcher
 
@@ -53,7 +54,7 @@ def route(state: LoopState) -> str:
     return END if state.get("next") == "end" else state.get("next", "propose")
 
 
-def build_graph(planner: Planner, launcher: Launcher, *, session_dir: Path, plan: dict[str, Any],
+def build_graph(planner: Planner, launcher: Launcher, *, session_dir: Path, plan: Plan,
                 emit: Emit | None = None, checkpointer: Any = None, poll_s: float = 0.5) -> Any:
     research = Research(session_dir=session_dir, plan=plan, planner=planner, launcher=launcher,
                         emit=emit, poll_s=poll_s)

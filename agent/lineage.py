@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from agent.plan import Constraints
 from agent.planners.base import Proposal
 from rl_core.sessiondir import trial_dir
 from rl_core.spec import TrialSpec
@@ -64,21 +65,21 @@ def parent_init(session_dir: Path, parent: str, action: str) -> dict[str, Any]:
             "train_s": float(lineage.get("train_s_total", metrics.train_s or 0.0))}
 
 
-def trial_spec(space: SearchSpace, constraints: dict[str, Any], session: str, trial_id: str,
+def trial_spec(space: SearchSpace, constraints: Constraints, session: str, trial_id: str,
                params: dict[str, Any], *, number: int = 0, init_from: dict[str, Any] | None = None,
                max_seconds: float | None = None, eval_seconds: float | None = None) -> TrialSpec:
     """The validated spec of one trial: the search-space point, the session's model, data and limits,
     a seed of its own (session seed + trial number, so identical configs are independent runs), and
     for a child its parent's weights (the parent's final evaluation serves as its "before")."""
     c = constraints
-    base: dict[str, Any] = {"trial_id": trial_id, "session": session, "model": c["model"],
-                            "dataset": c["dataset"], "seed": int(c.get("seed", 0)) + number}
-    if c.get("eval_limit"):
-        base["eval.limit"] = c["eval_limit"]
-    if c.get("eval_every_steps"):
-        base["eval.every_steps"] = c["eval_every_steps"]
-        base["eval.subset"] = c.get("eval_subset", 100)
-    seconds = max_seconds or c.get("trial_seconds")
+    base: dict[str, Any] = {"trial_id": trial_id, "session": session, "model": c.model,
+                            "dataset": c.dataset, "seed": c.seed + number}
+    if c.eval_limit:
+        base["eval.limit"] = c.eval_limit
+    if c.eval_every_steps:
+        base["eval.every_steps"] = c.eval_every_steps
+        base["eval.subset"] = c.eval_subset
+    seconds = max_seconds or c.trial_seconds
     if seconds:
         base["budget.max_seconds"] = seconds
     if eval_seconds is not None:

@@ -26,9 +26,10 @@ from optuna.trial import TrialState
 from agent import budget as bd
 from agent import study as st
 from agent.lineage import checked, parent_init, trial_spec
+from agent.plan import Plan
 from agent.planners.base import Planner, PlanningContext
 from agent.session import pause_requested, save_round, update_status
-from cluster.base import TERMINAL, LauncherError, TrialHandle
+from cluster.base import TERMINAL, Launcher, LauncherError, TrialHandle
 from rl_core.sessiondir import trial_dir
 from rl_core.spec import SpecError
 from rl_core.trialdir import (
@@ -37,6 +38,7 @@ from rl_core.trialdir import (
     failed_result,
     last_jsonl,
     launch_spec,
+    read_jsonl,
     read_result,
     was_cancelled,
     write_result,
@@ -51,14 +53,14 @@ Emit = Callable[[dict[str, Any]], None]
 class Research:
     """The dependencies and step functions of one session's loop."""
 
-    def __init__(self, *, session_dir: Path, plan: dict[str, Any], planner: Planner, launcher: Any,
+    def __init__(self, *, session_dir: Path, plan: Plan, planner: Planner, launcher: Launcher,
                  emit: Emit | None = None, poll_s: float = 0.5) -> None:
         self.dir = Path(session_dir)
         self.session = self.dir.name
         self.plan = plan
-        self.space = SearchSpace.from_json(plan["search_space"])
-        self.c = plan["constraints"]
-        self.metric = plan["objective"]["metric"]
+        self.space = SearchSpace.from_json(plan.search_space)
+        self.c = plan.constraints
+        self.metric = plan.objective.metric
         self.planner = planner
         self.launcher = launcher
         self.emit = emit or (lambda event: None)
@@ -69,7 +71,7 @@ class Research:
         self._progress: dict[str, int] = {}
         self.time = bd.Timekeeper(self.dir, self.c)
         self.clock = self.time.clock
-        self.branching = bool(self.c.get("branching", True))
+        self.branching = self.c.branching
 
     def _reattach(self) -> list[TrialHandle]:
         """The launcher's handles of this session's trials that outlived an agent. When it cannot
@@ -94,8 +96,8 @@ class Research:
     def propose(self, state: dict[str, Any]) -> dict[str, Any]:
         t0 = time.monotonic()
         counts = st.counts(self.study)
-        free = int(self.c["parallel"]) - counts["running"]
-        budget_left = int(self.c["trials"]) - sum(counts.values())
+        free = self.c.parallel - counts["running"]
+        budget_left = self.c.trials - sum(counts.values())
         k = max(0, min(free - counts["waiting"], budget_left))
         if k > 0 and not self._can_launch():
             k = 0  # no trial could finish in the time left: the loop winds down
@@ -105,7 +107,7 @@ class Research:
         if k > 0:
             trials = self.finished_trials()
             running = [t for t in st.by_state(self.study, TrialState.RUNNING)]
-            ctx = PlanningContext(goal=self.plan["goal"], objective=self.plan["objective"], space=self.space,
+            ctx = PlanningContext(goal=self.plan.goal, objective=asdict(self.plan.objective), space=self.space,
                                   round=rnd, k=k, trials=trials, feedback=feedback,
                                   active=[t.params for t in running], branching=self.branching,
                                   running=[{"trial_id": st.trial_id_of(t), "params": t.params,
@@ -192,7 +194,7 @@ class Research:
         init = parent_init(self.dir, parent, action) if parent else None
         return trial_spec(self.space, self.c, self.session, st.trial_id_of(trial), trial.params,
                           number=trial.number, init_from=init, max_seconds=max_seconds,
-                          eval_seconds=self.time.overhead(self._results()) if self.c.get("budget_minutes") else None)
+                          eval_seconds=self.time.overhead(self._results()) if self.c.budget_minutes else None)
 
     def spec_for(self, trial: Any) -> Any:
         try:
@@ -210,7 +212,7 @@ class Research:
         return self.time.time_left(self._results())
 
     def _can_launch(self) -> bool:
-        return not self.c.get("budget_minutes") or self._launch_seconds() is not None
+        return not self.c.budget_minutes or self._launch_seconds() is not None
 
     def _launch_seconds(self) -> float | None:
         """GRPO seconds a trial launched now gets (None: it could not finish in time)."""
@@ -263,17 +265,16 @@ class Research:
         step = int(line.get("step", 0))
         self._progress[tid] = step
         budget = _launch_budget(tdir)
-        max_steps, max_seconds = budget.get("max_steps"), budget.get("max_seconds")
-        eta = _eta(line, step, max_steps, max_seconds)
-        self.emit({"type": "trial_progress", "trial_id": tid, "step": step, "max_steps": max_steps,
+        eta = bd.trial_eta_s(read_jsonl(tdir / METRICS_FILE), budget)
+        self.emit({"type": "trial_progress", "trial_id": tid, "step": step, "max_steps": budget.get("max_steps"),
                    "reward": line.get("reward_mean"), "eta_s": eta})
 
     def _should_prune(self, tid: str, number: int, tdir: Path) -> bool:
         """Median pruning on intermediate dev evals. Only evals the plan asked for (every
         `eval_every_steps`) and before the last step count: the final eval is written just before
         result.json, and a finished trial must be collected, never cancelled."""
-        every = int(self.c.get("eval_every_steps") or 0)
-        if self.plan.get("pruner", "median") == "none" or every <= 0:
+        every = self.c.eval_every_steps
+        if self.plan.pruner == "none" or every <= 0:
             return False
         max_steps = _launch_budget(tdir).get("max_steps") or 0
         offset = _branch_step(tdir)  # a child is compared with the others at its cumulative step
@@ -318,14 +319,14 @@ class Research:
     def decide(self, state: dict[str, Any]) -> str:
         counts = st.counts(self.study)
         orphans = counts["running"] > len(state.get("running") or {})
-        target = self.plan["objective"].get("target")
+        target = self.plan.objective.target
         best = st.best_value(self.study)
         goal_met = target is not None and best is not None and best >= target
         time_left = self.time_left()
         out_of_time = time_left <= 0 or not self._can_launch()
         if pause_requested(self.dir):
             return "paused"
-        trials, running = int(self.c["trials"]), counts["running"]
+        trials, running = self.c.trials, counts["running"]
         if counts["finished"] >= trials:
             return "trial budget spent"
         if orphans:
@@ -333,7 +334,7 @@ class Research:
         stop_launching = goal_met or out_of_time
         if (running == 0 and stop_launching) or time_left <= 0:
             return "goal met" if goal_met else "time budget spent"
-        if not stop_launching and running < int(self.c["parallel"]) and counts["finished"] + running < trials:
+        if not stop_launching and running < self.c.parallel and counts["finished"] + running < trials:
             return "propose"
         return "collect" if running else "trial budget spent"
 
@@ -398,16 +399,3 @@ def _branch_step(tdir: Path) -> int:
         return int((launch_spec(tdir).get("init_from") or {}).get("step") or 0)
     except TrialDirError:
         return 0
-
-
-def _eta(line: dict[str, Any], step: int, max_steps: int | None, max_seconds: float | None) -> float | None:
-    """Seconds left in training: the sooner of the step limit and the time limit."""
-    elapsed = line.get("elapsed_s")
-    if not elapsed or not step:
-        return None
-    etas = []
-    if max_steps:
-        etas.append(elapsed / step * (max_steps - step))
-    if max_seconds:
-        etas.append(max(0.0, float(max_seconds) - elapsed))
-    return min(etas) if etas else None

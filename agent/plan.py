@@ -223,6 +223,11 @@ class Plan:
         return cls(**known)
 
 
+def as_plan(plan: Plan | dict[str, Any]) -> Plan:
+    """A Plan from a Plan or a session.json dict (the public API takes either)."""
+    return plan if isinstance(plan, Plan) else Plan.from_json(plan)
+
+
 def _section(kind: type, values: dict[str, Any]) -> Any:
     names = kind.__dataclass_fields__
     return kind(**{k: v for k, v in values.items() if k in names})

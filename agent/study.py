@@ -15,6 +15,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from agent.plan import Plan
 from agent.session import open_study
 from rl_core.trialdir import result_metrics
 from tools.trials import error_signature
@@ -22,16 +23,16 @@ from tools.trials import error_signature
 FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
 
 
-def session_study(session_dir: Path, plan: dict[str, Any]) -> optuna.Study:
+def session_study(session_dir: Path, plan: Plan) -> optuna.Study:
     """Open the study with the sampler and pruner the plan asks for."""
-    constraints = plan["constraints"]
+    constraints = plan.constraints
     probe = open_study(session_dir)
     # A fresh seed per restart: replaying the same seed would re-propose configs already run.
-    seed = int(constraints.get("seed", 0)) * 1000 + len(probe.get_trials(deepcopy=False))
-    startup = max(2, min(10, int(constraints["trials"]) // 3))
+    seed = constraints.seed * 1000 + len(probe.get_trials(deepcopy=False))
+    startup = max(2, min(10, constraints.trials // 3))
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=True)
     pruner: optuna.pruners.BasePruner = optuna.pruners.NopPruner()
-    if plan.get("pruner", "median") == "median":
+    if plan.pruner == "median":
         pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
     return open_study(session_dir, sampler=sampler, pruner=pruner)
 

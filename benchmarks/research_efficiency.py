@@ -133,15 +133,15 @@ def run_baseline(args: argparse.Namespace, seed: int, runs: Path, kind: str) -> 
     from cluster.base import TERMINAL
     from tools.search_space import SearchSpace
 
-    plan = make_plan(args, seed).to_json()
-    session_dir = create_session(make_plan(args, seed), runs)
+    plan = make_plan(args, seed)
+    session_dir = create_session(plan, runs)
     sampler = optuna.samplers.RandomSampler(seed=seed) if kind == "random" else \
         optuna.samplers.TPESampler(seed=seed, constant_liar=True)
     study = open_study(session_dir, sampler=sampler)
-    space, launcher = SearchSpace.from_json(plan["search_space"]), launcher_for(args, runs, args.parallel)
+    space, launcher = SearchSpace.from_json(plan.search_space), launcher_for(args, runs, args.parallel)
     while len(study.trials) < args.trials:
         batch = [study.ask(space.distributions()) for _ in range(min(args.parallel, args.trials - len(study.trials)))]
-        handles = [launcher.submit(trial_spec(space, plan["constraints"], session_dir.name, f"t{t.number:04d}",
+        handles = [launcher.submit(trial_spec(space, plan.constraints, session_dir.name, f"t{t.number:04d}",
                                               t.params)) for t in batch]
         while not all(launcher.status(h) in TERMINAL for h in handles):
             time.sleep(0.1)

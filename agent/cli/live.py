@@ -20,9 +20,7 @@ from rich.text import Text
 
 from agent.report import format as fmt
 from agent.report.facts import leaderboard
-from agent.report.files import load_trial
 from agent.report.terminal import leaderboard_table
-from rl_core import sessiondir
 
 Event = dict[str, Any]
 
@@ -83,8 +81,7 @@ class LiveView:
     def _on_progress(self, ev: Event) -> None:
         state = self._running.setdefault(ev["trial_id"], {})
         state.update({k: ev.get(k) for k in ("step", "max_steps", "reward")})
-        eta = trial_eta(sessiondir.trial_dir(self.session_dir, ev["trial_id"]))
-        state["eta_s"] = eta if eta is not None else ev.get("eta_s")
+        state["eta_s"] = ev.get("eta_s")  # agent.budget.trial_eta_s, the loop's one estimate
         state["eta_at"] = time.monotonic()
 
     def _on_finished(self, ev: Event) -> list[RenderableType]:
@@ -185,25 +182,6 @@ _HANDLERS: dict[str, Callable[[LiveView, Event], list[RenderableType] | None]] =
     "confirm_skipped": LiveView._on_confirm_skipped,
     "session_done": LiveView._on_done,
 }
-
-
-def trial_eta(trial_dir: Path) -> float | None:
-    """Seconds until a running trial stops training: its step limit at the mean GRPO step time, or its
-    time limit, whichever comes first. `budget.max_seconds` counts GRPO step time (`t_step`), not the
-    model load, SFT or evaluations, so both limits are measured on that clock. None before a step."""
-    trial = load_trial(trial_dir)
-    steps = [m for m in trial.metrics if isinstance(m.get("t_step"), int | float)]
-    if not steps:
-        return None
-    budget = trial.spec.get("budget") or {}
-    train_s = sum(float(m["t_step"]) for m in steps)
-    done, max_steps, max_seconds = int(steps[-1].get("step") or len(steps)), budget.get("max_steps"), budget.get("max_seconds")
-    limits = []
-    if max_steps:
-        limits.append(max(0, int(max_steps) - done) * train_s / len(steps))
-    if max_seconds:
-        limits.append(max(0.0, float(max_seconds) - train_s))
-    return min(limits) if limits else None
 
 
 def _counted_down(state: dict[str, Any]) -> float | None:

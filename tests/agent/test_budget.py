@@ -5,7 +5,16 @@ import time
 
 import pytest
 
-from agent.budget import MIN_TRAIN_S, SessionClock, Timekeeper, confirm_reserve_s, launch_seconds, overhead_s
+from agent.budget import (
+    MIN_TRAIN_S,
+    SessionClock,
+    Timekeeper,
+    confirm_reserve_s,
+    launch_seconds,
+    overhead_s,
+    trial_eta_s,
+)
+from agent.plan import Constraints
 
 
 def _result(wall: float, train: float) -> dict:
@@ -44,8 +53,17 @@ def test_the_confirmation_is_reserved_in_waves_of_the_slots():
 
 
 def test_timekeeper_without_a_budget_never_stops_a_launch(tmp_path):
-    keeper = Timekeeper(tmp_path, {"model": "builtin:tiny-gemma", "parallel": 2, "trials": 4, "trial_seconds": 90})
+    keeper = Timekeeper(tmp_path, Constraints(model="builtin:tiny-gemma", parallel=2, trials=4, trial_seconds=90))
     assert keeper.time_left([]) == float("inf") and keeper.launch_seconds([], finished=0) == 90
-    tight = Timekeeper(tmp_path / "b", {"model": "builtin:tiny-gemma", "parallel": 2, "trials": 4,
-                                        "trial_seconds": 90, "budget_minutes": 0.5})
+    tight = Timekeeper(tmp_path / "b", Constraints(model="builtin:tiny-gemma", parallel=2, trials=4,
+                                                   trial_seconds=90, budget_minutes=0.5))
     assert tight.launch_seconds([], finished=0) is None  # 30 s cannot hold a trial and the confirmation
+
+
+def test_the_trial_eta_counts_grpo_seconds_not_the_load_and_evaluations():
+    # 10 steps of 2 s each, 40 s after the start (load + the first evaluation took the other 20 s)
+    metrics = [{"step": i, "t_step": 2.0, "elapsed_s": 20.0 + 2 * i} for i in range(1, 11)]
+    assert trial_eta_s(metrics, {"max_steps": 30}) == pytest.approx(40.0)  # 20 steps left at 2 s
+    assert trial_eta_s(metrics, {"max_seconds": 50}) == pytest.approx(30.0)  # 50 s of GRPO, 20 used
+    assert trial_eta_s(metrics, {"max_steps": 30, "max_seconds": 50}) == pytest.approx(30.0)  # the sooner
+    assert trial_eta_s([], {"max_steps": 30}) is None and trial_eta_s(metrics, {}) is None

@@ -28,6 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from rl_core.trialdir import EVAL_FILE, WEIGHTS_DIR, read_jsonl  # noqa: E402
+
 
 def grpo_seed(seed: int, seconds: float, dev_limit: int, pass_k: int, pass_limit: int, out: Path) -> dict:
     from rl_core.spec import Budget, EvalConfig, TrialSpec
@@ -59,7 +61,7 @@ def test_eval(name: str, out: Path, weights: Path | None) -> dict[str, bool]:
     result = run_trial(spec, out / name)
     if result["status"] != "succeeded":
         raise SystemExit(f"test evaluation {name} failed: {result['error']}")
-    return json.loads((out / name / "eval.jsonl").read_text().splitlines()[-1])["outcomes"]
+    return read_jsonl(out / name / EVAL_FILE)[-1]["outcomes"]
 
 
 def sft_seed(seed: int, seconds: float, dev_limit: int, pass_k: int, pass_limit: int) -> dict:
@@ -127,7 +129,7 @@ def main() -> None:
     base_test = test_eval("test-base", args.out, None)
     for seed in args.seeds:  # one after another: the machine has 2 cores
         g = grpo_seed(seed, args.seconds, args.dev_limit, args.pass_k, args.pass_limit, args.out)
-        after_test = test_eval(f"test-grpo-s{seed}", args.out, args.out / f"grpo-s{seed}" / "adapter")
+        after_test = test_eval(f"test-grpo-s{seed}", args.out, args.out / f"grpo-s{seed}" / WEIGHTS_DIR)
         cmp = paired(base_test, after_test)
         g.update(test_before=accuracy(base_test)[0], test_after=accuracy(after_test)[0], test_gain=cmp.diff,
                  test_gain_se=cmp.se, test_n=cmp.n)

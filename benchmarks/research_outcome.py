@@ -38,7 +38,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.planners.base import PlannerResult, PlanningContext, Proposal  # noqa: E402
 from rl_core.stats import accuracy, paired  # noqa: E402
-from rl_core.trialdir import EVAL_FILE, WEIGHTS_DIR, read_jsonl, read_result, result_metrics  # noqa: E402
+from rl_core.trialdir import (  # noqa: E402
+    EVAL_FILE,
+    LAUNCH_SPEC_FILE,
+    WEIGHTS_DIR,
+    read_jsonl,
+    read_result,
+    result_metrics,
+    write_json_atomic,
+)
 
 # 8 trials, 2 at a time: each planned trial gets a quarter of the budget (15 min -> 225 s of GRPO),
 # long enough to learn; the time budget, not the count, ends the session.
@@ -102,9 +110,9 @@ def run_single(seed: int, budget_min: float, runs: Path) -> dict[str, Any]:
 
 def _run_trial(spec: dict[str, Any], out: Path, threads: int) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "launch_spec.json").write_text(json.dumps(spec))
+    write_json_atomic(out / LAUNCH_SPEC_FILE, spec)
     env = {**os.environ, **{k: str(threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENRL_TORCH_THREADS")}}
-    subprocess.run([sys.executable, "-m", "rl_core.trial", str(out / "launch_spec.json"), "--out", str(out)],
+    subprocess.run([sys.executable, "-m", "rl_core.trial", str(out / LAUNCH_SPEC_FILE), "--out", str(out)],
                    env=env, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

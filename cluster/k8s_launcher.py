@@ -63,6 +63,7 @@ from cluster.outcome import (
     read_tail,
 )
 from cluster.pod_entry import parse_result_line, parse_stream_lines
+from rl_core import sessiondir
 from rl_core.trialdir import EVAL_FILE, METRICS_FILE, append_jsonl, read_jsonl, write_json_atomic
 
 __all__ = ["KubernetesLauncher", "job_phase"]
@@ -163,7 +164,7 @@ class KubernetesLauncher:
         jobs = call(self.batch.list_namespaced_job, ns, label_selector=f"{MANAGED_SELECTOR},{SESSION_LABEL}={session}",
                     api=self.api, namespace=ns, action="list jobs").items
         ids = {j.metadata.labels[TRIAL_LABEL] for j in jobs}
-        trials_dir = self.runs_dir / session / "trials"
+        trials_dir = sessiondir.trials_dir(sessiondir.session_dir_of(self.runs_dir, session))
         for state_file in trials_dir.glob(f"*/{STATE_FILE}") if trials_dir.is_dir() else []:
             if read_json_file(state_file).get("backend") == self.backend:
                 ids.add(state_file.parent.name)
@@ -356,7 +357,7 @@ class KubernetesLauncher:
 
     # ---- local files ------------------------------------------------------------------------
     def _trial_dir(self, session: str, trial_id: str) -> Path:
-        return self.runs_dir / session / "trials" / trial_id
+        return sessiondir.trial_dir(sessiondir.session_dir_of(self.runs_dir, session), trial_id)
 
     def _name(self, handle: TrialHandle) -> str:
         return handle.ref.rsplit("/", 1)[-1] if handle.ref else job_name(handle.session, handle.trial_id)

@@ -37,6 +37,7 @@ from typing import Any
 
 from cluster.base import SESSION_LABEL, TRIAL_LABEL, LauncherError, spec_identity
 from cluster.outcome import default_wall_s
+from rl_core.sessiondir import trial_posix_path
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "openrl-agent"}
 KUEUE_LABEL = "kueue.x-k8s.io/queue-name"
@@ -140,7 +141,7 @@ def job_name(session: str, trial_id: str) -> str:
 
 def trial_out_dir(session: str, trial_id: str, config: KubernetesConfig) -> str:
     if config.runs_pvc:
-        return f"{config.runs_mount.rstrip('/')}/{session}/trials/{trial_id}"
+        return trial_posix_path(config.runs_mount, session, trial_id)
     return f"{WORK_MOUNT}/trial"
 
 

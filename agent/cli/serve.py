@@ -29,6 +29,7 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
     device: str = typer.Option("auto", "--device", help="auto (the first GPU torch sees, else CPU), cpu or cuda."),
     state_dir: Path | None = typer.Option(None, "--state-dir", help="Where saved weights live (default: the cache's serve/)."),
+    threads: int = typer.Option(0, "--threads", min=0, help="Torch CPU threads (0: torch's default)."),
     api_key: str | None = typer.Option(None, "--api-key", envvar="OPENRL_SERVE_API_KEY",
                                        help="Require this X-API-Key (default: accept any key)."),
 ) -> None:
@@ -44,7 +45,7 @@ def serve(
             s.bind((host, port))
         except OSError as exc:
             fail(f"cannot serve on {host}:{port} ({exc.strerror or exc}); pick another with --port")
-    cmd = [sys.executable, "-m", "rl_core.serve", "--host", host, "--port", str(port), "--device", device]
+    cmd = [sys.executable, "-m", "rl_core.serve", "--host", host, "--port", str(port), "--device", device, "--threads", str(threads)]
     for name in model:
         cmd += ["--model", name]
     if state_dir is not None:

@@ -142,6 +142,7 @@ def build_app(settings: ServeSettings, hosts: dict[str, BaseHost]) -> Starlette:
             await asyncio.wait_for(slot.done.wait(), timeout=POLL_S)
         except TimeoutError:
             return _json({"type": "try_again", "request_id": req.request_id, "queue_state": "active"})
+        svc().scheduler.delivered(slot)
         if slot.error is not None:
             return _json({"error": slot.error, "category": slot.category})
         if isinstance(slot.result, bytes):

@@ -18,6 +18,7 @@ import asyncio
 import itertools
 import logging
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable
@@ -37,6 +38,7 @@ class Slot:
     result: Any = None
     error: str | None = None
     category: str = "server"
+    retrieved_at: float | None = None  # first handed to the client (kept a while for its retries)
 
 
 @dataclass
@@ -46,6 +48,8 @@ class _Job:
 
 
 class Scheduler:
+    KEEP_RETRIEVED_S = 600.0  # a delivered result stays this long, for a client that retries the fetch
+
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._slots: dict[str, Slot] = {}
@@ -64,6 +68,7 @@ class Scheduler:
     def submit(self, queue: str, fn: Callable[[], Any], seq_id: int | None = None) -> str:
         if seq_id is not None and (queue, seq_id) in self._seen:
             return self._seen[(queue, seq_id)]
+        self._forget_delivered()
         request_id = f"r{next(self._ids)}-{uuid.uuid4().hex[:8]}"
         self._slots[request_id] = Slot()
         job = _Job(request_id, fn)
@@ -84,6 +89,17 @@ class Scheduler:
 
     def slot(self, request_id: str) -> Slot | None:
         return self._slots.get(request_id)
+
+    def delivered(self, slot: Slot) -> None:
+        if slot.retrieved_at is None:
+            slot.retrieved_at = time.monotonic()
+
+    def _forget_delivered(self) -> None:
+        """Drop results delivered long ago, so a long run's outputs do not pile up in memory."""
+        cutoff = time.monotonic() - self.KEEP_RETRIEVED_S
+        stale = [r for r, s in self._slots.items() if s.retrieved_at is not None and s.retrieved_at < cutoff]
+        for request_id in stale:
+            del self._slots[request_id]
 
     def close(self) -> None:
         with self._cv:

@@ -119,3 +119,20 @@ def test_sdk_versions_outside_the_tested_range_are_refused(version, ok):
     else:
         with pytest.raises(UserError, match="outside the range"):
             check_sdk_version(version)
+
+
+def test_delivered_results_are_forgotten_after_the_retry_window():
+    async def main():
+        sched = Scheduler(asyncio.get_running_loop())
+        first = sched.submit("q", lambda: "x")
+        slot = sched.slot(first)
+        await asyncio.wait_for(slot.done.wait(), timeout=5)
+        sched.delivered(slot)
+        sched.submit("q", lambda: "y")
+        kept = sched.slot(first) is not None
+        slot.retrieved_at -= Scheduler.KEEP_RETRIEVED_S + 1
+        sched.submit("q", lambda: "z")
+        sched.close()
+        return kept, sched.slot(first) is None
+
+    assert asyncio.run(main()) == (True, True)

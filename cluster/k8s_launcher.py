@@ -64,7 +64,14 @@ from cluster.outcome import (
 )
 from cluster.pod_entry import parse_result_line, parse_stream_lines
 from rl_core import sessiondir
-from rl_core.trialdir import EVAL_FILE, METRICS_FILE, append_jsonl, read_jsonl, write_json_atomic
+from rl_core.trialdir import (
+    EVAL_FILE,
+    METRICS_FILE,
+    append_jsonl,
+    read_jsonl,
+    write_json_atomic,
+    write_result,
+)
 
 __all__ = ["KubernetesLauncher", "job_phase"]
 MANAGED_SELECTOR = ",".join(f"{k}={v}" for k, v in MANAGED_BY.items())
@@ -286,13 +293,13 @@ class KubernetesLauncher:
         result = read_result(trial_dir)  # a shared runs volume may hold it even though the Job is gone
         if result is not None:
             return self._record(trial_dir, name, result)
-        write_json_atomic(trial_dir / "result.json", failed_result(self._spec(trial_dir), "crash",
-                                                                   f"Job {name} {why}; it left no result", ""))
+        write_result(trial_dir, failed_result(self._spec(trial_dir), "crash", f"Job {name} {why}; it left no result",
+                                              ""))
         self._save(trial_dir, name, "lost")
         return "lost"
 
     def _record(self, trial_dir: Path, name: str, result: dict[str, Any]) -> TrialStatus:
-        write_json_atomic(trial_dir / "result.json", result)
+        write_result(trial_dir, result)
         state = "succeeded" if result.get("status") == "succeeded" else "failed"
         self._save(trial_dir, name, state)
         return state  # type: ignore[return-value]

@@ -30,7 +30,6 @@ import argparse
 import hashlib
 import json
 import math
-import os
 import random
 import shutil
 import sys
@@ -39,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rl_core import trialdir as td  # noqa: E402
 
 GOAL = "raise dev execution accuracy on the built-in benchmark"
 
@@ -70,26 +71,22 @@ def run_as_trial(spec_path: Path, out: Path) -> int:
     spec = json.loads(spec_path.read_text())
     s = surrogate(spec)
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "metrics.jsonl", "w") as f:
-        for step in (1, 2, 3):
-            f.write(json.dumps({"step": step, "reward_mean": 0.4 + s["reward_delta"] * step / 3,
-                                "batch_accuracy": 0.4 + (s["after"] - 0.47) * step / 3, "kl": s["kl_max"] * step / 3,
-                                "grad_norm": 1.0, "loss": 0.1, "elapsed_s": 0.01 * step}) + "\n")
-    with open(out / "samples.jsonl", "w") as f:
-        for i in range(20):
-            status = "syntax_error" if i < 20 * s["syntax_share"] else "ok"
-            f.write(json.dumps({"step": 3, "sql": "SELECT", "status": status, "correct": False}) + "\n")
-    result = {"trial_id": spec["trial_id"], "status": "succeeded", "error": None, "spec": spec,
-              "metrics": {"dev_accuracy_before": 0.47, "dev_accuracy_after": s["after"], "dev_n": 400,
-                          "steps": spec["budget"]["max_steps"], "wall_s": 0.1}}
-    tmp = out / ".result.json.tmp"
-    tmp.write_text(json.dumps(result))
-    os.replace(tmp, out / "result.json")
+    for step in (1, 2, 3):
+        td.append_jsonl(out / td.METRICS_FILE, {
+            "step": step, "reward_mean": 0.4 + s["reward_delta"] * step / 3,
+            "batch_accuracy": 0.4 + (s["after"] - 0.47) * step / 3, "kl": s["kl_max"] * step / 3,
+            "grad_norm": 1.0, "loss": 0.1, "elapsed_s": 0.01 * step})
+    for i in range(20):
+        status = "syntax_error" if i < 20 * s["syntax_share"] else "ok"
+        td.append_jsonl(out / td.SAMPLES_FILE, {"step": 3, "sql": "SELECT", "status": status, "correct": False})
+    dev = td.SplitFigures("dev", accuracy_after=s["after"], n=400, accuracy_before=0.47)
+    metrics = td.ResultMetrics(eval=dev, steps=spec["budget"]["max_steps"], wall_s=0.1)
+    td.write_result(out, td.make_result(spec["trial_id"], "succeeded", metrics=metrics, spec=spec))
     return 0
 
 
 def surrogate_command(spec: dict[str, Any], trial_dir: Path) -> list[str]:
-    return [sys.executable, __file__, "--as-trial", str(trial_dir / "launch_spec.json"), "--out", str(trial_dir)]
+    return [sys.executable, __file__, "--as-trial", str(trial_dir / td.LAUNCH_SPEC_FILE), "--out", str(trial_dir)]
 
 
 # --- methods -----------------------------------------------------------------------------------
@@ -142,7 +139,7 @@ def run_baseline(args: argparse.Namespace, seed: int, runs: Path, kind: str) -> 
     while len(study.trials) < args.trials:
         batch = [study.ask(space.distributions()) for _ in range(min(args.parallel, args.trials - len(study.trials)))]
         handles = [launcher.submit(trial_spec(space, plan.constraints, session_dir.name, f"t{t.number:04d}",
-                                              t.params)) for t in batch]
+                                              t.params).to_json()) for t in batch]
         while not all(launcher.status(h) in TERMINAL for h in handles):
             time.sleep(0.1)
         for trial, handle in zip(batch, handles, strict=True):

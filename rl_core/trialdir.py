@@ -281,10 +281,11 @@ def _metrics_v2(data: dict[str, Any]) -> ResultMetrics:
 
 
 def result_metrics(result: dict[str, Any] | None) -> ResultMetrics:
-    """The typed metrics of a result document of any schema this version reads (empty for None)."""
+    """The typed metrics of a result document of any schema this version reads (empty for None).
+    Without a schema_version (schema 1, or metrics a study stored, wrapped) the keys tell the schema."""
     result = result or {}
-    version = result.get("schema_version", 1)
-    return ResultMetrics.from_json(result.get("metrics"), version if isinstance(version, int) else 1)
+    version = result.get("schema_version")
+    return ResultMetrics.from_json(result.get("metrics"), version if isinstance(version, int) else None)
 
 
 # --- the result -------------------------------------------------------------------------------

@@ -97,3 +97,12 @@ def test_the_session_layout_has_one_owner(tmp_path):
     assert not sessiondir.is_session(s)
     sessiondir.session_file(s).write_text("{}")
     assert sessiondir.is_session(s)
+
+
+def test_metrics_without_a_version_are_read_by_their_keys():
+    """The loop hands the budget the metrics its study stored ({"metrics": ...}, no schema_version):
+    current-schema metrics must not be taken for schema 1 (whose reader finds no eval figures)."""
+    current = ResultMetrics(eval=SplitFigures("dev", accuracy_after=0.6, n=10), wall_s=30.0, train_s=20.0)
+    assert result_metrics({"metrics": current.to_json()}) == current
+    old = {"dev_accuracy_after": 0.6, "dev_n": 10, "wall_s": 30.0, "train_s": 20.0}
+    assert result_metrics({"metrics": old}) == current

@@ -14,14 +14,15 @@ It returns warnings (for example parallel trials above the usable cores, capped)
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from rl_core.gguf import KNOWN_MODELS
-from rl_core.tiny_gemma import RECIPES
+from rl_core.catalogue import KNOWN_MODELS, RECIPES
 from sql_env.datasets.store import DatasetError, dataset_dir, splits_of
 from sql_env.rewards import RewardSpec
 from tools.search_space import SearchSpace, SearchSpaceError
@@ -41,6 +42,7 @@ def check_plan(plan: Any, runs_dir: str | os.PathLike[str], *, force_parallel: b
     """Raise PreflightError for the first problem; return warnings (and apply caps) otherwise."""
     c = plan.constraints
     check_runs_dir(Path(runs_dir))
+    check_launcher(plan.launcher)
     check_model(c.model)
     check_dataset(c.dataset, train_split="train", eval_split="dev")
     space = SearchSpace.from_json(plan.search_space)
@@ -90,14 +92,62 @@ def _cap_parallel(plan: Any, force: bool) -> list[str]:
 
 
 def check_runs_dir(runs_dir: Path) -> None:
+    """The runs directory exists or can be created, and a file can be written in it. Tried for real
+    (root passes every permission check, and /proc or a read-only mount refuse a mkdir anyway); the
+    directories the probe creates are removed again."""
     if runs_dir.exists() and not runs_dir.is_dir():
         raise PreflightError(f"--runs-dir {runs_dir} is a file, not a directory; pick a directory for sessions")
+    missing = []
     probe = runs_dir
-    while not probe.exists():
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
         probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise PreflightError(f"--runs-dir {runs_dir} cannot be written ({probe} is not a writable directory); "
-                             "pick a directory you can write to")
+    created: list[Path] = []
+    try:
+        for folder in reversed(missing):
+            folder.mkdir()
+            created.append(folder)
+        fd, name = tempfile.mkstemp(dir=runs_dir, prefix=".write-probe-")
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        raise PreflightError(f"--runs-dir {runs_dir} cannot be written ({exc.strerror or exc}); "
+                             "pick a directory you can write to") from None
+    finally:
+        for folder in reversed(created):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
+def check_launcher(launcher: dict[str, Any]) -> None:
+    """A Kubernetes launcher needs credentials and a server that answers them, checked before a
+    session exists (as the model and the dataset are). The kubernetes client is imported only here,
+    for k8s plans: a local session does not pay for loading it."""
+    settings = dict(launcher)
+    if settings.pop("name", "local") != "k8s":
+        return
+    if not _has_kubeconfig():
+        raise PreflightError("--launcher k8s needs cluster credentials: set KUBECONFIG or create ~/.kube/config "
+                             "(see README, 'Running on Kubernetes'), or use --launcher local")
+    from cluster.base import LauncherError
+    from cluster.check import unreachable
+    from cluster.k8s_manifests import KubernetesConfig
+
+    try:
+        config = KubernetesConfig(**settings)
+    except TypeError as exc:
+        raise PreflightError(f"launcher settings: {exc}; see the README's Kubernetes settings") from None
+    except LauncherError as exc:
+        raise PreflightError(str(exc)) from None
+    problem = unreachable(config)
+    if problem:
+        raise PreflightError("--launcher k8s: " + " ".join(problem.split()))  # YAML errors span lines
+
+
+def _has_kubeconfig() -> bool:
+    paths = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
+    paths = paths or [str(Path.home() / ".kube" / "config")]
+    return any(Path(p).is_file() for p in paths) or bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
 
 
 def check_model(model: str) -> None:

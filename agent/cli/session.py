@@ -7,7 +7,6 @@ Mounted without a group name, so these are top-level commands. Library errors a 
 from __future__ import annotations
 
 import json
-import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -70,21 +69,6 @@ def resolve_session(session: str | None, runs_dir: Path) -> Path:
             load_session(candidate)  # a damaged session.json says so here, with how to recover
             return candidate
     raise UserError(f"no session '{session}' under {runs_dir}/; `openrl-agent list` shows the sessions there")
-
-
-def _check_launcher(plan: Any) -> None:
-    """Mistakes plan_goal cannot see (it only plans), caught before a session directory exists."""
-    if plan.launcher.get("name") == "k8s" and not _has_kubeconfig():
-        raise UserError(
-            "--launcher k8s needs cluster credentials: set KUBECONFIG or create ~/.kube/config "
-            "(see README, 'Running on Kubernetes'), or use --launcher local"
-        )
-
-
-def _has_kubeconfig() -> bool:
-    paths = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
-    paths = paths or [str(Path.home() / ".kube" / "config")]
-    return any(Path(p).is_file() for p in paths) or bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
 
 
 @app.command(
@@ -152,7 +136,6 @@ def start(
     with _as_user_error():
         plan = api.plan_goal(goal, {k: v for k, v in overrides.items() if v is not None},
                              progress=lambda line: console.print(line, style="dim", markup=False))
-        _check_launcher(plan)
         warnings = api.preflight(plan, runs_dir, force_parallel=force_parallel)
         for warning in warnings:
             console.print(f"[yellow]warning:[/] {warning}", highlight=False)

@@ -71,6 +71,8 @@ def _start_cases(tmp_path: Path) -> list[tuple[str, list[str], str]]:
         ("missing dataset", ["--dataset", str(tmp_path / "no_data")], "dataset"),
         ("unknown dataset name", ["--dataset", "not-imported-yet"], "unknown dataset"),
         ("runs dir is a file", ["--runs-dir", str(tmp_path / "afile")], "is a file"),
+        ("runs dir that cannot exist", ["--runs-dir", "/proc/openrl-nope/runs"], "cannot be written"),
+        ("launcher options as a string", c('launcher_options = "namespace=ml"\n'), "launcher_options"),
         ("k8s launcher from the config", c('launcher = "k8s"\n'), "cluster credentials"),
         ("k8s launcher flag", ["--launcher", "k8s"], "cluster credentials"),
         ("negative trials in goal", [], "trials"),
@@ -146,22 +148,29 @@ def test_damaged_session_json_is_listed_and_explained(tmp_path: Path):
         assert named.exit_code == 1 and "damaged" in named.output, command
 
 
-def test_k8s_server_that_refuses_connections_is_one_line_and_a_failed_session(tmp_path: Path, monkeypatch):
+def _kubeconfig(tmp_path: Path, server: str) -> Path:
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(
         "apiVersion: v1\nkind: Config\n"
-        'clusters: [{name: c, cluster: {server: "https://127.0.0.1:1", insecure-skip-tls-verify: true}}]\n'
+        f'clusters: [{{name: c, cluster: {{server: "{server}", insecure-skip-tls-verify: true}}}}]\n'
         "users: [{name: u, user: {token: abc}}]\n"
         "contexts: [{name: x, context: {cluster: c, user: u, namespace: default}}]\ncurrent-context: x\n")
+    return kubeconfig
+
+
+@pytest.mark.parametrize("case", ["refused", "garbage"])
+def test_a_k8s_cluster_that_cannot_be_used_is_one_line_before_any_session(tmp_path: Path, monkeypatch, case: str):
+    kubeconfig = _kubeconfig(tmp_path, "https://127.0.0.1:1")
+    if case == "garbage":
+        kubeconfig.write_text("clusters: [this is: not: a kubeconfig\n\x00")
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
     runs = tmp_path / "runs"
     result = runner.invoke(app, ["start", GOAL, "--planner", "offline", "--launcher", "k8s", "--runs-dir", str(runs)])
-    assert result.exit_code == 1 and result.exception is None or isinstance(result.exception, SystemExit)
-    error_lines = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(error_lines) == 1 and "Connection refused" in error_lines[0] and "Traceback" not in result.output
-    (session,) = runs.iterdir()
-    status = json.loads((session / "session.json").read_text())["status"]
-    assert status["state"] == "failed" and status["pid"] is None  # not "running" forever
+    out = result.output.strip()
+    assert result.exit_code == 1 and (result.exception is None or isinstance(result.exception, SystemExit)), out
+    assert len(out.splitlines()) == 1 and out.startswith("error: --launcher k8s:"), out
+    assert ("Connection refused" in out) if case == "refused" else ("kubeconfig" in out)
+    assert not runs.exists() or not any(runs.iterdir())  # checked before the session, the plan not printed
 
 
 def test_imports_of_files_that_are_not_what_they_claim(tmp_path: Path, monkeypatch):

@@ -32,6 +32,7 @@ from rl_core.serve.service import NotFound, ServeSettings, TinkerService
 from rl_core.serve.wire import PROTO, SDK_RANGE, UserError, check_sdk_version, decode_forward_backward
 
 log = logging.getLogger(__name__)
+HEALTH_PATH = "/api/v1/healthz"
 POLL_S = 20.0  # a retrieve_future call waits this long for its result (the SDK's own timeout is 45 s)
 
 
@@ -155,7 +156,7 @@ def build_app(settings: ServeSettings, hosts: dict[str, BaseHost]) -> Starlette:
 
     post = ["POST"]
     routes = [
-        Route("/api/v1/healthz", healthz), Route("/api/v1/get_server_capabilities", capabilities),
+        Route(HEALTH_PATH, healthz), Route("/api/v1/get_server_capabilities", capabilities),
         Route("/api/v1/client/config", client_config, methods=post),
         Route("/api/v1/client/dynamic_config", dynamic_config, methods=post),
         Route("/api/v1/create_session", create_session, methods=post),
@@ -181,8 +182,9 @@ def build_app(settings: ServeSettings, hosts: dict[str, BaseHost]) -> Starlette:
         return _json({"detail": str(exc)}, 404 if isinstance(exc, NotFound) else 400)
 
     async def guard(request: Request, call_next):
-        """The API key (when the server has one) and the SDK version, checked on every request."""
-        if settings.api_key and request.headers.get("x-api-key") != settings.api_key:
+        """The API key (when the server has one) and the SDK version, checked on every request but
+        the health check (a readiness probe carries no key)."""
+        if settings.api_key and request.url.path != HEALTH_PATH and request.headers.get("x-api-key") != settings.api_key:
             return _json({"detail": "missing or wrong X-API-Key"}, 401)
         try:
             check_sdk_version(request.headers.get("x-stainless-package-version"))

@@ -82,13 +82,16 @@ def check_supported(spec: TrialSpec) -> None:
         raise TrialError("bad_spec", "the tinker launcher trains LoRA adapters only: set hparams.lora_rank >= 1")
 
 
-def collect(engine: TinkerEngine, env: Any, sampler: Any, hp: Any) -> tuple[list[Group], list[Group]]:
+def collect(engine: TinkerEngine, env: Any, sampler: Any, hp: Any, t_score: list[float]
+            ) -> tuple[list[Group], list[Group]]:
     generated, kept = [], []
     for _ in range(hp.sampling_rounds if hp.dynamic_sampling else 1):
         ids = sampler.take(hp.prompts_per_step)
         outs = engine.generate([env.prompt(i) for i in ids], n=hp.group_size, temperature=hp.temperature,
                                top_p=hp.top_p, max_new_tokens=hp.max_new_tokens)
+        t0 = time.perf_counter()
         scores = env.score_many([(i, [c.text for c in cs]) for i, cs in zip(ids, outs, strict=True)])
+        t_score.append(time.perf_counter() - t0)
         for i, cs, rs in zip(ids, outs, scores, strict=True):
             group = Group(i, cs, list(rs))
             generated.append(group)
@@ -128,7 +131,8 @@ def grpo_step(tc: Any, engine: TinkerEngine, env: Any, sampler: Any, hp: Any, st
 
     t0 = time.perf_counter()
     engine.sync()
-    generated, kept = collect(engine, env, sampler, hp)
+    t_score: list[float] = []
+    generated, kept = collect(engine, env, sampler, hp, t_score)
     t1 = time.perf_counter()
     lr = hp.learning_rate * lr_factor(step, hp.warmup_steps, hp.schedule, total)
     train = {"loss": 0.0, "grad_norm": 0.0}
@@ -146,7 +150,7 @@ def grpo_step(tc: Any, engine: TinkerEngine, env: Any, sampler: Any, hp: Any, st
                "batch_accuracy": statistics.fmean(bool(r.correct) for _, r in comps),
                "kl": 0.0, "entropy": -statistics.fmean(lps) if lps else 0.0, "clip_frac": 0.0,
                "completion_len": statistics.fmean(len(c.token_ids) for c, _ in comps), **train, "lr": lr,
-               "groups_kept": len(kept), "t_generate": round(t1 - t0, 3), "t_train": round(time.perf_counter() - t1, 3)}
+               "groups_kept": len(kept), "t_generate": round(t1 - t0 - sum(t_score), 3), "t_score": round(sum(t_score), 3), "t_train": round(time.perf_counter() - t1, 3)}
     for name in comps[0][1].components if comps else ():
         metrics[f"reward/{name}"] = statistics.fmean(r.components.get(name, 0.0) for _, r in comps)
     metrics["t_step"] = round(time.perf_counter() - t0, 3)

@@ -69,6 +69,16 @@ def test_a_tracker_that_is_down_costs_a_warning_not_the_trial(tmp_path):
     assert time.monotonic() - start < 60  # MLflow's own retries would take minutes
 
 
+def test_a_damaged_result_is_a_warning_that_names_the_file(tmp_path):
+    """result.json is read through rl_core.trialdir: a damaged one is reported as such, by name."""
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed: pip install -e '.[tracking]'")
+    tdir = _trial(tmp_path)
+    (tdir / "result.json").write_text('{"status": "succ')
+    [warning] = mirror_trial(tdir, {"backends": ["tensorboard"]}, tmp_path)
+    assert warning.startswith("tracking: tensorboard failed for t0001: TrialDirError")
+    assert f"{tdir / 'result.json'} is damaged" in warning
+
+
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     pytest.importorskip("mlflow", reason="the mlflow extra is not installed: pip install -e '.[tracking]'")

@@ -106,3 +106,22 @@ def test_metrics_without_a_version_are_read_by_their_keys():
     assert result_metrics({"metrics": current.to_json()}) == current
     old = {"dev_accuracy_after": 0.6, "dev_n": 10, "wall_s": 30.0, "train_s": 20.0}
     assert result_metrics({"metrics": old}) == current
+
+
+def test_no_module_builds_session_or_trial_paths_by_hand():
+    """Every path under runs/ comes from rl_core/sessiondir.py and every trial file name from
+    rl_core/trialdir.py: a literal like `/ "trials"` or `/ "result.json"` elsewhere is a second owner."""
+    import re
+
+    root = Path(__file__).resolve().parents[2]
+    names = ("trials", "study.journal", "confirm", "confirm.json", "session.json", "session.prev.json", "clock.json",
+             "rounds.json", "checkpoints.sqlite", "pause", ".lock", "result.json", "eval.jsonl", "report.jsonl",
+             "metrics.jsonl", "spec.json", "launch_spec.json", "samples.jsonl", "trial.log", "adapter", "cancelled",
+             "checkpoints")
+    alternatives = "|".join(map(re.escape, names))
+    by_hand = re.compile(r"""/ ["'](""" + alternatives + r""")["']|/trials/\{""")
+    owners = {root / "rl_core" / "sessiondir.py", root / "rl_core" / "trialdir.py"}
+    offenders = [f"{p.relative_to(root)}:{i}" for package in ("agent", "cluster", "tools", "rl_core", "benchmarks")
+                 for p in sorted((root / package).rglob("*.py")) if p not in owners
+                 for i, line in enumerate(p.read_text().splitlines(), 1) if by_hand.search(line)]
+    assert offenders == [], f"build these paths with rl_core.sessiondir / rl_core.trialdir: {offenders}"

@@ -9,4 +9,5 @@
     service.py     sessions, models, samplers: what each operation does
     app.py         the Starlette routes
     local.py       load the models and run the server (in a thread for tests and benchmarks)
+    client_trial.py a trial spec run as a client of any Tinker endpoint (cluster/tinker_launcher.py)
 """

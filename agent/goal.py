@@ -49,6 +49,7 @@ from agent.planners.llm import (
     gemini_api_key,
     openai_api_key,
     openai_base_url,
+    silent_endpoint,
 )
 from agent.settings import read_config, tracking_settings
 from tools.search_space import SearchSpace, SearchSpaceError, is_pretrained, pretrained_note
@@ -211,6 +212,8 @@ def _planner_config(overrides: dict[str, Any]) -> dict[str, Any]:
                             "(vLLM, Ollama, llama.cpp), or use --planner offline")
     if name != "offline" and overrides.get("planner_wait_s") is not None:
         config["wait_s"] = SETTINGS["planner_wait_s"].parse(overrides["planner_wait_s"])
+    if name != "offline" and (silent := silent_endpoint(config)):
+        raise GoalError(f"{silent}; check that the server is up and serving, or use --planner offline")
     return config
 
 

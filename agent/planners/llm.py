@@ -18,11 +18,13 @@ when a call is made.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 Progress = Callable[[str], None]
 DEFAULT_WAIT_S = 60.0
@@ -45,6 +47,42 @@ def openai_api_key() -> str | None:
 
 def openai_base_url(config: dict[str, Any]) -> str | None:
     return config.get("base_url") or os.environ.get("OPENAI_BASE_URL")
+
+
+DEFAULT_ENDPOINTS = {"gemini": "https://generativelanguage.googleapis.com/", "openai": "https://api.openai.com/v1"}
+PROBE_S = 5.0  # a server that has not sent a byte by then is not going to answer a planning call soon
+
+
+def silent_endpoint(config: dict[str, Any], timeout_s: float = PROBE_S) -> str | None:
+    """Whether the planner's endpoint takes the connection and then says nothing: one plain request,
+    any HTTP answer (404 included) passes. Asked before planning, so that such a server costs
+    seconds, not the whole LLM wait. A refused connection or an unknown host is not reported here:
+    the call fails fast on its own and the planner falls back as usual."""
+    url = urlsplit((openai_base_url(config) if config.get("name") == "openai" else config.get("base_url"))
+                   or DEFAULT_ENDPOINTS.get(str(config.get("name")), ""))
+    if not url.hostname:
+        return None
+    kind = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
+    conn = kind(url.hostname, url.port, timeout=timeout_s)
+    where = f"the {config.get('name')} endpoint {url.scheme}://{url.netloc}"
+    try:
+        conn.connect()
+    except TimeoutError:
+        conn.close()
+        return f"{where} did not take a connection in {timeout_s:g}s"
+    except OSError:
+        conn.close()
+        return None
+    try:
+        conn.request("GET", url.path or "/")
+        conn.getresponse()
+    except TimeoutError:
+        return f"{where} took the connection but sent nothing in {timeout_s:g}s"
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+    return None
 
 
 def wait_s(config: dict[str, Any]) -> float:

@@ -204,3 +204,20 @@ def test_a_session_where_every_trial_fails_exits_1_with_the_causes(tmp_path: Pat
     assert result.exit_code == 1, result.output
     (line,) = [ln for ln in result.output.splitlines() if ln.startswith("error:")]
     assert "every trial failed; causes: 2 x model_load" in line and "Traceback" not in result.output
+
+
+def test_a_planner_endpoint_that_never_answers_is_one_line_in_seconds(tmp_path: Path, monkeypatch):
+    """The kernel completes the handshake for a listening socket that never accepts: the connection is
+    taken, and no byte ever comes (a hung server). `start` must not wait out the LLM's 60 s."""
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{silent.getsockname()[1]}/v1")
+        runs = tmp_path / "runs"
+        result = runner.invoke(app, ["start", GOAL, "--planner", "openai", "--runs-dir", str(runs)])
+    out = result.output.strip()
+    assert result.exit_code == 1 and len(out.splitlines()) == 1, out
+    assert "took the connection but sent nothing in 5s" in out and "--planner offline" in out
+    assert not runs.exists()

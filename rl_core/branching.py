@@ -3,13 +3,15 @@ parent and what it records. The weights themselves are loaded by rl_core.policy 
 
 - The parent's final evaluation is the child's "before" when it covered the same questions (not
   evaluated again).
-- The final policy is saved where children can find it (rl_core.trialdir.WEIGHTS_DIR), plus the
-  optimizer state for a plain continuation of full fine-tuning.
+- The final policy is saved where children can find it (rl_core.trialdir.WEIGHTS_DIR): a LoRA
+  adapter names the weights it sits on, so the chain rebuilds the exact policy; plus the trainer's
+  final state, from which a `continue` (full or LoRA) goes on exactly.
 - The result's lineage: parent, branch step, steps and GRPO seconds the weights carry in all.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -49,26 +51,42 @@ def before_from_parent(spec: TrialSpec, dev_ids: list[str], out: Any) -> bool:
     return True
 
 
-OPTIMIZER_FILE = "optimizer.pt"
+OPTIMIZER_FILE = "optimizer.pt"  # the trainer's final state for a `continue` (name kept from when it held only that)
 
 
 def save_weights(policy: Any, trainer: Any, out: Any) -> None:
-    """The final policy other trials may branch from, plus the optimizer state for a continuation
-    (only for full fine-tuning: a LoRA child merges the parent and starts a fresh adapter)."""
+    """The final policy other trials may branch from, and what a continuation resumes.
+
+    Full fine-tuning saves the whole model. LoRA saves the adapter and, in
+    `policy.ADAPTER_BASE_FILE`, the saved weights it was trained on (its parent's adapter/, itself
+    resolved the same way), so a child, a grandchild or a confirmation rebuilds the exact policy
+    (`load_policy(init_weights=...)` merges the chain in fp32). Both save the trainer's state at its
+    last step (optimizer moments, KL reference, prompt order, schedule position, RNG)."""
+    from rl_core.policy import ADAPTER_BASE_FILE
+
     weights = out.root / td.WEIGHTS_DIR
     policy.model.save_pretrained(weights)
     policy.tokenizer.save_pretrained(weights)
-    if policy.lora_rank == 0:
-        torch.save({"optimizer": trainer.optimizer.state_dict()}, weights / OPTIMIZER_FILE)
+    if policy.lora_rank > 0:
+        (weights / ADAPTER_BASE_FILE).write_text(json.dumps({"weights": policy.adapter_base}) + "\n")
+    state = {k: v for k, v in trainer.state_dict().items() if k != "model"}  # the weights are saved above
+    torch.save(state, weights / OPTIMIZER_FILE)
 
 
 def restore_parent_optimizer(spec: TrialSpec, trainer: Any) -> None:
+    """`init_from.optimizer` (a `continue`): the trainer goes on from the parent's final state.
+    The policy must hold the parent's own trainable weights (full weights, or with LoRA the parent's
+    adapter itself: `load_policy(continue_adapter=True)`)."""
     path = Path(spec.init_from.weights) / OPTIMIZER_FILE if spec.init_from.weights else None
     if not spec.init_from.optimizer or path is None:
         return
-    if spec.hparams.lora_rank != 0 or not path.is_file():
-        print("init_from.optimizer: the parent left no optimizer state this trial can use "
-              "(full fine-tuning on both sides); starting a fresh optimizer", flush=True)
+    parent_lora = (Path(spec.init_from.weights) / "adapter_config.json").is_file()
+    if parent_lora != (spec.hparams.lora_rank > 0) or not path.is_file():
+        print("init_from.optimizer: the parent left no trainer state this trial can use (both full "
+              "fine-tuning or both LoRA); starting a fresh optimizer", flush=True)
         return
     state = torch.load(path, weights_only=False, map_location="cpu")
-    trainer.optimizer.load_state_dict(state["optimizer"])
+    if "step" not in state:  # saved before the whole trainer state was: the optimizer alone
+        trainer.optimizer.load_state_dict(state["optimizer"])
+        return
+    trainer.continue_from(state)

@@ -43,6 +43,7 @@ class Policy:
     name: str  # the name it was loaded by, e.g. "builtin:tiny-gemma"
     path: str = ""  # directory the weights came from
     lora_rank: int = 0
+    adapter_base: str = ""  # a LoRA policy: the saved weights its adapter sits on ("" = the model itself)
 
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
@@ -58,12 +59,16 @@ def load_policy(
     seed: int = 0,
     dtype: str = "auto",
     init_weights: str | os.PathLike[str] | None = None,
+    continue_adapter: bool = False,
 ) -> Policy:
     """Resolve `model` to weights + tokenizer, optionally wrap with LoRA. Raises PolicyLoadError on bad names.
 
     `init_weights`: another trial's saved policy (its `adapter/` directory) to start from instead of
-    the model's own weights: full weights are loaded as they are; a LoRA adapter is merged into the
-    base, so any new LoRA of this trial starts exactly where the parent ended (B = 0)."""
+    the model's own weights: full weights are loaded as they are; a LoRA adapter is merged, in fp32,
+    into the weights it was trained on (its own parent's, recursively, named in `ADAPTER_BASE_FILE`),
+    so any new LoRA of this trial starts exactly where the parent ended (B = 0).
+    `continue_adapter` (with lora_rank > 0 and a LoRA parent): keep training the parent's adapter
+    itself, on the weights it sat on, instead of merging it and starting a fresh one."""
     if lora_rank < 0:
         raise PolicyLoadError(f"lora_rank must be >= 0 (0 = full fine-tuning), got {lora_rank}")
     if dtype not in _DTYPES:
@@ -71,15 +76,26 @@ def load_policy(
     path, builtin = _resolve(model, seed)
     torch_dtype = _torch_dtype(dtype, path)
     lm, tokenizer = _load_dir(path, torch_dtype)
-    if init_weights is not None:
-        lm = _load_parent(lm, Path(init_weights), torch_dtype)
     style = "chat" if (not builtin and tokenizer.chat_template and _INSTRUCT_NAME.search(model)) else "plain"
-    if lora_rank > 0:
+    weights = Path(init_weights).resolve() if init_weights is not None else None
+    adapter_base = ""
+    if weights is not None and continue_adapter and lora_rank > 0 and _is_adapter(weights):
+        from peft import PeftModel
+
+        adapter_base = _adapter_base(weights)
+        lm = PeftModel.from_pretrained(_load_below(lm, weights), weights, is_trainable=True)
+    elif lora_rank > 0:
+        if weights is not None:
+            lm, adapter_base = _load_parent(lm, weights), str(weights)
         lm = _wrap_lora(lm, lora_rank, lora_alpha, lora_dropout, target_modules, seed)
-    else:  # full fine-tuning keeps fp32 master weights: AdamW on bf16 rounds small updates away
+    else:
+        if weights is not None:
+            lm = _load_parent(lm, weights)
+        # full fine-tuning keeps fp32 master weights: AdamW on bf16 rounds small updates away
         lm = lm.float()  # (compute still runs in bf16 under autocast where the hardware is fast)
     lm.eval()
-    return Policy(model=lm, tokenizer=tokenizer, prompt_style=style, name=model, path=str(path), lora_rank=lora_rank)
+    return Policy(model=lm, tokenizer=tokenizer, prompt_style=style, name=model, path=str(path), lora_rank=lora_rank,
+                  adapter_base=adapter_base)
 
 
 def _resolve(model: str, seed: int) -> tuple[Path | str, bool]:
@@ -218,18 +234,39 @@ def _load_dir(path: Path | str, torch_dtype) -> tuple[Any, Any]:
     return lm, tokenizer
 
 
-def _load_parent(lm, weights: Path, torch_dtype):
-    """The base model `lm` with a parent trial's saved weights in it."""
-    from transformers import AutoModelForCausalLM
+ADAPTER_BASE_FILE = "adapter_base.json"  # in a LoRA trial's adapter/: {"weights": what the adapter sits on}
 
+
+def _is_adapter(weights: Path) -> bool:
     if not weights.is_dir():
         raise PolicyLoadError(f"the parent's weights {str(weights)!r} do not exist: the parent trial saved none")
-    if (weights / "adapter_config.json").is_file():
+    return (weights / "adapter_config.json").is_file()
+
+
+def _adapter_base(weights: Path) -> str:
+    """The saved weights a LoRA adapter was trained on ("" = the model itself)."""
+    file = weights / ADAPTER_BASE_FILE
+    return str(json.loads(file.read_text()).get("weights") or "") if file.is_file() else ""
+
+
+def _load_below(lm, weights: Path):
+    """The model a saved adapter was trained on: `lm` itself, or its own parent's policy."""
+    below = _adapter_base(weights)
+    return _load_parent(lm, Path(below)) if below else lm
+
+
+def _load_parent(lm, weights: Path):
+    """The base model `lm` with a parent trial's saved policy in it, in fp32: full weights as saved;
+    an adapter merged into what it was trained on (recursively: a grandparent's policy first).
+    The merge runs in fp32 because a bf16 merge rounds most of a small update away."""
+    from transformers import AutoModelForCausalLM
+
+    if _is_adapter(weights):
         from peft import PeftModel
 
-        return PeftModel.from_pretrained(lm, weights).merge_and_unload()
+        return PeftModel.from_pretrained(_load_below(lm, weights).float(), weights).merge_and_unload()
     try:
-        return AutoModelForCausalLM.from_pretrained(weights, dtype=torch_dtype)
+        return AutoModelForCausalLM.from_pretrained(weights, dtype="float32")
     except (OSError, ValueError) as exc:
         raise PolicyLoadError(f"could not load the parent's weights from {str(weights)!r}: {exc}") from exc
 

@@ -122,6 +122,11 @@ class GRPOTrainer:
         self.total_steps = total_steps
         self.device = next(model.parameters()).device
         self.step_count = 0
+        # Steps the weights took before this trial (a `continue` of a parent): the learning-rate
+        # schedule goes on from there instead of restarting its warm-up or its cosine at the peak.
+        self.schedule_offset = 0
+        self._rng_after_step: torch.Tensor | None = None  # saved with the state, whatever evals drew since
+        self._rng_at_first_step: torch.Tensor | None = None  # a continuation's: set when it starts
 
     # ---- rollouts -------------------------------------------------------------------------
     def collect(self) -> tuple[list[Group], list[Group], dict[str, float]]:
@@ -309,10 +314,14 @@ class GRPOTrainer:
     def step(self) -> tuple[dict[str, float], list[Group]]:
         """One GRPO step; returns its metrics and the generated groups (for sample logging)."""
         t0 = time.perf_counter()
+        if self._rng_at_first_step is not None:
+            torch.set_rng_state(self._rng_at_first_step)
+            self._rng_at_first_step = None
         generated, kept, timings = self.collect()
         t1 = time.perf_counter()
-        lr = self.hp.learning_rate * lr_factor(self.step_count, self.hp.warmup_steps, self.hp.schedule,
-                                               self.total_steps)
+        total = self.total_steps + self.schedule_offset if self.total_steps else None
+        lr = self.hp.learning_rate * lr_factor(self.step_count + self.schedule_offset, self.hp.warmup_steps,
+                                               self.hp.schedule, total)
         for group in self.optimizer.param_groups:  # the schedule is a function of the step: no state
             group["lr"] = lr
         train = {"loss": 0.0, "grad_norm": 0.0, "clip_frac": 0.0, "kl": 0.0, "kl_drift": 0.0, "entropy": 0.0}
@@ -320,6 +329,7 @@ class GRPOTrainer:
             train = self.update(kept)
             self.engine.sync()
         self.step_count += 1
+        self._rng_after_step = torch.get_rng_state()
         metrics = {"step": self.step_count, **rollout_stats(generated), **train, **timings,
                    "t_train": time.perf_counter() - t1, "lr": lr, "groups_generated": len(generated),
                    "groups_trained": len(kept), "groups_short": max(0, self.hp.prompts_per_step - len(kept)),
@@ -328,9 +338,10 @@ class GRPOTrainer:
 
     def state_dict(self) -> dict[str, Any]:
         trainable = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
+        rng = self._rng_after_step if self._rng_after_step is not None else torch.get_rng_state()
         return {"step": self.step_count, "model": trainable, "optimizer": self.optimizer.state_dict(),
-                "sampler": self.sampler.state_dict(), "reference": self.reference,
-                "torch_rng": torch.get_rng_state()}
+                "sampler": self.sampler.state_dict(), "reference": self.reference, "torch_rng": rng,
+                "schedule_offset": self.schedule_offset}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         missing = set(state["model"]) - {n for n, _ in self.model.named_parameters()}
@@ -342,11 +353,29 @@ class GRPOTrainer:
                 params[name].copy_(value)
         if "reference" not in state and self.hp.kl_beta > 0 and state["step"] > 0:
             raise ValueError("this checkpoint predates the saved KL reference: start the trial afresh")
-        self.reference = state.get("reference")
+        self._load_reference(state.get("reference"))
         self.optimizer.load_state_dict(state["optimizer"])
         self.sampler.load_state_dict(state["sampler"])
         torch.set_rng_state(state["torch_rng"])
         self.step_count = state["step"]
+        self.schedule_offset = state.get("schedule_offset", 0)
+
+    def continue_from(self, state: dict[str, Any]) -> None:
+        """Go on from a parent's final trainer state (`state_dict()` without the weights, which the
+        policy already holds): optimizer moments, KL reference, prompt order, schedule position, and
+        the RNG as the parent's last step left it (restored when the first step starts, so
+        evaluations before it draw nothing from the parent's stream). Step counts stay this trial's."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        self._load_reference(state.get("reference"))
+        if "sampler" in state:
+            self.sampler.load_state_dict(state["sampler"])
+        self.schedule_offset = int(state.get("step", 0)) + int(state.get("schedule_offset", 0))
+        self._rng_at_first_step = state.get("torch_rng")
+
+    def _load_reference(self, reference: list[torch.Tensor] | None) -> None:
+        """The saved reference (loaded on CPU) goes where each trainable weight lives."""
+        self.reference = None if reference is None else [
+            r.to(p.device) for r, p in zip(reference, self.params, strict=True)]
 
 
 @contextlib.contextmanager

@@ -240,6 +240,7 @@ def _load_policy(spec: TrialSpec) -> Any:
         raise TrialError("bad_spec", str(exc)) from exc
     try:
         policy = load_policy(spec.model, init_weights=spec.init_from.weights or None,
+                             continue_adapter=spec.init_from.optimizer,
                              lora_rank=hp.lora_rank, lora_alpha=hp.lora_alpha,
                              lora_dropout=hp.lora_dropout, target_modules=hp.target_modules, seed=spec.seed)
     except Exception as exc:  # a model that cannot load is the spec's problem, classified apart

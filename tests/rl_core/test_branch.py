@@ -75,3 +75,103 @@ def test_child_reuses_the_parents_final_evaluation_and_optimizer(tmp_path):
     assert first["from_parent"] == "parent" and first["outcomes"] == _evals(tmp_path / "parent")[-1]["outcomes"]
     assert result_metrics(child).eval.accuracy_before == result_metrics(parent).eval.accuracy_after
     assert result_metrics(child).eval.gain_stderr_paired is not None
+
+
+def _lora_spec(trial_id, max_steps, parent=None, parent_dir=None, *, optimizer=False, **hparams):
+    spec = micro_spec(max_steps=max_steps)
+    spec.update(trial_id=trial_id)
+    spec["hparams"].update(lora_rank=4, sft_steps=10, **hparams)  # a short SFT: SQL that runs, in seconds
+    spec["eval"]["limit"] = 4
+    if parent:
+        spec["init_from"] = {"trial": parent, "weights": str(parent_dir / "adapter"), "optimizer": optimizer,
+                             "step": 2}
+        spec["hparams"]["sft_steps"] = 0
+        spec["eval"]["before"] = False
+    return spec
+
+
+def test_a_lora_grandchild_and_a_confirmation_rebuild_the_lora_childs_own_policy(tmp_path):
+    from peft import PeftModel
+
+    parent = run_trial(_lora_spec("parent", 2), tmp_path / "parent")
+    assert parent["status"] == "succeeded", parent["error"]
+    child = run_trial(_lora_spec("child", 2, "parent", tmp_path / "parent", learning_rate=3e-3), tmp_path / "child")
+    assert child["status"] == "succeeded", child["error"]
+
+    # The child's final policy, rebuilt by hand: base + the parent's adapter merged, then the child's own.
+    end = load_policy("builtin:micro-gemma", lora_rank=0)
+    end.model = PeftModel.from_pretrained(end.model, tmp_path / "parent" / "adapter").merge_and_unload()
+    end.model = PeftModel.from_pretrained(end.model, tmp_path / "child" / "adapter")
+    forgot_parent = load_policy("builtin:micro-gemma", lora_rank=0)
+    forgot_parent.model = PeftModel.from_pretrained(forgot_parent.model, tmp_path / "child" / "adapter")
+    assert not torch.allclose(_logits(forgot_parent), _logits(end), atol=1e-4)  # the parent's steps matter here
+
+    grandchild = load_policy("builtin:micro-gemma", init_weights=tmp_path / "child" / "adapter", lora_rank=4, seed=9)
+    torch.testing.assert_close(_logits(grandchild), _logits(end), rtol=1e-5, atol=1e-5)
+
+    # The confirmation's form (agent/confirm.py): evaluation only, lora_rank 0, the child's weights.
+    confirm = micro_spec(max_steps=0)
+    confirm.update(trial_id="confirm", init_from={"trial": "child", "weights": str(tmp_path / "child" / "adapter")})
+    confirm["hparams"].update(lora_rank=0, sft_steps=0)
+    confirm["eval"]["limit"] = 4
+    result = run_trial(confirm, tmp_path / "confirm")
+    assert result["status"] == "succeeded", result["error"]
+    assert _evals(tmp_path / "confirm")[-1]["outcomes"] == _evals(tmp_path / "child")[-1]["outcomes"]
+
+
+def test_a_bf16_parents_lora_merges_in_fp32_so_the_child_starts_where_it_ended(tmp_path):
+    """An update of about 0.3% per weight: merged into bf16 weights most of it rounds away."""
+    from peft import LoraConfig, get_peft_model
+
+    base_dir, adapter_dir = tmp_path / "bf16", tmp_path / "adapter"
+    micro = load_policy("builtin:micro-gemma")
+    micro.model.to(torch.bfloat16).save_pretrained(base_dir)
+    micro.tokenizer.save_pretrained(base_dir)
+    parent = load_policy(str(base_dir), dtype="bfloat16")
+    torch.manual_seed(0)
+    lora = get_peft_model(parent.model.to(torch.bfloat16),
+                          LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    intended = {}
+    for name, module in lora.named_modules():
+        if hasattr(module, "lora_B") and "default" in module.lora_B:
+            a, b = module.lora_A["default"].weight, module.lora_B["default"].weight
+            w = module.base_layer.weight.float()
+            with torch.no_grad():
+                b.copy_(torch.randn_like(b))
+                delta = (b @ a) * module.scaling["default"]
+                b.mul_(0.003 * w.abs().mean() / delta.abs().mean())  # 0.3% of a typical weight
+                intended[name.removeprefix("base_model.model.")] = ((b @ a) * module.scaling["default"], w)
+    lora.save_pretrained(adapter_dir)
+    child = load_policy(str(base_dir), dtype="bfloat16", init_weights=adapter_dir, lora_rank=4)
+    merged = dict(child.model.base_model.model.named_modules())
+    assert len(intended) > 5
+    for name, (delta, w) in intended.items():
+        got = merged[name].base_layer.weight.float() - w
+        cosine = torch.nn.functional.cosine_similarity(got.flatten(), delta.flatten(), dim=0)
+        assert cosine > 0.99, (name, float(cosine))
+
+
+def test_a_lora_continue_resumes_adapter_optimizer_reference_and_schedule_exactly(tmp_path):
+    """Two steps then a `continue` of one: the same third step as one trial of three steps."""
+    knobs = dict(kl_beta=0.05, warmup_steps=4, ppo_epochs=2)
+    straight = run_trial(_lora_spec("straight", 3, **knobs), tmp_path / "straight")
+    parent = run_trial(_lora_spec("parent", 2, **knobs), tmp_path / "parent")
+    assert straight["status"] == parent["status"] == "succeeded", (straight["error"], parent["error"])
+    child = run_trial(_lora_spec("cont", 1, "parent", tmp_path / "parent", optimizer=True, **knobs),
+                      tmp_path / "cont")
+    assert child["status"] == "succeeded", child["error"]
+    third = _metrics(tmp_path / "straight")[2]
+    (first,) = _metrics(tmp_path / "cont")
+    for key in ("lr", "reward_mean", "loss", "kl_ref", "kl_drift", "grad_norm"):
+        assert first[key] == pytest.approx(third[key], rel=1e-4, abs=1e-7), key
+    # the continued adapter sits where the parent's did (the base), so its own child rebuilds it
+    rebuilt = load_policy("builtin:micro-gemma", init_weights=tmp_path / "cont" / "adapter", lora_rank=0)
+    from peft import PeftModel
+
+    end = load_policy("builtin:micro-gemma", lora_rank=0)
+    end.model = PeftModel.from_pretrained(end.model, tmp_path / "cont" / "adapter")
+    torch.testing.assert_close(_logits(rebuilt), _logits(end), rtol=1e-5, atol=1e-5)
+
+
+def _metrics(trial_dir):
+    return [json.loads(line) for line in (trial_dir / "metrics.jsonl").read_text().splitlines()]

@@ -24,13 +24,16 @@ def main(argv: list[str] | None = None) -> None:
                    help="require this X-API-Key (default: accept any; $OPENRL_SERVE_API_KEY)")
     p.add_argument("--threads", type=int, default=0,
                    help="torch CPU threads (0: torch's default; 1 is fastest for small models on a busy machine)")
+    p.add_argument("--samplers-per-model", type=int, default=8,
+                   help="snapshot samplers a training model keeps (the newest; each holds a copy of the adapter)")
     p.add_argument("--log-level", default="info")
     a = p.parse_args(argv)
     if a.threads > 0:
         import torch
 
         torch.set_num_threads(a.threads)
-    settings = ServeSettings(models=a.model, state_dir=a.state_dir, device=a.device, api_key=a.api_key)
+    settings = ServeSettings(models=a.model, state_dir=a.state_dir, device=a.device, api_key=a.api_key,
+                             samplers_per_model=a.samplers_per_model)
     try:
         serve_forever(settings, a.host, a.port, a.log_level)
     except PolicyLoadError as exc:  # a bad model name is one readable line, not a traceback

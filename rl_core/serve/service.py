@@ -10,6 +10,7 @@ Identifiers follow the SDK's own derivations: a training model is `<session>:tra
 from __future__ import annotations
 
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,9 @@ class ServeSettings:
     device: str = "auto"
     api_key: str | None = None  # None: any key is accepted (a server on a trusted machine)
     fwdbwd_max_chunk_len: int = 1024  # datums per forward_backward request the SDK sends
+    # Snapshot samplers a training model keeps (the newest): each holds a copy of the adapter, and a
+    # GRPO loop makes one per step, so an unbounded count would grow memory by an adapter per step.
+    samplers_per_model: int = 8
     lora_alpha: int = 32
 
 
@@ -77,6 +81,7 @@ class TinkerService:
         self.sessions: dict[str, Session] = {}
         self.models: dict[str, TrainedModel] = {}
         self.samplers: dict[str, Sampler] = {}
+        self._snapshots: dict[str, deque[str]] = {}  # training model -> its snapshot samplers, oldest first
 
     # ---- session ---------------------------------------------------------------------------
     def client_config(self, req: types.ClientConfigRequest) -> types.ClientConfigResponse:
@@ -197,6 +202,10 @@ class TinkerService:
                 raise UserError("save_weights_for_sampler needs a path or a sampling_session_seq_id")
             sampler_id = f"{session.session_id}:sample:{req.sampling_session_seq_id}"
             self._add_sampler(session, Sampler(sampler_id, m.host, m.adapter.spec, tensors))
+            kept = self._snapshots.setdefault(m.model_id, deque())
+            kept.append(sampler_id)
+            while len(kept) > self.settings.samplers_per_model:
+                self.samplers.pop(kept.popleft(), None)
             return types.SaveWeightsForSamplerResponseInternal(sampling_session_id=sampler_id)
         return self.scheduler.submit(m.model_id, run, seq_id=req.seq_id)
 
@@ -260,7 +269,8 @@ class TinkerService:
 
     def sampler(self, sampler_id: str) -> Sampler:
         if sampler_id not in self.samplers:
-            raise NotFound(f"unknown sampling session {sampler_id!r}")
+            raise NotFound(f"unknown sampling session {sampler_id!r}: a training model keeps only its "
+                           f"{self.settings.samplers_per_model} newest snapshot samplers (serve --samplers-per-model)")
         return self.samplers[sampler_id]
 
     def get_sampler(self, sampler_id: str) -> types.GetSamplerResponse:

@@ -242,3 +242,17 @@ def test_a_custom_loss_runs_client_side_through_forward_and_weighted_cross_entro
     custom.optim_step(types.AdamParams(learning_rate=1e-2)).result()
     step(builtin, data)
     np.testing.assert_allclose(logprobs(custom, data)[0][0], logprobs(builtin, data)[0][0], atol=1e-6)
+
+
+def test_a_model_keeps_only_its_newest_snapshot_samplers(server, service, local):
+    settings = server[1]
+    settings.samplers_per_model = 2
+    try:
+        tc = new_client(service)
+        samplers = [tc.save_weights_and_get_sampling_client().result() for _ in range(3)]
+        prompt, params = types.ModelInput.from_ints(local.tokenizer.encode("SELECT")), types.SamplingParams(max_tokens=2)
+        assert len(samplers[2].sample(prompt, 1, params).result().sequences) == 1
+        with pytest.raises(Exception, match="newest snapshot samplers"):
+            samplers[0].sample(prompt, 1, params).result(timeout=60)
+    finally:
+        settings.samplers_per_model = 8

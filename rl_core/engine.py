@@ -41,6 +41,14 @@ class Engine(Protocol):
         """Make the engine sample from the policy's current weights."""
 
 
+def autocast_context(device: torch.device) -> Any:
+    """bf16 autocast where the hardware does it fast (CUDA with bf16); plain fp32 elsewhere. Rollouts
+    and the learner both run under it, so the policy that samples is the one that is scored."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast(device.type, enabled=False)
+
+
 def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
     """Token ids of a rendered prompt, adding BOS only when the text does not already hold it."""
     bos = getattr(tokenizer, "bos_token", None)
@@ -130,7 +138,8 @@ class HFEngine:
         was_training = self.model.training
         self.model.eval()
         try:
-            rows = self._decode(input_ids_PL, mask_PL, n, temperature, top_p, max_new_tokens)
+            with autocast_context(device):
+                rows = self._decode(input_ids_PL, mask_PL, n, temperature, top_p, max_new_tokens)
         finally:
             self.model.train(was_training)
         completions = []

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from rl_core.engine import Completion, Engine
+from rl_core.engine import Completion, Engine, autocast_context
 from rl_core.env import Environment, StepResult
 from rl_core.grpo import (
     BatchSizes,
@@ -91,13 +91,6 @@ def lr_factor(step: int, warmup: int, schedule: str, total: int | None) -> float
         progress = min(1.0, (step - warmup) / max(1, total - warmup))
         return 0.5 * (1 + math.cos(math.pi * progress))
     return 1.0
-
-
-def autocast_context(device: torch.device) -> Any:
-    """bf16 autocast where the hardware does it fast (CUDA with bf16); plain fp32 elsewhere."""
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast(device.type, enabled=False)
 
 
 class GRPOTrainer:

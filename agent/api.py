@@ -45,6 +45,7 @@ from typing import Any
 from agent.confirm import TEST_SPLIT, load_confirmation, run_confirmation
 from agent.goal import GoalError, plan_goal
 from agent.plan import Plan, as_plan
+from agent.planners.base import Planner
 from agent.preflight import PreflightError, check_plan
 from agent.session import (
     SessionError,
@@ -113,8 +114,8 @@ def make_launcher(plan: Plan | dict[str, Any], session_dir: Path) -> Launcher:
 
 
 def run_session(session_dir: str | os.PathLike[str], on_event: OnEvent | None = None, *,
-                launcher: Any = None, planner: Any = None, poll_s: float = 0.5,
-                confirm_launcher: Any = None) -> dict[str, Any]:
+                launcher: Launcher | None = None, planner: Planner | None = None, poll_s: float = 0.5,
+                confirm_launcher: Launcher | None = None) -> dict[str, Any]:
     """Run (or resume) a session until done or paused, then confirm its winner on the test split
     (agent/confirm.py); see the module docstring. A caller that passes its own `launcher` confirms
     only when it also passes `confirm_launcher`."""

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.plan import Plan, as_plan
-from cluster.base import Launcher
+from cluster.base import Launcher, TrialHandle
 from rl_core.sessiondir import CONFIRM_DIR, confirm_file, confirm_job_dir, trial_dir
 from rl_core.spec import TrialSpec
 from rl_core.stats import ALPHA_2SE, accuracy, decide, paired
@@ -102,7 +102,7 @@ def run_confirmation(session_dir: Path, plan: Plan | dict[str, Any], launcher: L
     return verdict
 
 
-def _wait(launcher: Any, handles: list[Any], poll_s: float, deadline: float | None) -> dict[str, Any]:
+def _wait(launcher: Launcher, handles: list[TrialHandle], poll_s: float, deadline: float | None) -> dict[str, Any]:
     from cluster.base import TERMINAL
 
     pending, results = list(handles), {}

@@ -9,7 +9,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 # Modules done so far; agent/confirm.py (_wait) and agent/api.py (run_session) join when they are typed.
-TYPED = ["agent/graph.py", "agent/loop.py", "cluster/base.py"]
+TYPED = ["agent/api.py", "agent/collecting.py", "agent/confirm.py", "agent/graph.py", "agent/launching.py",
+         "agent/loop.py", "cluster/base.py"]
 
 
 def untyped_launchers(source: str) -> list[str]:

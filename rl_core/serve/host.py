@@ -92,7 +92,7 @@ class BaseHost:
         name = f"m{self._count}"
         config = LoraConfig(r=spec.rank, lora_alpha=self.lora_alpha, lora_dropout=0.0, target_modules=spec.targets())
         # The seed fixes A's initialisation without disturbing anyone else's random stream.
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []), \
+        with torch.random.fork_rng(devices=[self.device.index or 0] if self.device.type == "cuda" else []), \
                 warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tied-embedding and adapter-name notices from peft
             torch.manual_seed(spec.seed if spec.seed is not None else int.from_bytes(np.random.bytes(4), "little"))

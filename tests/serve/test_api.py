@@ -256,3 +256,20 @@ def test_a_model_keeps_only_its_newest_snapshot_samplers(server, service, local)
             samplers[0].sample(prompt, 1, params).result(timeout=60)
     finally:
         settings.samplers_per_model = 8
+
+
+def test_sampling_stops_at_a_stop_token_or_a_stop_string(service, local):
+    sampler = new_client(service).save_weights_and_get_sampling_client().result()
+    prompt = types.ModelInput.from_ints(local.tokenizer.encode("SELECT name FROM"))
+    free = sampler.sample(prompt, 1, types.SamplingParams(max_tokens=10, temperature=0.0, stop=[])).result().sequences[0]
+    assert free.stop_reason == "length" and len(free.tokens) == 10
+    k = 4  # greedy is deterministic: stopping on what greedy emits at position k ends the sample there
+    first = free.tokens.index(free.tokens[k])
+    by_id = sampler.sample(prompt, 1, types.SamplingParams(max_tokens=10, temperature=0.0, stop=[free.tokens[k]]))
+    seq = by_id.result().sequences[0]
+    assert seq.stop_reason == "stop" and list(seq.tokens) == list(free.tokens[:first + 1])
+    text = local.tokenizer.decode(free.tokens[:k + 1])
+    by_text = sampler.sample(prompt, 1, types.SamplingParams(max_tokens=10, temperature=0.0, stop=[text[-3:]]))
+    seq = by_text.result().sequences[0]
+    assert seq.stop_reason == "stop" and len(seq.tokens) <= k + 1
+    assert text[-3:] in local.tokenizer.decode(seq.tokens)

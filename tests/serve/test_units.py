@@ -136,3 +136,16 @@ def test_delivered_results_are_forgotten_after_the_retry_window():
         return kept, sched.slot(first) is None
 
     assert asyncio.run(main()) == (True, True)
+
+
+def test_top_k_one_and_a_tiny_top_p_draw_the_argmax():
+    from rl_core.serve.sampler import SampleParams, draw
+
+    logits = torch.randn(6, 50, generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(1)
+    for params in (SampleParams(max_tokens=1, top_k=1), SampleParams(max_tokens=1, top_p=1e-6)):
+        assert torch.equal(draw(logits, params, gen), logits.argmax(-1))
+    top3 = logits.topk(3, dim=-1).indices
+    picks = torch.stack([draw(logits, SampleParams(max_tokens=1, top_k=3), gen) for _ in range(50)], dim=1)
+    assert all(set(row.tolist()) <= set(allowed.tolist()) for row, allowed in zip(picks, top3, strict=True))
+    assert len(set(picks[0].tolist())) > 1  # it samples, not argmax

@@ -273,3 +273,20 @@ def test_sampling_stops_at_a_stop_token_or_a_stop_string(service, local):
     seq = by_text.result().sequences[0]
     assert seq.stop_reason == "stop" and len(seq.tokens) <= k + 1
     assert text[-3:] in local.tokenizer.decode(seq.tokens)
+
+
+def test_samplers_on_the_base_model_and_on_saved_sampler_weights(service, local):
+    prompt = types.ModelInput.from_ints(local.tokenizer.encode("SELECT id"))
+    params = types.SamplingParams(max_tokens=5, seed=3)
+    tc = new_client(service, seed=13)
+    untrained = tc.save_weights_and_get_sampling_client().result().sample(prompt, 1, params).result().sequences[0]
+    base = service.create_sampling_client(base_model=MODEL).result().sample(prompt, 1, params).result().sequences[0]
+    assert base.tokens == untrained.tokens  # LoRA B starts at 0: the same model, the same seeded draw
+    np.testing.assert_allclose(base.logprobs, untrained.logprobs, atol=1e-5)
+    step(tc, [sft_datum(local.tokenizer, "SELECT id FROM accounts")], lr=5e-2)
+    path = tc.save_weights_for_sampler("after-one-step").result().path
+    assert path.endswith("/sampler_weights/after-one-step")
+    saved = service.create_sampling_client(model_path=path).result().sample(prompt, 1, params).result().sequences[0]
+    live = tc.save_weights_and_get_sampling_client().result().sample(prompt, 1, params).result().sequences[0]
+    np.testing.assert_allclose(saved.logprobs, live.logprobs, atol=1e-6)
+    assert not np.allclose(saved.logprobs[:1], base.logprobs[:1], atol=1e-4)

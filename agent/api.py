@@ -64,7 +64,8 @@ from rl_core.sessiondir import checkpoints_file, confirm_dir, lock_file, session
 from tools.tracking import track_session
 
 __all__ = ["GoalError", "Plan", "PreflightError", "SessionError", "create_session", "preflight", "latest_session", "list_sessions",
-           "load_session", "plan_goal", "request_pause", "resume_session", "run_session", "make_launcher"]
+           "fit_parallel", "load_session", "plan_goal", "request_pause", "resume_session", "run_session",
+           "make_launcher"]
 
 OnEvent = Callable[[dict[str, Any]], None]
 
@@ -73,6 +74,26 @@ def preflight(plan: Plan, runs_dir: str | os.PathLike[str] = "runs", *, force_pa
     """Check the plan against the spec, the model, the dataset and the runs directory before anything
     exists (agent/preflight.py); raises PreflightError; returns warnings (caps already applied)."""
     return check_plan(plan, runs_dir, force_parallel=force_parallel)
+
+
+def fit_parallel(plan: Plan, progress: Callable[[str], None] = lambda line: None) -> str | None:
+    """For a local plan with several slots: measure how fast trials train side by side on this machine
+    (agent/speed.py, cached) and keep only as many slots as each keep the plan's `solo_speed_floor` of
+    one's speed alone. Returns the plan note that says so, or None when the plan stays as it is; a
+    probe that fails (a model that cannot load) leaves the plan as it is, with a note."""
+    from agent.preflight import usable_cores
+    from agent.speed import SpeedError, choose_parallel
+    from cluster.local import LocalLauncher
+
+    if plan.launcher.get("name", "local") != "local" or plan.constraints.parallel <= 1:
+        return None
+    try:
+        return choose_parallel(plan, lambda slots, runs: LocalLauncher(runs_dir=runs, slots=slots),
+                               cores=usable_cores(), progress=progress)
+    except SpeedError as exc:
+        note = f"could not measure training speed side by side ({exc}); keeping {plan.constraints.parallel} at a time"
+        plan.notes.append(note)
+        return note
 
 
 def create_session(plan: Plan, runs_dir: str | os.PathLike[str] = "runs") -> Path:

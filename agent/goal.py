@@ -39,6 +39,7 @@ from agent.plan import (
     GoalError,
     Objective,
     Plan,
+    fair_share_s,
 )
 from agent.planners.llm import (
     DEFAULT_GEMINI_MODEL,
@@ -289,7 +290,7 @@ def _apply(plan: Plan, values: dict[str, Any]) -> None:
         c.parallel = c.trials
     if c.trial_seconds is None and c.budget_minutes is not None:
         # Fair share: every slot runs trials/parallel trials within the budget.
-        c.trial_seconds = max(30.0, c.budget_minutes * 60 * c.parallel / c.trials)
+        c.trial_seconds = fair_share_s(c)
         plan.sources["trial_seconds"] = "budget share"
 
 

@@ -140,6 +140,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
     _s("trial_seconds", "float", None, "GRPO seconds per trial (default: a fair share of the budget)",
        nullable=True),
     _s("max_steps", "int", None, "pins budget.max_steps instead of searching it", lo=1, nullable=True),
+    _s("solo_speed_floor", "float", 0.9, "run only as many local trials at once as each keep this share of "
+       "one's speed alone (measured; --force-parallel skips it)", hi=1.0),
     _s("branching", "bool", True, "planners may continue or branch from finished trials' weights"),
     _s("confirm_top_k", "int", 2, "trials (best by dev) evaluated on the sealed test split at the end; "
        "0 = none", lo=0, hi=10),
@@ -221,6 +223,11 @@ class Plan:
         known["constraints"] = _section(Constraints, data.get("constraints") or {})
         known.setdefault("launcher", {"name": "local"})
         return cls(**known)
+
+
+def fair_share_s(c: Any) -> float:
+    """GRPO seconds per trial when the budget is shared fairly: every slot runs trials/parallel trials."""
+    return max(30.0, c.budget_minutes * 60 * c.parallel / c.trials)
 
 
 def as_plan(plan: Plan | dict[str, Any]) -> Plan:

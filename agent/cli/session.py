@@ -139,6 +139,8 @@ def start(
         warnings = api.preflight(plan, runs_dir, force_parallel=force_parallel)
         for warning in warnings:
             console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        if not force_parallel:
+            api.fit_parallel(plan, progress=lambda line: console.print(line, style="dim", markup=False))
         console.print(_plan_table(plan))
         session_dir = api.create_session(plan, runs_dir)
     from agent.report.format import shown_path

@@ -8,7 +8,8 @@ search space's defaults: lr 2e-4, temperature 0.7). A child (`init_from`) starts
 final accuracy and adds a smaller step of the same shape, as longer training does. Behaviour comes from the SCRIPTED_TRIAL environment variable (JSON):
 {"step_s": seconds per step, "steps": n, "slow_if": [param, value, step_s], "slow_ids": {trial_id: step_s},
 "fail_if": {"param": value},
-"fail_all": true, "fail_kind": "nan_loss"}. Every step also writes a dev eval line (for the pruner).
+"fail_all": true, "fail_kind": "nan_loss", "crowded_step_s": {"2": s}}. `crowded_step_s` is the step time
+when k probes of the speed check (session "speed-k<k>") run side by side. Every step also writes a dev eval line (for the pruner).
 """
 
 import json
@@ -60,6 +61,8 @@ def main() -> int:
     if slow and h.get(slow[0]) == slow[1]:
         step_s = float(slow[2])
     step_s = float((control.get("slow_ids") or {}).get(spec.get("trial_id"), step_s))
+    side_by_side = str(spec.get("session", "")).rpartition("speed-k")[2]
+    step_s = float((control.get("crowded_step_s") or {}).get(side_by_side, step_s))
     with open(out / "metrics.jsonl", "a") as m, open(out / "samples.jsonl", "a") as s, \
             open(out / "eval.jsonl", "a") as ev:
         for step in range(1, steps + 1):
@@ -68,7 +71,7 @@ def main() -> int:
                                  "stderr": 0.02, "n": 400, "elapsed_s": time.time() - started}) + "\n")
             ev.flush()
             m.write(json.dumps({"step": step, "reward_mean": 0.3 + 0.05 * step, "batch_accuracy": 0.3,
-                                "kl": 0.01, "grad_norm": 1.0, "loss": 0.1, "completion_len": 20,
+                                "kl": 0.01, "grad_norm": 1.0, "loss": 0.1, "completion_len": 20, "t_step": step_s,
                                 "elapsed_s": time.time() - started}) + "\n")
             m.flush()
             s.write(json.dumps({"step": step, "example_id": "d1", "question": "how many?", "completion": "x",

@@ -287,6 +287,9 @@ class ProcessScorer:
 
 def serve(inp: BinaryIO, out: BinaryIO, handle: Callable[[str, Any], Any]) -> None:
     """A worker's loop: each message is `handle(kind, payload)`'s reply, until stdin closes."""
+    from sql_env import sandbox
+
+    sandbox.ABANDON_STUCK = False  # a stuck query keeps this worker busy until the pool kills it
     while True:
         try:
             kind, payload = pickle.load(inp)

@@ -13,10 +13,14 @@ Defences, in the order a query meets them:
 4. Wall time: DuckDB has no statement timeout, so one watchdog thread per sandbox interrupts the
    connection of any query past its deadline (`Connection.interrupt`). DuckDB checks for an
    interrupt between vectors, so one scalar call on one huge value (`repeat('x', 2000000000)`,
-   `list_sort(range(25000000))`) finishes its vector first: such a query still ends as `timeout`,
-   but seconds late (4-18 s measured), and `memory_limit` does not bound such a value. Only a
-   process can be stopped: `SQLEnvironment`'s default process backend (sql_env.procpool) kills
-   and replaces a worker whose query runs past its timeout plus one second.
+   `list_sort(range(25000000))`) finishes its vector first, seconds late (4-18 s measured). The
+   caller does not wait for it (`ABANDON_STUCK`, on except in a scoring-pool worker): each caller
+   thread's queries run on a helper thread of its own,
+   and `run` answers `timeout` at most `ABANDON_AFTER_S` past the limit, leaving the query to end
+   on its own (its connection is dropped; the caller's next query gets a fresh one). The query
+   still holds a core and its memory until it ends (`memory_limit` does not bound such a value):
+   only a process can be stopped, which is why `SQLEnvironment`'s default process backend
+   (sql_env.procpool) kills and replaces a worker whose query runs past its timeout plus one second.
 5. Rows are fetched from a streaming result and capped at `max_rows`, so a huge cross join stops
    after `max_rows + 1` rows instead of materialising.
 
@@ -29,10 +33,12 @@ from __future__ import annotations
 import itertools
 import math
 import re
+import queue
 import threading
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
 import duckdb
@@ -42,6 +48,37 @@ from sql_env.types import ExecStatus, Execution
 _ALLOWED_FIRST_KEYWORDS = ("select", "with", "from")  # `FROM t SELECT ...`: DuckDB's FROM-first query
 _FALLBACK_CATALOG = "sandbox_db"  # for a file whose name cannot be a catalog's
 _RESERVED_CATALOGS = {"main", "memory", "system", "temp", "information_schema", "pg_catalog"}
+ABANDON_AFTER_S = 0.25  # past the time limit, `run` stops waiting for a query the interrupt has not ended
+# False inside a scoring-pool worker (sql_env.procpool.serve sets it): there the query runs on the
+# calling thread and the pool kills the whole stuck process, which also frees the core and the memory
+# an abandoned query would keep.
+ABANDON_STUCK = True
+
+
+class _Runner:
+    """A helper thread that runs one caller thread's queries on its own cursor, so the caller can
+    stop waiting for a query DuckDB will not interrupt. One hand-off per query (tens of µs)."""
+
+    def __init__(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        self.cursor = cursor
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._loop, name="sql-sandbox-query", daemon=True).start()
+
+    def submit(self, job: Callable[[], Execution]) -> Future:
+        future: Future = Future()
+        self._jobs.put((job, future))
+        return future
+
+    def stop(self) -> None:
+        self._jobs.put(None)  # ends the thread once its current query (if any) has
+
+    def _loop(self) -> None:
+        while (item := self._jobs.get()) is not None:
+            job, future = item
+            try:
+                future.set_result(job())
+            except BaseException as e:  # handed to the caller, which reports it
+                future.set_exception(e)
 
 
 class _Watchdog:
@@ -163,6 +200,7 @@ class Sandbox:
         self._db = self._open(memory_limit, threads)
         self._local = threading.local()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._runners: list[_Runner] = []
         self._lock = threading.Lock()
         self._watchdog = _Watchdog()
         self._pool: ThreadPoolExecutor | None = None
@@ -170,7 +208,8 @@ class Sandbox:
 
     # -- public API ---------------------------------------------------------------------------
     def run(self, sql: str | bytes) -> Execution:
-        """Run one query; never raises. Rows are capped at `max_rows`, time at `timeout_s`."""
+        """Run one query; never raises. Rows are capped at `max_rows`; it returns within `timeout_s`
+        plus `ABANDON_AFTER_S` whatever the query does (see the module's note 4)."""
         start = time.perf_counter()
         try:
             result = self._run(sql)
@@ -204,9 +243,18 @@ class Sandbox:
         if pool is not None:
             pool.shutdown(wait=True)
         self._watchdog.close()
+        for runner in self._runners:
+            runner.stop()
         for cursor in self._cursors:
-            cursor.close()
-        self._db.close()
+            cursor.interrupt()  # an abandoned query still running
+            try:
+                cursor.close()
+            except duckdb.Error:  # busy with that query: it is dropped when the query ends
+                pass
+        try:
+            self._db.close()
+        except duckdb.Error:
+            pass
 
     def __enter__(self) -> Sandbox:
         return self
@@ -249,18 +297,25 @@ class Sandbox:
         return len(self._cursors)
 
     def _connection(self) -> duckdb.DuckDBPyConnection:
+        return self._runner().cursor
+
+    def _runner(self) -> _Runner:
+        """This caller thread's query runner and its cursor, made on first use (or after an abandon)."""
         if self._closed:
             raise RuntimeError("sandbox is closed")
-        cursor = getattr(self._local, "cursor", None)
-        if cursor is None:
+        runner = getattr(self._local, "runner", None)
+        if runner is None:
             with self._lock:
                 if self._closed:
                     raise RuntimeError("sandbox is closed")
                 cursor = self._db.cursor()
                 self._cursors.append(cursor)
             cursor.execute(f'USE "{self.catalog}"')  # per connection: unqualified names mean the file
-            self._local.cursor = cursor
-        return cursor
+            runner = _Runner(cursor)
+            with self._lock:
+                self._runners.append(runner)
+            self._local.runner = runner
+        return runner
 
     def _check(self, sql: str | bytes) -> tuple[duckdb.Statement | None, Execution | None]:
         """Text and statement checks; returns (parsed statement, None) to run it or (None, verdict)."""
@@ -295,8 +350,23 @@ class Sandbox:
         checked, verdict = self._check(sql)
         if verdict is not None:
             return verdict
-        conn = self._connection()
-        token = self._watchdog.arm(conn, self.timeout_s)
+        runner = self._runner()
+        token = self._watchdog.arm(runner.cursor, self.timeout_s)
+        try:
+            if not ABANDON_STUCK:
+                return self._execute(runner.cursor, checked)
+            return runner.submit(lambda: self._execute(runner.cursor, checked)).result(
+                timeout=self.timeout_s + ABANDON_AFTER_S)
+        except FutureTimeout:  # interrupted, yet still inside one huge vector: leave it to end alone
+            self._local.runner = None
+            runner.stop()
+            return Execution("timeout", error=f"query ran longer than {self.timeout_s:g} s (abandoned; "
+                                              "it still runs until DuckDB lets go)")
+        finally:
+            self._watchdog.disarm(token)
+
+    def _execute(self, conn: duckdb.DuckDBPyConnection, checked: duckdb.Statement) -> Execution:
+        """Runs on the caller's `_Runner` thread."""
         try:
             result = conn.execute(checked)  # the parsed statement: DuckDB does not parse it again
             rows = result.fetchmany(self.max_rows + 1)
@@ -305,8 +375,6 @@ class Sandbox:
             status = _classify(e)
             error = f"query ran longer than {self.timeout_s:g} s" if status == "timeout" else str(e)
             return Execution(status, error=error)
-        finally:
-            self._watchdog.disarm(token)
         if len(rows) > self.max_rows:
             return Execution(
                 "too_many_rows", columns=columns, error=f"query returned more than {self.max_rows:,} rows"

@@ -297,3 +297,13 @@ def test_closed_sandbox_reports_instead_of_raising(small_db: Path) -> None:  # n
     box.close()  # idempotent
     result = box.run("SELECT 1")
     assert result.status == "runtime_error" and "closed" in result.error
+
+
+def test_a_query_stuck_in_one_huge_vector_still_answers_within_its_own_time_limit(small_db: Path) -> None:  # noqa: F811
+    """DuckDB honours an interrupt only between vectors: this one ran 7.3 s under a 1 s limit."""
+    with Sandbox(small_db, timeout_s=1.0) as box:
+        start = time.monotonic()
+        result = box.run("SELECT repeat('x', 2000000000)")
+        assert result.status == "timeout"
+        assert time.monotonic() - start < 1.0 + 0.5
+        assert employee_count(box) == 300  # the caller's next query gets a fresh connection

@@ -11,7 +11,6 @@ is not checked: that needs the nodes' registry credentials, which this user does
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +20,7 @@ from kubernetes.client.rest import ApiException
 from cluster.base import LauncherError
 from cluster.k8s_client import REQUEST_TIMEOUT_S, connect, explain
 from cluster.k8s_manifests import GKE_ACCELERATOR_LABEL, KubernetesConfig
+from cluster.k8s_view import read_local_queue
 
 # (API group, resource, verb) the KubernetesLauncher uses: submit, the watch and the shared pod list,
 # pending reasons (FailedCreate events), collection (pod logs), cancel, reattach (the spec ConfigMap).
@@ -84,28 +84,15 @@ def rbac_manifests(namespace: str, subject: dict[str, str], kueue: bool = False)
 
 
 def _kueue(api: client.ApiClient, config: KubernetesConfig) -> CheckItem:
-    queue, ns = config.kueue_queue, config.namespace
     try:
-        lq = client.CustomObjectsApi(api).get_namespaced_custom_object(
-            "kueue.x-k8s.io", "v1beta1", ns, "localqueues", queue, _request_timeout=REQUEST_TIMEOUT_S)
-    except ApiException as exc:
-        if exc.status == 404 and not _names_object(exc, queue):
-            return CheckItem("kueue", False, "Kueue is not installed (no localqueues.kueue.x-k8s.io): suspended "
-                                             "Jobs would wait forever; install Kueue or drop kueue_queue")
-        if exc.status == 404:
-            return CheckItem("kueue", False, f"LocalQueue {queue!r} does not exist in namespace {ns}; create it "
-                                             "(pointing at a ClusterQueue) or pass another --kueue-queue")
-        return CheckItem("kueue", False, str(explain(exc, api, ns, "get localqueues")))
+        lq = read_local_queue(api, config.namespace, config.kueue_queue)
+    except LauncherError as exc:
+        return CheckItem("kueue", False, str(exc))
+    except Exception as exc:  # noqa: BLE001 - a 403 or an unreachable server: say which
+        return CheckItem("kueue", False, str(explain(exc, api, config.namespace, "get localqueues")))
     cluster_queue = (lq.get("spec") or {}).get("clusterQueue", "?")
-    return CheckItem("kueue", True, f"LocalQueue {queue} -> ClusterQueue {cluster_queue}")
-
-
-def _names_object(exc: ApiException, name: str) -> bool:
-    """Whether a 404 is about this object (the resource type exists) rather than an unknown resource type."""
-    try:
-        return json.loads(exc.body).get("details", {}).get("name") == name
-    except (TypeError, ValueError, AttributeError):
-        return False
+    return CheckItem("kueue", True, f"LocalQueue {config.kueue_queue} -> ClusterQueue {cluster_queue} "
+                                    f"({lq.get('apiVersion', '?')})")
 
 
 def _image(config: KubernetesConfig) -> CheckItem:

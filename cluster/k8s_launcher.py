@@ -16,8 +16,11 @@ local trial directory every `stream_interval_s`, so pruning and the planner see 
 When the Job ends, the launcher copies the outcome into `<runs_dir>/<session>/trials/<trial_id>/`
 (result.json from the pod log's result line, or from the shared runs volume; trial.log;
 launcher.json) and then deletes the Job. A pod log it cannot read for a passing reason (429, 5xx,
-a dropped connection) is retried on the next poll, never recorded as the trial's failure; a Job
-whose pods are gone before their log was read is "lost", with a message that says why.
+a dropped connection, a read timeout) is retried on the next poll, never recorded as the trial's
+failure, and so is a log cut off before the result line the pod's exit code promises. What the Job
+and pod say outlives the log: a deadline kill is `timeout` with the limit, an eviction names the
+resource, an OOM kill says so. A Job whose pods are gone before their log was read and that says
+nothing itself is "lost", with a message that says why.
 
 cancel deletes the Job with background propagation (its pods and ConfigMap follow).
 reattach lists the session's Jobs by label and its local trial directories.
@@ -42,7 +45,7 @@ from cluster.base import (
     TrialStatus,
     spec_identity,
 )
-from cluster.k8s_client import Throttle, call, connect, explain
+from cluster.k8s_client import TRANSPORT_ERRORS, Throttle, call, connect, explain
 from cluster.k8s_manifests import (
     CONTAINER,
     MANAGED_BY,
@@ -51,7 +54,18 @@ from cluster.k8s_manifests import (
     job_name,
     pod_paths,
 )
-from cluster.k8s_view import MISSING, ClusterView, job_phase, started, waited_s, waiting_reason
+from cluster.k8s_view import (
+    MISSING,
+    ClusterView,
+    failure_reason,
+    job_phase,
+    last_exit,
+    promised_result,
+    read_local_queue,
+    started,
+    waited_s,
+    waiting_reason,
+)
 from cluster.local import SPEC_FILE, STATE_FILE
 from cluster.outcome import (
     LOG_FILE,
@@ -62,21 +76,15 @@ from cluster.outcome import (
     read_result,
     read_tail,
 )
-from cluster.pod_entry import parse_result_line, parse_stream_lines
+from cluster.pod_entry import merge_streams, parse_result_line
 from rl_core import sessiondir
-from rl_core.trialdir import (
-    EVAL_FILE,
-    METRICS_FILE,
-    append_jsonl,
-    read_jsonl,
-    write_json_atomic,
-    write_result,
-)
+from rl_core.trialdir import write_json_atomic, write_result
 
 __all__ = ["KubernetesLauncher", "job_phase"]
 MANAGED_SELECTOR = ",".join(f"{k}={v}" for k, v in MANAGED_BY.items())
 COLLECT_TAIL_LINES = 20_000
 STREAM_TAIL_LINES = 2_000
+SHORT_READS = 3  # a log without the result line its exit code promises is read again this many times
 
 
 class KubernetesLauncher:
@@ -95,6 +103,9 @@ class KubernetesLauncher:
         self._details: dict[str, str] = {}  # job name -> why it waits / what is being retried
         self._streamed_at: dict[str, float] = {}
         self._tracked: dict[str, TrialHandle] = {}  # unfinished trials poll() advances
+        self._ran: set[str] = set()  # jobs seen with a started pod
+        self._idle_since: dict[str, float] = {}  # a job that ran and has no started pod now: since when
+        self._short_reads: dict[str, int] = {}
         self._queue_checked = False
 
     # ---- contract -------------------------------------------------------------------------
@@ -111,11 +122,12 @@ class KubernetesLauncher:
         # Cluster objects first: a failed create leaves no local trace, so the trial can be resubmitted;
         # dying between the create and the local files is repaired by reattach (it finds the Job by label).
         # A Job that already exists (the agent lost its local files) is adopted, never replaced.
-        self._created(self.core.create_namespaced_config_map, configmap, "create configmaps")
-        created = self._created(self.batch.create_namespaced_job, job, "create jobs")
-        if created is not None:
+        self._created(self.core.create_namespaced_config_map, self.core.read_namespaced_config_map, configmap,
+                      "configmaps")
+        created, fresh = self._created(self.batch.create_namespaced_job, self.batch.read_namespaced_job, job, "jobs")
+        if fresh:
             self._own_configmap(name, created.metadata.uid)
-            self.view.put(created)
+        self.view.put(created)
         trial_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(trial_dir / SPEC_FILE, spec)
         self._save(trial_dir, name, "queued")
@@ -158,7 +170,7 @@ class KubernetesLauncher:
             return read_tail(trial_dir / LOG_FILE, tail)
         try:
             return self._pod_log(self._name(handle), tail) or ""
-        except ApiException:
+        except (ApiException, *TRANSPORT_ERRORS):
             return ""
 
     def result(self, handle: TrialHandle) -> dict[str, Any] | None:
@@ -208,10 +220,16 @@ class KubernetesLauncher:
             return "queued"
         phase = job_phase(job)
         if phase in TERMINAL:
+            # Collect from a pod list taken after the Job was seen finished (it may predate the Job's last
+            # pod, a retried preemption): the next poll's shared LIST, not one more LIST per trial.
+            if not self.view.pods_current(name):
+                return "running"
             return self._collect(job, trial_dir)
         pods = self.view.pods_of(name)
         if not started(pods):
             return self._waiting(job, pods, trial_dir)
+        self._ran.add(name)
+        self._idle_since.pop(name, None)
         self._note(name, trial_dir, self.view.error)
         self._stream(name, trial_dir, pods)
         return "running"
@@ -221,7 +239,7 @@ class KubernetesLauncher:
         reason, permanent = waiting_reason(job, pods, self.view.failed_create.get(name),
                                            self.view.workload_message(job), self.config.kueue_queue)
         self._note(name, trial_dir, reason)
-        late = not (job.spec and job.spec.suspend) and waited_s(job) > self.config.startup_timeout_s
+        late = not (job.spec and job.spec.suspend) and self._waited_s(job) > self.config.startup_timeout_s
         if not (permanent or late):
             return "queued"
         message = (f"the pod could not start: {reason}" if permanent else
@@ -230,37 +248,57 @@ class KubernetesLauncher:
         return self._record(trial_dir, name, failed_result(self._spec(trial_dir), "timeout" if late else "crash",
                                                            message, ""))
 
+    def _waited_s(self, job: client.V1Job) -> float:
+        """How long an unstarted trial has waited: since admission, or, for one whose pod ran and went away
+        (deleted, preempted) before the Job noted it, since this launcher saw it without a pod."""
+        name = job.metadata.name
+        if name in self._ran or (job.status and job.status.failed):
+            return time.monotonic() - self._idle_since.setdefault(name, time.monotonic())
+        return waited_s(job)
+
     def _collect(self, job: client.V1Job, trial_dir: Path) -> TrialStatus:
         """Copy a finished Job's log and result into the trial dir, then delete the Job; the state it ends in."""
         name = job.metadata.name
-        self.view.refresh(force=True)  # the pod list may predate the Job's last pod (a retried preemption)
+        pods = self.view.pods_of(name)
+        known = failure_reason(job, pods)  # from the Job and pod status: holds even when the log is gone
         try:
-            log = self._pod_log(name, COLLECT_TAIL_LINES)
+            log = self._pod_log(name, COLLECT_TAIL_LINES, pods)
         except ApiException as exc:
-            if exc.status not in (404, 400):  # 429/5xx/connection: not the trial's outcome; try again
-                self._note(name, trial_dir, f"collecting: cannot read the pod log ({exc.status} {exc.reason}); "
-                                            "retrying")
-                return "running"
+            if exc.status not in (404, 400):  # 429/5xx: not the trial's outcome; try again
+                return self._retry(name, trial_dir, f"cannot read the pod log ({exc.status} {exc.reason})")
             log = None if exc.status == 404 else ""  # 400: the container never started, so it has no log
+        except TRANSPORT_ERRORS as exc:  # a reset or timeout, through the API server or its kubelet proxy
+            return self._retry(name, trial_dir, f"cannot read the pod log ({_short(exc)})")
         if log is None:  # the pods and their logs are gone
             local = read_result(trial_dir) if self.config.runs_pvc else None
-            if local is None:
+            if local is None and known is None:
                 return self._finish_lost(name, trial_dir, f"finished ({job_phase(job)}) but its pod and log were "
                                                           "gone before the result was read (node scale-down or "
                                                           "deletion); use runs_pvc to keep results on a volume")
-            return self._record(trial_dir, name, local)
+            local = local or failed_result(self._spec(trial_dir), known["kind"], known["message"], "")
+            state = self._record(trial_dir, name, local)
+            self._delete(name)
+            return state
+        result = parse_result_line(log) or (read_result(trial_dir) if self.config.runs_pvc else None)
+        if result is None and promised_result(pods) and self._short_reads.get(name, 0) < SHORT_READS:
+            self._short_reads[name] = self._short_reads.get(name, 0) + 1  # a read cut off mid-stream
+            return self._retry(name, trial_dir, "the pod log ended before the result line its exit code promises")
         if log:
             _write_text_atomic(trial_dir / LOG_FILE, log)
             if not self.config.runs_pvc:
-                _merge_streams(trial_dir, log)
-        result = parse_result_line(log) or (read_result(trial_dir) if self.config.runs_pvc else None)
+                merge_streams(trial_dir, log)
         if result is None:
             tail = read_tail(trial_dir / LOG_FILE)
-            error = self._classify(name, job, tail)
+            error = known or self._classify(pods, tail)
             result = failed_result(self._spec(trial_dir), error["kind"], error["message"], tail)
         state = self._record(trial_dir, name, result)
         self._delete(name)
         return state
+
+    def _retry(self, name: str, trial_dir: Path, why: str) -> TrialStatus:
+        """Not the trial's outcome: say so in its detail and try again on the next poll."""
+        self._note(name, trial_dir, f"collecting: {why}; retrying")
+        return "running"
 
     def _stream(self, name: str, trial_dir: Path, pods: list[client.V1Pod]) -> None:
         """Copy new metric/eval lines from a running pod's log (no shared volume), every stream_interval_s."""
@@ -270,24 +308,18 @@ class KubernetesLauncher:
         self._streamed_at[name] = time.monotonic()
         try:
             log = self._pod_log(name, STREAM_TAIL_LINES, pods)
-        except ApiException:
+        except (ApiException, *TRANSPORT_ERRORS):
             return  # the next round tries again; the final collection reads the whole tail anyway
         if log:
-            _merge_streams(trial_dir, log)
+            merge_streams(trial_dir, log)
 
-    def _classify(self, name: str, job: client.V1Job, tail: str) -> dict[str, str]:
-        reasons = {c.reason for c in (job.status.conditions or []) if c.status == "True"}
-        if "DeadlineExceeded" in reasons:
-            return {"kind": "timeout", "message": f"the Job ran past activeDeadlineSeconds "
-                                                  f"({job.spec.active_deadline_seconds}s)"}
-        for pod in reversed(self.view.pods_of(name)):
-            for cs in pod.status.container_statuses or []:
-                term = cs.state and cs.state.terminated
-                if term and term.reason == "OOMKilled":
-                    return {"kind": "oom", "message": "the container was OOMKilled; raise memory or shrink the batch"}
-                if term:
-                    return classify_exit(-term.signal if term.signal else term.exit_code, tail)
-        return classify_exit(None, tail)
+    @staticmethod
+    def _classify(pods: list[client.V1Pod], tail: str) -> dict[str, str]:
+        """From the last container's exit (after failure_reason found nothing the Job or pod said)."""
+        term = last_exit(pods)
+        if term is None:
+            return classify_exit(None, tail)
+        return classify_exit(-term.signal if term.signal else term.exit_code, tail)
 
     def _finish_lost(self, name: str, trial_dir: Path, why: str) -> TrialStatus:
         result = read_result(trial_dir)  # a shared runs volume may hold it even though the Job is gone
@@ -324,16 +356,26 @@ class KubernetesLauncher:
             except ApiException as exc:
                 if exc.status != 404 and strict:
                     raise LauncherError(f"cannot cancel {name}: {exc.status} {exc.reason}") from None
+            except TRANSPORT_ERRORS as exc:  # the Job's TTL removes what a collection could not
+                if strict:
+                    raise explain(exc, self.api, self.config.namespace, f"cancel {name}") from None
         self.view.forget(name)
 
-    def _created(self, create: Any, body: dict[str, Any], action: str) -> Any:
-        """Create an object; an existing one (a resubmitted trial) counts as created."""
+    def _created(self, create: Any, read: Any, body: dict[str, Any], kind: str) -> tuple[Any, bool]:
+        """(the object, whether this call created it). One that exists already (a resubmitted trial whose
+        local files were lost) is adopted only if its labels say it is this session's trial."""
+        ns, name = self.config.namespace, body["metadata"]["name"]
         try:
-            return create(self.config.namespace, body, _request_timeout=15)
+            return create(ns, body, _request_timeout=15), True
         except ApiException as exc:
-            if exc.status == 409:
-                return None
-            raise explain(exc, self.api, self.config.namespace, action) from None
+            if exc.status != 409:
+                raise explain(exc, self.api, ns, f"create {kind}") from None
+        existing = call(read, name, ns, api=self.api, namespace=ns, action=f"get {kind}")
+        labels, ours = existing.metadata.labels or {}, body["metadata"]["labels"]
+        if any(labels.get(k) != ours[k] for k in (*MANAGED_BY, SESSION_LABEL, TRIAL_LABEL)):
+            raise LauncherError(f"{kind[:-1]} {ns}/{name} exists and is not trial {ours[TRIAL_LABEL]} of session "
+                                f"{ours[SESSION_LABEL]} (labels {labels}); delete it or use another namespace")
+        return existing, False
 
     def _own_configmap(self, name: str, job_uid: str) -> None:
         owner = {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": job_uid}
@@ -342,17 +384,13 @@ class KubernetesLauncher:
 
     def _check_queue(self) -> None:
         """A Kueue LocalQueue that does not exist leaves every Job suspended forever: refuse to submit."""
-        queue = self.config.kueue_queue
-        if not queue or self._queue_checked:
+        if not self.config.kueue_queue or self._queue_checked:
             return
+        ns = self.config.namespace
         try:
-            client.CustomObjectsApi(self.api).get_namespaced_custom_object(
-                "kueue.x-k8s.io", "v1beta1", self.config.namespace, "localqueues", queue, _request_timeout=15)
-        except ApiException as exc:
-            if exc.status == 404:
-                raise LauncherError(f"Kueue LocalQueue {queue!r} does not exist in namespace {self.config.namespace} "
-                                    "(or Kueue is not installed); create it or drop kueue_queue") from None
-            raise explain(exc, self.api, self.config.namespace, "get localqueues") from None
+            read_local_queue(self.api, ns, self.config.kueue_queue)
+        except (ApiException, *TRANSPORT_ERRORS) as exc:
+            raise explain(exc, self.api, ns, "get localqueues") from None
         self._queue_checked = True
 
     def _adopt_remote(self, name: str, trial_dir: Path) -> None:
@@ -399,19 +437,8 @@ class KubernetesLauncher:
         write_json_atomic(trial_dir / STATE_FILE, record)
 
 
-def _merge_streams(trial_dir: Path, log: str) -> None:
-    """Append streamed rows the trial dir does not hold yet (metrics by step, evals by step and split)."""
-    keys = {METRICS_FILE: ("step",), EVAL_FILE: ("step", "split")}
-    for file, rows in parse_stream_lines(log).items():
-        if not rows:
-            continue
-        key = keys[file]
-        seen = {tuple(r.get(k) for k in key) for r in read_jsonl(trial_dir / file)}
-        for row in rows:
-            ident = tuple(row.get(k) for k in key)
-            if ident not in seen:
-                seen.add(ident)
-                append_jsonl(trial_dir / file, row)
+def _short(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:160]}"
 
 
 def _write_text_atomic(path: Path, text: str) -> None:

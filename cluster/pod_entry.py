@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster.outcome import LOG_FILE, RESULT_FILE, ensure_result
-from rl_core.trialdir import EVAL_FILE, METRICS_FILE
+from rl_core.trialdir import EVAL_FILE, METRICS_FILE, append_jsonl, read_jsonl
 
 RESULT_MARKER = "OPENRL_RESULT_JSON: "
 METRIC_MARKER = "OPENRL_METRIC_JSON: "
@@ -43,6 +43,8 @@ STREAMS = {METRICS_FILE: METRIC_MARKER, EVAL_FILE: EVAL_MARKER}
 TERMINATED_RESULT = "result.terminated.json"
 STOP_GRACE_S = 30.0
 EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports it
+# The exits that follow the result line: a launcher that reads either without that line read a cut-off log.
+EXIT_SUCCEEDED, EXIT_FAILED = 0, 1
 
 
 def parse_result_line(log: str) -> dict | None:
@@ -63,6 +65,21 @@ def parse_stream_lines(log: str) -> dict[str, list[dict[str, Any]]]:
                 if row is not None:
                     rows[name].append(row)
     return rows
+
+
+def merge_streams(trial_dir: Path, log: str) -> None:
+    """Append streamed rows the trial dir does not hold yet (metrics by step, evals by step and split)."""
+    keys = {METRICS_FILE: ("step",), EVAL_FILE: ("step", "split")}
+    for file, rows in parse_stream_lines(log).items():
+        if not rows:
+            continue
+        key = keys[file]
+        seen = {tuple(r.get(k) for k in key) for r in read_jsonl(trial_dir / file)}
+        for row in rows:
+            ident = tuple(row.get(k) for k in key)
+            if ident not in seen:
+                seen.add(ident)
+                append_jsonl(trial_dir / file, row)
 
 
 def _parse(text: str) -> dict | None:
@@ -159,7 +176,7 @@ def run(spec_path: Path, out: Path, command: list[str], wall_s: float | None = N
         return EXIT_TERMINATED
     result = ensure_result(out, spec, returncode, timed_out=timed_out.is_set(), wall_s=wall_s)
     output.line(RESULT_MARKER + json.dumps(result, separators=(",", ":")))
-    return 0 if result.get("status") == "succeeded" else 1
+    return EXIT_SUCCEEDED if result.get("status") == "succeeded" else EXIT_FAILED
 
 
 def _enforce_wall(child: subprocess.Popen, wall_s: float, timed_out: threading.Event) -> None:

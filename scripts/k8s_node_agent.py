@@ -16,7 +16,16 @@ Started by scripts/k8s-test-cluster.sh; never use it on a real cluster. It:
 - serves `/containerLogs/<ns>/<pod>/<container>` over HTTPS, which is where the real API server
   proxies `kubectl logs` (pods/log) to, so logs flow through the API exactly as with a kubelet;
 - on pod deletion kills the process group and removes the pod; on SIGTERM kills everything and
-  deletes its Node.
+  deletes its Node;
+- injects what a real node does to a pod over hours, when the pod carries these annotations
+  (INJECT, set through the launcher's pod_annotations):
+  `log-resets: N`      the first N log reads promise a body and drop the connection halfway;
+  `evict-after-s: S`   S s after start, evicts the pod as a kubelet under pressure does (process
+                       killed, phase Failed, reason Evicted, `evict-message` as the message);
+  `delete-after-s: S`  S s after start, deletes the pod (a drain, a person) before its Job notices,
+                       once per Job; the Job's replacement pod then starts REPLACEMENT_DELAY_S late,
+                       as on a fresh node that pulls the image.
+  A Job's deadline kill needs no injection: the controller manager deletes the pods itself.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import ssl
 import sys
 import threading
@@ -39,6 +49,9 @@ from kubernetes.client.rest import ApiException
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from k8s_node_pods import PodProcess, container_problem, satisfies  # noqa: E402
+
+INJECT = "openrl-test.invalid/"
+REPLACEMENT_DELAY_S = 3.0
 
 
 def now() -> str:
@@ -58,6 +71,8 @@ class NodeAgent:
         self.pods: dict[str, PodProcess] = {}  # pod uid -> process
         self.lock = threading.Lock()
         self.stop = threading.Event()
+        self.deleted_jobs: set[str] = set()  # jobs whose pod `delete-after-s` deleted (once per Job)
+        self.log_resets: dict[tuple[str, str], int] = {}  # (namespace, pod) -> resets left
 
     # ---- node -----------------------------------------------------------------------------
     def node_status(self) -> dict:
@@ -143,9 +158,17 @@ class NodeAgent:
             proc = PodProcess(pod, self.core, self.state_dir, self.pvcs, on_exit=self._report_exit)
             with self.lock:
                 self.pods[uid] = proc
+                resets = int(_inject(pod, "log-resets") or 0)
+                if resets:
+                    self.log_resets.setdefault((proc.namespace, proc.name), resets)
             threading.Thread(target=self._start, args=(proc,), daemon=True).start()
 
     def _start(self, proc: PodProcess) -> None:
+        job = (proc.pod.metadata.labels or {}).get("job-name", "")
+        with self.lock:
+            replacement = job in self.deleted_jobs
+        if replacement:
+            time.sleep(REPLACEMENT_DELAY_S)
         try:
             proc.start()
         except Exception as exc:
@@ -153,6 +176,43 @@ class NodeAgent:
             self._report_exit(proc, 128)
             return
         self._patch_status(proc, "Running", {"running": {"startedAt": proc.started_at}}, ready=True)
+        evict_s, delete_s = _inject(proc.pod, "evict-after-s"), _inject(proc.pod, "delete-after-s")
+        if evict_s is not None:
+            threading.Timer(float(evict_s), self._evict, args=(proc,)).start()
+        if delete_s is not None and not replacement:
+            threading.Timer(float(delete_s), self._delete_pod, args=(proc, job)).start()
+
+    # ---- injected disruptions --------------------------------------------------------------
+    def _evict(self, proc: PodProcess) -> None:
+        """What the kubelet's eviction manager leaves: phase Failed, reason Evicted, the container killed."""
+        message = _inject(proc.pod, "evict-message") or "The node was low on resource: memory."
+        proc.kill(grace_s=1.0)
+        terminated = {"exitCode": 137, "reason": "Error", "startedAt": proc.started_at or now(), "finishedAt": now()}
+        status = {"phase": "Failed", "reason": "Evicted", "message": message,
+                  "containerStatuses": [{"name": proc.container_name, "image": proc.image, "imageID": "",
+                                         "ready": False, "restartCount": 0, "started": False,
+                                         "state": {"terminated": terminated}}]}
+        try:
+            self.core.patch_namespaced_pod_status(proc.name, proc.namespace, {"status": status})
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def _delete_pod(self, proc: PodProcess, job: str) -> None:
+        with self.lock:
+            self.deleted_jobs.add(job)
+        try:
+            self.core.delete_namespaced_pod(proc.name, proc.namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def take_log_reset(self, namespace: str, pod: str) -> bool:
+        with self.lock:
+            left = self.log_resets.get((namespace, pod), 0)
+            if left:
+                self.log_resets[(namespace, pod)] = left - 1
+            return left > 0
 
     def _report_exit(self, proc: PodProcess, code: int) -> None:
         sig = -code if code < 0 else None
@@ -240,6 +300,8 @@ class NodeAgent:
                     return self._send(200, "ok")
                 if len(parts) == 4 and parts[0] == "containerLogs":
                     text = agent.log_text(parts[1], parts[2], parse_qs(url.query))
+                    if text is not None and agent.take_log_reset(parts[1], parts[2]):
+                        return self._cut_off(text)
                     return self._send(404, "pod not found") if text is None else self._send(200, text)
                 self._send(404, "not found")
 
@@ -250,6 +312,18 @@ class NodeAgent:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            def _cut_off(self, text: str) -> None:
+                """Promise the whole log, send a third, drop the connection (a kubelet restarting)."""
+                data = text.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(data) + 1))
+                self.end_headers()
+                self.wfile.write(data[: len(data) // 3])
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_RDWR)
+                self.close_connection = True
 
             def log_message(self, *args) -> None:
                 pass
@@ -272,6 +346,10 @@ class NodeAgent:
             self.core.delete_node(self.node, _request_timeout=5)
         except Exception:
             pass
+
+
+def _inject(pod: client.V1Pod, key: str) -> str | None:
+    return (pod.metadata.annotations or {}).get(INJECT + key)
 
 
 def main() -> None:

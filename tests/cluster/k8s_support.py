@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import socket
+import struct
 import subprocess
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,3 +100,81 @@ def k8s_backend(cluster: K8sCluster, tmp_path: Path, test_name: str) -> Backend:
         return not pods.items
 
     return Backend("k8s", lambda: KubernetesLauncher(config, runs_dir=tmp_path / "runs"), gone)
+
+
+class DroppingProxy:
+    """A TCP proxy in front of the API server that can drop every connection (a network blip, a control
+    plane upgrade): while down, open connections are reset and new ones are reset on accept."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.down = threading.Event()
+        self.conns: list[socket.socket] = []
+        self.lock = threading.Lock()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def kubeconfig(self, cluster: K8sCluster, path: Path) -> Path:
+        """The cluster's kubeconfig with the server address pointing at this proxy (TLS passes through)."""
+        text = cluster.kubeconfig.read_text()
+        path.write_text(text.replace(f"127.0.0.1:{self.upstream_port}", f"127.0.0.1:{self.port}"))
+        return path
+
+    def drop(self) -> None:
+        self.down.set()
+        with self.lock:
+            conns, self.conns = self.conns, []
+        for conn in conns:
+            _reset(conn)
+
+    def restore(self) -> None:
+        self.down.clear()
+
+    def close(self) -> None:
+        self.drop()
+        self.listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.down.is_set():
+                _reset(conn)
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            with self.lock:
+                self.conns += [conn, upstream]
+            for a, b in ((conn, upstream), (upstream, conn)):
+                threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+
+
+def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        _reset(dst)
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close with RST where we can: the peer sees 'connection reset', as when a server goes away.
+    shutdown() first: a close() alone does not wake (or reset) a socket another thread is reading."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    try:
+        sock.close()
+    except OSError:
+        pass
+
+
+def api_port(cluster: K8sCluster) -> int:
+    server = next(line for line in cluster.kubeconfig.read_text().splitlines() if "server:" in line)
+    return int(server.split("127.0.0.1:", 1)[1].split('"', 1)[0])

@@ -21,7 +21,8 @@ def wait_for(predicate, timeout_s: float = TIMEOUT_S, what: str = "condition") -
 
 def test_two_trials_run_in_parallel_and_succeed(backend: Backend) -> None:
     launcher = backend.make()
-    handles = [launcher.submit(fake_spec(f"t{i}", sleep=1.5)) for i in range(2)]
+    # Long enough that both pods are Running at once on a loaded 2-core machine (pod start ~1-3 s there).
+    handles = [launcher.submit(fake_spec(f"t{i}", sleep=4)) for i in range(2)]
     wait_for(lambda: all(launcher.status(h) == "running" for h in handles), what="both trials running")
     statuses = wait(launcher, handles, timeout_s=TIMEOUT_S)
     assert set(statuses.values()) == {"succeeded"}

@@ -141,3 +141,41 @@ def test_transport_errors_past_the_retries_are_explained() -> None:
         assert server.seen == 2
     finally:
         server.httpd.shutdown()
+
+
+class DiscoveryServer(Server):
+    """Answers GET /apis with an APIGroupList whose kueue.x-k8s.io group serves `kueue` versions."""
+
+    def __init__(self, kueue: list[str]) -> None:
+        super().__init__()
+        groups = [{"name": "batch", "versions": [{"groupVersion": "batch/v1", "version": "v1"}],
+                   "preferredVersion": {"groupVersion": "batch/v1", "version": "v1"}}]
+        if kueue:
+            versions = [{"groupVersion": f"kueue.x-k8s.io/{v}", "version": v} for v in kueue]
+            groups.append({"name": "kueue.x-k8s.io", "versions": versions, "preferredVersion": versions[0]})
+        body = json.dumps({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}).encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd.RequestHandlerClass = Handler
+
+
+@pytest.mark.parametrize(("served", "chosen"), [(["v1beta2", "v1beta1"], "v1beta2"), (["v1beta1"], "v1beta1"),
+                                                (["v1beta2"], "v1beta2"), (["v1alpha1"], None), ([], None)])
+def test_kueue_version_is_discovered_newest_first(served: list[str], chosen: str | None) -> None:
+    from cluster.k8s_view import kueue_version
+
+    server = DiscoveryServer(served)
+    try:
+        assert kueue_version(server.api(Throttle())) == chosen
+    finally:
+        server.httpd.shutdown()

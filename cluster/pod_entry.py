@@ -12,7 +12,10 @@ DIR/trial.log, forwards SIGTERM (pod deletion, preemption, the Job's deadline) t
 - afterwards writes a classified failed result.json if the trial died without one (cluster/outcome.py),
   and prints `OPENRL_RESULT_JSON: {...}` as the very last log line, on a line of its own;
 - exits 0 if the trial succeeded and 1 otherwise, so the Job's Complete/Failed condition is the
-  trial's outcome.
+  trial's outcome;
+- adds `--resume` when DIR already holds checkpoints: on a shared runs volume, the Job's next pod
+  after a preemption continues from the last checkpoint instead of step 0 (the same deadline covers
+  both attempts). Its rows for steps it runs again are streamed again; the launcher keeps one per step.
 
 A pod that receives SIGTERM was taken away (deleted, preempted, past its deadline): the result the
 runner writes while stopping is set aside (result.terminated.json) and no result line is printed,
@@ -34,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster.outcome import LOG_FILE, RESULT_FILE, ensure_result
-from rl_core.trialdir import EVAL_FILE, METRICS_FILE, append_jsonl, read_jsonl
+from rl_core.trialdir import CHECKPOINT_DIR, EVAL_FILE, METRICS_FILE, append_jsonl, read_jsonl
 
 RESULT_MARKER = "OPENRL_RESULT_JSON: "
 METRIC_MARKER = "OPENRL_METRIC_JSON: "
@@ -152,7 +155,8 @@ def run(spec_path: Path, out: Path, command: list[str], wall_s: float | None = N
     terminated = threading.Event()
     timed_out = threading.Event()
     with open(out / LOG_FILE, "ab") as log:
-        child = subprocess.Popen([*command, str(spec_path), "--out", str(out)],
+        resume = ["--resume"] if _has_checkpoints(out) else []
+        child = subprocess.Popen([*command, str(spec_path), "--out", str(out), *resume],
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
         def on_sigterm(*_: object) -> None:
@@ -177,6 +181,13 @@ def run(spec_path: Path, out: Path, command: list[str], wall_s: float | None = N
     result = ensure_result(out, spec, returncode, timed_out=timed_out.is_set(), wall_s=wall_s)
     output.line(RESULT_MARKER + json.dumps(result, separators=(",", ":")))
     return EXIT_SUCCEEDED if result.get("status") == "succeeded" else EXIT_FAILED
+
+
+def _has_checkpoints(out: Path) -> bool:
+    try:
+        return any((out / CHECKPOINT_DIR).iterdir())
+    except OSError:  # none yet
+        return False
 
 
 def _enforce_wall(child: subprocess.Popen, wall_s: float, timed_out: threading.Event) -> None:

@@ -29,6 +29,8 @@ def main() -> int:
     spec = json.loads(spec_path.read_text())
     fake = spec.get("fake", {})
     out.mkdir(parents=True, exist_ok=True)
+    with open(out / "argv.txt", "a") as f:  # how each attempt was started (a retried pod may --resume)
+        f.write(" ".join(sys.argv[1:]) + "\n")
     started = time.time()
 
     def stopped(*_: object) -> None:  # like the real runner: answer SIGTERM with a failed result

@@ -156,6 +156,18 @@ def test_a_terminated_pod_sets_its_stopping_result_aside(tmp_path: Path) -> None
     assert proc.returncode == 0 and parse_result_line(proc.stdout)["status"] == "succeeded"
 
 
+def test_a_retried_pod_resumes_from_the_trials_checkpoint(tmp_path: Path) -> None:
+    """On a shared runs volume the Job's next pod finds the preempted attempt's checkpoints: it continues
+    from them (`--resume`) inside the same deadline instead of starting again from step 0."""
+    proc, out = run_pod_entry(tmp_path, fake_spec("t1", mode="preempt_once"))
+    assert proc.returncode == 143
+    assert "--resume" not in (out / "argv.txt").read_text()  # nothing to resume from yet
+    (out / "checkpoints" / "step-000010").mkdir(parents=True)  # what the runner saved before the SIGTERM
+    proc, out = run_pod_entry(tmp_path, fake_spec("t1", mode="preempt_once"))
+    assert proc.returncode == 0
+    assert (out / "argv.txt").read_text().splitlines()[-1].endswith("--resume")
+
+
 # The "restricted" Pod Security Standard (kubernetes.io/docs/concepts/security/pod-security-standards),
 # as the PodSecurity admission plugin enforces it; the loopback server (1.20) predates that plugin.
 RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",

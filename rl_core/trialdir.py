@@ -235,15 +235,18 @@ class ResultMetrics:
 
     def by_name(self) -> dict[str, float]:
         """Every number under a name that carries its split (`dev_accuracy_after`,
-        `test_gain_stderr_paired`, `pass@8_after`): the flat view trackers and tables log."""
+        `test_gain_stderr_paired`, `dev_pass_at_8_after`): the flat view trackers log (no '@':
+        MLflow refuses it in a metric name)."""
         out: dict[str, float] = {}
         for figures in (self.eval, self.report):
             if figures is not None:
                 out.update({f"{figures.split}_{k}": v for k, v in asdict(figures).items()
                             if k != "split" and v is not None})
         if self.pass_k:
-            out.update({f"pass@{self.pass_k}_{k}": v for k, v in (("before", self.pass_before),
-                                                                   ("after", self.pass_after)) if v is not None})
+            split = self.eval.split if self.eval else "eval"
+            out.update({f"{split}_pass_at_{self.pass_k}_{k}": v for k, v in (("before", self.pass_before),
+                                                                              ("after", self.pass_after))
+                        if v is not None})
         out.update({k: getattr(self, k) for k in ("steps", "wall_s", "train_s", "reward_mean_last")
                     if getattr(self, k) is not None})
         return out

@@ -41,7 +41,7 @@ def test_a_schema_2_result_is_read_into_the_split_named_metrics(tmp_path):
     assert m.objective("dev_accuracy_after") == 0.61 and m.objective("gain") == 0.14
     names = m.by_name()
     assert names["dev_accuracy_after"] == 0.61 and names["test_accuracy_after"] == 0.64
-    assert names["test_gain_stderr_paired"] == 0.021 and names["pass@8_after"] == 0.81
+    assert names["test_gain_stderr_paired"] == 0.021 and names["dev_pass_at_8_after"] == 0.81
     # Its metrics as an older session stored them in its study (no version there): told apart by their keys.
     assert ResultMetrics.from_json(result["metrics"]) == m
 

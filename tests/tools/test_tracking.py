@@ -137,6 +137,31 @@ def test_mlflow_run_per_trial_nested_under_the_session(tmp_path, mlflow_server):
     assert len(again) == 1  # the session's parent run is found again, not duplicated
 
 
+@pytest.mark.slow
+def test_mlflow_names_the_result_figures_by_split_pass_at_k_included(tmp_path, mlflow_server):
+    """A trial scored on test logs test_* figures (schema 2 logged dev_* for them), and pass@k under a
+    name MLflow accepts ('@' is not one: the whole mirror of such a trial failed)."""
+    from mlflow.tracking import MlflowClient
+
+    from rl_core.trialdir import ResultMetrics, SplitFigures, make_result, write_result
+
+    tdir = _trial(tmp_path)
+    spec = {**json.loads((tdir / "spec.json").read_text()), "session": "s-test-split"}  # its own experiment
+    (tdir / "spec.json").write_text(json.dumps(spec))
+    scored = SplitFigures("test", accuracy_after=0.46, stderr_after=0.07, n=50, accuracy_before=0.40,
+                          stderr_before=0.07, gain=0.06, gain_stderr_paired=0.03)
+    metrics = ResultMetrics(eval=scored, steps=3, wall_s=9.0, train_s=5.0, pass_k=8, pass_before=0.6, pass_after=0.7)
+    write_result(tdir, make_result("t0001", "succeeded", metrics=metrics, spec=spec))
+    assert mirror_trial(tdir, {"backends": ["mlflow"], "mlflow_uri": mlflow_server}, tmp_path) == []
+    client = MlflowClient(tracking_uri=mlflow_server)
+    experiment = client.get_experiment_by_name("openrl-agent/s-test-split")
+    [run] = client.search_runs([experiment.experiment_id], filter_string="tags.`openrl.kind` = 'trial'")
+    logged = {k: v for k, v in run.data.metrics.items() if k.startswith("result/")}
+    assert logged["result/test_accuracy_after"] == 0.46 and logged["result/test_gain_stderr_paired"] == 0.03
+    assert logged["result/test_pass_at_8_after"] == 0.7 and logged["result/steps"] == 3
+    assert not any("dev" in k for k in logged)
+
+
 # --- a session's trials, mirrored as they finish (agent.api.run_session with plan.tracking) -------
 def _tracked_session(tmp_path: Path, monkeypatch, tracking: dict) -> tuple[Path, list[dict], dict]:
     from agent.api import create_session, plan_goal, run_session

@@ -65,7 +65,10 @@ def save_weights(policy: Any, trainer: Any, out: Any) -> None:
     from rl_core.policy import ADAPTER_BASE_FILE
 
     weights = out.root / td.WEIGHTS_DIR
-    policy.model.save_pretrained(weights)
+    if policy.lora_rank > 0:  # only the trainable adapter: stacked ancestors are named by the chain
+        policy.model.save_pretrained(weights, selected_adapters=["default"])
+    else:
+        policy.model.save_pretrained(weights)
     policy.tokenizer.save_pretrained(weights)
     if policy.lora_rank > 0:
         (weights / ADAPTER_BASE_FILE).write_text(json.dumps({"weights": policy.adapter_base}) + "\n")

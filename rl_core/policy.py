@@ -79,7 +79,11 @@ def load_policy(
     style = "chat" if (not builtin and tokenizer.chat_template and _INSTRUCT_NAME.search(model)) else "plain"
     weights = Path(init_weights).resolve() if init_weights is not None else None
     adapter_base = ""
-    if weights is not None and continue_adapter and lora_rank > 0 and _is_adapter(weights):
+    if weights is not None and lora_rank > 0 and _stacks(lm, weights):
+        resume = continue_adapter
+        lm = _stacked_lora(lm, weights, resume, lora_rank, lora_alpha, lora_dropout, target_modules, seed)
+        adapter_base = _adapter_base(weights) if resume else str(weights)
+    elif weights is not None and continue_adapter and lora_rank > 0 and _is_adapter(weights):
         from peft import PeftModel
 
         adapter_base = _adapter_base(weights)
@@ -247,6 +251,57 @@ def _adapter_base(weights: Path) -> str:
     """The saved weights a LoRA adapter was trained on ("" = the model itself)."""
     file = weights / ADAPTER_BASE_FILE
     return str(json.loads(file.read_text()).get("weights") or "") if file.is_file() else ""
+
+
+def _adapter_chain(weights: Path) -> tuple[list[Path], Path | None]:
+    """The adapters `weights` stands on, root first and `weights` last (empty for full weights), and
+    the full weights the chain starts from (None: the model itself)."""
+    chain: list[Path] = []
+    while _is_adapter(weights):
+        chain.append(weights)
+        below = _adapter_base(weights)
+        if not below:
+            return chain[::-1], None
+        weights = Path(below)
+    return chain[::-1], weights
+
+
+def _stacks(lm, weights: Path) -> bool:
+    """A LoRA child of a LoRA chain on a half-precision base keeps that base (merging would make it
+    fp32, about 2x slower on a bf16 CPU, or round the update away): the ancestors' adapters are
+    stacked on it, frozen, in fp32, and a new adapter trains on top."""
+    import torch
+
+    chain, root = _adapter_chain(weights)
+    return bool(chain) and root is None and next(lm.parameters()).dtype in (torch.bfloat16, torch.float16)
+
+
+def _stacked_lora(lm, weights: Path, resume: bool, rank: int, alpha: int, dropout: float, target_modules,
+                  seed: int):
+    """`lm` with every adapter of the chain active: the ancestors frozen, the trainable one named
+    "default" (the parent's own adapter when `resume`, else a new one seeded by `seed`)."""
+    import torch
+    from peft import LoraConfig, PeftModel
+
+    chain, _ = _adapter_chain(weights)
+    frozen = chain[:-1] if resume else chain
+    names = [f"ancestor{i}" for i in range(len(frozen))]
+    model = PeftModel.from_pretrained(lm, frozen[0], adapter_name=names[0]) if frozen else None
+    for name, path in zip(names[1:], frozen[1:], strict=True):
+        model.load_adapter(path, adapter_name=name)
+    if resume:
+        if model is None:
+            model = PeftModel.from_pretrained(lm, weights, is_trainable=True)
+        else:
+            model.load_adapter(weights, adapter_name="default", is_trainable=True)
+    else:
+        torch.manual_seed(seed)
+        model.add_adapter("default", LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout,
+                                                target_modules=target_modules, task_type="CAUSAL_LM"))
+    model.base_model.set_adapter(names + ["default"])
+    for name, param in model.named_parameters():
+        param.requires_grad_(".default." in name)
+    return model
 
 
 def _load_below(lm, weights: Path):

@@ -119,18 +119,15 @@ def test_a_lora_grandchild_and_a_confirmation_rebuild_the_lora_childs_own_policy
     assert _evals(tmp_path / "confirm")[-1]["outcomes"] == _evals(tmp_path / "child")[-1]["outcomes"]
 
 
-def test_a_bf16_parents_lora_merges_in_fp32_so_the_child_starts_where_it_ended(tmp_path):
-    """An update of about 0.3% per weight: merged into bf16 weights most of it rounds away."""
-    from peft import LoraConfig, get_peft_model
-
+def _bf16_parent(tmp_path):
+    """micro-gemma saved in bf16, and a LoRA adapter on it whose update is about 0.3% per weight
+    (merged into bf16 weights, most of such an update rounds away). Returns the two directories and
+    each targeted module's intended update and bf16 weight."""
     base_dir, adapter_dir = tmp_path / "bf16", tmp_path / "adapter"
     micro = load_policy("builtin:micro-gemma")
     micro.model.to(torch.bfloat16).save_pretrained(base_dir)
     micro.tokenizer.save_pretrained(base_dir)
-    parent = load_policy(str(base_dir), dtype="bfloat16")
-    torch.manual_seed(0)
-    lora = get_peft_model(parent.model.to(torch.bfloat16),
-                          LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    lora = load_policy(str(base_dir), dtype="bfloat16", lora_rank=4, lora_alpha=8).model  # the parent trial's policy
     intended = {}
     for name, module in lora.named_modules():
         if hasattr(module, "lora_B") and "default" in module.lora_B:
@@ -142,13 +139,58 @@ def test_a_bf16_parents_lora_merges_in_fp32_so_the_child_starts_where_it_ended(t
                 b.mul_(0.003 * w.abs().mean() / delta.abs().mean())  # 0.3% of a typical weight
                 intended[name.removeprefix("base_model.model.")] = ((b @ a) * module.scaling["default"], w)
     lora.save_pretrained(adapter_dir)
-    child = load_policy(str(base_dir), dtype="bfloat16", init_weights=adapter_dir, lora_rank=4)
-    merged = dict(child.model.base_model.model.named_modules())
+    return base_dir, adapter_dir, intended, _logits_of(lora, micro.tokenizer)
+
+
+def _logits_of(model, tokenizer, text="SELECT count(*) FROM"):
+    with torch.no_grad():
+        return model(tokenizer(text, return_tensors="pt").input_ids).logits
+
+
+def test_a_bf16_parents_lora_merges_in_fp32_so_a_full_child_starts_where_it_ended(tmp_path):
+    base_dir, adapter_dir, intended, _ = _bf16_parent(tmp_path)
+    child = load_policy(str(base_dir), dtype="bfloat16", init_weights=adapter_dir, lora_rank=0)
+    merged = dict(child.model.named_modules())
     assert len(intended) > 5
     for name, (delta, w) in intended.items():
-        got = merged[name].base_layer.weight.float() - w
+        got = merged[name].weight.float() - w
         cosine = torch.nn.functional.cosine_similarity(got.flatten(), delta.flatten(), dim=0)
-        assert cosine > 0.99, (name, float(cosine))
+        assert cosine > 0.99, (name, float(cosine))  # a bf16 merge: 0.895
+
+
+def test_a_lora_child_on_a_bf16_base_stacks_its_ancestors_adapters_and_keeps_the_base(tmp_path):
+    """Merging would round the update away (bf16) or double the model's size and cost (fp32):
+    the child keeps the bf16 base, the parent's adapter frozen on it, and a new adapter on top."""
+    import json
+
+    from rl_core.policy import ADAPTER_BASE_FILE
+
+    base_dir, adapter_dir, _, parent_logits = _bf16_parent(tmp_path)
+    child = load_policy(str(base_dir), dtype="bfloat16", init_weights=adapter_dir, lora_rank=4, seed=3)
+    assert child.adapter_base == str(adapter_dir.resolve())
+    trainable = [(n, p) for n, p in child.model.named_parameters() if p.requires_grad]
+    assert trainable and all(".default." in n and p.dtype == torch.float32 for n, p in trainable)
+    assert {p.dtype for n, p in child.model.named_parameters() if "lora_" not in n} == {torch.bfloat16}
+    torch.testing.assert_close(_logits_of(child.model, child.tokenizer), parent_logits, rtol=1e-5, atol=1e-5)
+
+    # The child trains (here: its new adapter's B moves) and saves as a trial does; a grandchild rebuilds it.
+    with torch.no_grad():
+        for n, p in trainable:
+            if "lora_B" in n:
+                p.add_(torch.randn_like(p) * 0.01)
+    child_logits = _logits_of(child.model, child.tokenizer)
+    assert not torch.allclose(child_logits, parent_logits, atol=1e-4)
+    child_dir = tmp_path / "child"
+    child.model.save_pretrained(child_dir, selected_adapters=["default"])
+    (child_dir / ADAPTER_BASE_FILE).write_text(json.dumps({"weights": child.adapter_base}))
+    grandchild = load_policy(str(base_dir), dtype="bfloat16", init_weights=child_dir, lora_rank=4, seed=5)
+    torch.testing.assert_close(_logits_of(grandchild.model, grandchild.tokenizer), child_logits,
+                               rtol=1e-5, atol=1e-5)
+    # and a continue of the child trains the child's own adapter, on the parent's
+    cont = load_policy(str(base_dir), dtype="bfloat16", init_weights=child_dir, lora_rank=4, continue_adapter=True)
+    torch.testing.assert_close(_logits_of(cont.model, cont.tokenizer), child_logits, rtol=1e-5, atol=1e-5)
+    assert cont.adapter_base == child.adapter_base
+    assert sum(p.numel() for p in cont.model.parameters() if p.requires_grad) == sum(p.numel() for _, p in trainable)
 
 
 def test_a_lora_continue_resumes_adapter_optimizer_reference_and_schedule_exactly(tmp_path):

@@ -263,9 +263,8 @@ def _metrics_v2(data: dict[str, Any]) -> ResultMetrics:
     """Schema 2: the eval split's figures as `dev_*` (plus `gain`, `gain_stderr_paired`, and
     `eval_split` naming the split since 9517870), the report split's as `report_*`."""
     def figures(prefix: str, split: Any, gain: str, gain_se: str) -> SplitFigures | None:
-        keys = {"accuracy_after": "accuracy_after", "stderr_after": "stderr_after", "n": "n",
-                "accuracy_before": "accuracy_before", "stderr_before": "stderr_before"}
-        values = {name: data.get(f"{prefix}_{key}") for name, key in keys.items()}
+        names = ("accuracy_after", "stderr_after", "n", "accuracy_before", "stderr_before")
+        values = {name: data.get(f"{prefix}_{name}") for name in names}
         values.update(gain=data.get(gain), gain_stderr_paired=data.get(gain_se), split=split)
         if all(v is None for k, v in values.items() if k != "split"):
             return None

@@ -102,8 +102,8 @@ class TinkerService:
         gone = [self.models.pop(m) for m in session.models if m in self.models]
         for s in session.samplers:
             self.samplers.pop(s, None)
-        for model in gone:  # adapters leave on the worker, between other requests
-            self.scheduler.submit("server", lambda m=model: m.host.remove_adapter(m.adapter))
+        for model in gone:  # on the worker, after the requests the model had already queued
+            self.scheduler.submit(model.model_id, lambda m=model: m.host.remove_adapter(m.adapter))
 
     def capabilities(self) -> types.GetServerCapabilitiesResponse:
         return types.GetServerCapabilitiesResponse(supported_models=[

@@ -217,3 +217,29 @@ def test_a_lora_continue_resumes_adapter_optimizer_reference_and_schedule_exactl
 
 def _metrics(trial_dir):
     return [json.loads(line) for line in (trial_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_lora_lineage_on_a_bf16_checkpoint_end_to_end(tmp_path):
+    """Trials on a bf16 checkpoint (kept bf16 where the CPU has bf16, else fp32): parent, child, and
+    the grandchild's start equal to the child's end (base + parent's adapter + child's adapter)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from rl_core.policy import _torch_dtype
+
+    base_dir = tmp_path / "bf16"
+    micro = load_policy("builtin:micro-gemma")
+    micro.model.to(torch.bfloat16).save_pretrained(base_dir)
+    micro.tokenizer.save_pretrained(base_dir)
+    for trial, parent in (("parent", None), ("child", "parent")):
+        spec = _lora_spec(trial, 1, parent, tmp_path / (parent or ""), learning_rate=3e-3)
+        spec["model"] = str(base_dir)
+        result = run_trial(spec, tmp_path / trial)
+        assert result["status"] == "succeeded", result["error"]
+    end = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir, dtype=_torch_dtype("auto", base_dir)),
+                                    tmp_path / "parent" / "adapter", adapter_name="a0")
+    end.load_adapter(tmp_path / "child" / "adapter", adapter_name="a1")
+    end.base_model.set_adapter(["a0", "a1"])
+    grandchild = load_policy(str(base_dir), init_weights=tmp_path / "child" / "adapter", lora_rank=4, seed=9)
+    torch.testing.assert_close(_logits_of(grandchild.model, grandchild.tokenizer), _logits_of(end, micro.tokenizer),
+                               rtol=1e-4, atol=1e-4)

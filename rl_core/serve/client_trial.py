@@ -29,8 +29,9 @@ from typing import Any
 from rl_core import trialdir as td
 from rl_core.branching import paired_se
 from rl_core.engine import Completion, encode_prompt
+from rl_core.runner import TrialDir, TrialError, evaluate, log_samples
 from rl_core.spec import SpecError, TrialSpec
-from rl_core.trial import TrialDir, TrialError, _evaluate, _log_samples, classify
+from rl_core.trial import classify
 
 SCALE = {"dapo": lambda n, lengths, S, T: n, "grpo": lambda n, lengths, S, T: lengths * S,
          "dr_grpo": lambda n, lengths, S, T: S * T}
@@ -42,7 +43,7 @@ class TinkerCompletion(Completion):
 
 
 @dataclass
-class Group:  # what _log_samples reads
+class Group:  # what log_samples reads
     example_id: str
     completions: list[TinkerCompletion]
     results: list[Any]
@@ -177,7 +178,7 @@ def execute(spec: TrialSpec, out: TrialDir, endpoint: str | None, t_start: float
             sampler = PromptSampler(list(env.example_ids(spec.train_split)), spec.seed)
             for name in (td.METRICS_FILE, td.SAMPLES_FILE, td.EVAL_FILE):
                 (out.root / name).unlink(missing_ok=True)
-            before = _evaluate(spec, engine, env, dev_ids, out, step=0, t_start=t_start, pass_k=True)
+            before = evaluate(spec, engine, env, dev_ids, out, step=0, t_start=t_start, pass_k=True)
             steps, train_s = 0, 0.0
             budget = spec.budget
             while (budget.max_steps is None or steps < budget.max_steps) and \
@@ -186,10 +187,10 @@ def execute(spec: TrialSpec, out: TrialDir, endpoint: str | None, t_start: float
                 steps, train_s = steps + 1, train_s + metrics["t_step"]
                 metrics["elapsed_s"] = round(time.time() - t_start, 2)
                 out.append(td.METRICS_FILE, metrics)
-                _log_samples(spec, env, out, steps, groups)
+                log_samples(spec, env, out, steps, groups)
                 print(f"step {steps} reward={metrics['reward_mean']:.2f} t={metrics['t_step']:.1f}s", flush=True)
             engine.sync()
-            after = _evaluate(spec, engine, env, dev_ids, out, step=steps, t_start=t_start, pass_k=True)
+            after = evaluate(spec, engine, env, dev_ids, out, step=steps, t_start=t_start, pass_k=True)
             saved = tc.save_state(f"{spec.trial_id}-final").result().path
             td.write_json_atomic(out.root / "tinker.json", {"endpoint": endpoint, "model_id": tc.model_id, "weights": saved})
         finally:

@@ -127,12 +127,12 @@ def test_error_classification():
 
 
 def test_long_phases_print_a_heartbeat_and_short_ones_stay_quiet(capsys):
-    from rl_core.trial import _Ticker
+    from rl_core.runner import Ticker
 
-    quiet = _Ticker("eval step 0 greedy")  # 10 s between lines: a short phase prints nothing
+    quiet = Ticker("eval step 0 greedy")  # 10 s between lines: a short phase prints nothing
     quiet(64, 400)
     assert capsys.readouterr().out == ""
-    loud = _Ticker("sft step", every_s=0.0)
+    loud = Ticker("sft step", every_s=0.0)
     loud(3, 30, "loss=0.500")
     loud(30, 30, "loss=0.100")  # the phase's own summary line follows; no heartbeat for the last
     (line,) = capsys.readouterr().out.splitlines()

@@ -259,6 +259,7 @@ class KubernetesLauncher:
     def _collect(self, job: client.V1Job, trial_dir: Path) -> TrialStatus:
         """Copy a finished Job's log and result into the trial dir, then delete the Job; the state it ends in."""
         name = job.metadata.name
+        shared = self._sees_volume(trial_dir)  # before this writes trial.log there itself
         pods = self.view.pods_of(name)
         known = failure_reason(job, pods)  # from the Job and pod status: holds even when the log is gone
         try:
@@ -285,7 +286,7 @@ class KubernetesLauncher:
             return self._retry(name, trial_dir, "the pod log ended before the result line its exit code promises")
         if log:
             _write_text_atomic(trial_dir / LOG_FILE, log)
-            if not self.config.runs_pvc:
+            if not shared:
                 merge_streams(trial_dir, log)
         if result is None:
             tail = read_tail(trial_dir / LOG_FILE)
@@ -300,9 +301,14 @@ class KubernetesLauncher:
         self._note(name, trial_dir, f"collecting: {why}; retrying")
         return "running"
 
+    def _sees_volume(self, trial_dir: Path) -> bool:
+        """Whether the pod writes this trial dir itself (runs_pvc mounted here too: its trial.log is here)."""
+        return bool(self.config.runs_pvc) and (trial_dir / LOG_FILE).exists()
+
     def _stream(self, name: str, trial_dir: Path, pods: list[client.V1Pod]) -> None:
-        """Copy new metric/eval lines from a running pod's log (no shared volume), every stream_interval_s."""
-        if self.config.runs_pvc or time.monotonic() - self._streamed_at.get(name, float("-inf")) < \
+        """Copy new metric/eval lines from a running pod's log every stream_interval_s, unless the pod writes
+        them here itself (a runs_pvc this machine mounts; one it does not mount is streamed like an emptyDir)."""
+        if self._sees_volume(trial_dir) or time.monotonic() - self._streamed_at.get(name, float("-inf")) < \
                 self.config.stream_interval_s:
             return
         self._streamed_at[name] = time.monotonic()

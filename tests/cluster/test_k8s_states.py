@@ -88,11 +88,16 @@ def test_metrics_and_evals_stream_back_without_a_shared_volume(k8s_cluster: K8sC
 
 
 def test_with_a_runs_pvc_the_agent_need_not_mount_it(k8s_cluster: K8sCluster, tmp_path: Path) -> None:
-    config = k8s_config(k8s_cluster, k8s_cluster.namespace("pvc-log"), runs_pvc="openrl-runs")
+    config = k8s_config(k8s_cluster, k8s_cluster.namespace("pvc-log"), runs_pvc="openrl-runs", stream_interval_s=0.5)
     launcher = KubernetesLauncher(config, runs_dir=tmp_path)  # not the volume: the result comes from the log
-    handle = launcher.submit(fake_spec("t1", session="s-pvclog"))
+    handle = launcher.submit(fake_spec("t1", session="s-pvclog", mode="stream", steps=4, step_s=1.5))
+    trial_dir = tmp_path / "s-pvclog/trials/t1"
+    wait_for(lambda: launcher.status(handle) == "running" and (trial_dir / "eval.jsonl").exists(),
+             timeout_s=40, what="an eval line streamed back while running, though the pod writes to a volume")
     assert wait(launcher, [handle], timeout_s=60)[handle] == "succeeded"
     assert launcher.result(handle)["metrics"]["dev_accuracy_after"] == 0.5
+    metrics = [json.loads(x) for x in (trial_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4]
 
 
 def test_a_preempted_pod_is_retried_and_the_trial_counted_once(k8s_cluster: K8sCluster) -> None:

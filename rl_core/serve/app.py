@@ -28,8 +28,15 @@ from tinker import types
 
 from rl_core.serve.host import BaseHost
 from rl_core.serve.scheduler import Scheduler
-from rl_core.serve.service import NotFound, ServeSettings, TinkerService
-from rl_core.serve.wire import PROTO, SDK_RANGE, UserError, check_sdk_version, decode_forward_backward
+from rl_core.serve.service import ServeSettings, TinkerService
+from rl_core.serve.wire import (
+    PROTO,
+    SDK_RANGE,
+    NotFound,
+    UserError,
+    check_sdk_version,
+    decode_forward_backward,
+)
 
 log = logging.getLogger(__name__)
 HEALTH_PATH = "/api/v1/healthz"
@@ -122,7 +129,8 @@ def build_app(settings: ServeSettings, hosts: dict[str, BaseHost]) -> Starlette:
         return _future(svc().load_weights(await _body(request, types.LoadWeightsRequest)))
 
     async def weights_info(request: Request) -> Response:
-        return _json(svc().weights_info((await request.json()).get("tinker_path", "")))
+        body = await request.json()
+        return _json(svc().weights_info(str(body.get("tinker_path", "")) if isinstance(body, dict) else ""))
 
     async def create_sampling_session(request: Request) -> Response:
         return _json(svc().create_sampling_session(await _body(request, types.CreateSamplingSessionRequest)))

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from rl_core.serve.host import LoraSpec, Snapshot
-from rl_core.serve.wire import UserError
+from rl_core.serve.wire import NotFound, UserError
 
 KINDS = ("weights", "sampler_weights")
 _NAME = re.compile(r"^[A-Za-z0-9][\w.\-]*$")
@@ -74,7 +74,7 @@ class CheckpointStore:
     def meta(self, path: TinkerPath) -> tuple[str, LoraSpec]:
         meta_file = self._dir(path) / "meta.json"
         if not meta_file.is_file():
-            raise UserError(f"no checkpoint at {path}")
+            raise NotFound(f"no checkpoint at {path}")
         meta = json.loads(meta_file.read_text())
         return meta["base_model"], LoraSpec(**meta["lora"])
 

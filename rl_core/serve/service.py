@@ -23,6 +23,7 @@ from rl_core.serve.sampler import SampleParams
 from rl_core.serve.scheduler import Scheduler
 from rl_core.serve.wire import (
     FwdBwdRequest,
+    NotFound,
     UserError,
     check_sdk_version,
     encode_forward_backward,
@@ -30,10 +31,6 @@ from rl_core.serve.wire import (
 )
 
 DEFAULT_MAX_TOKENS = 256
-
-
-class NotFound(UserError):
-    """An id the server does not know (answered with 404)."""
 
 
 @dataclass

@@ -27,6 +27,10 @@ class UserError(ValueError):
     """The client asked for something this server does not do; the message says what to do instead."""
 
 
+class NotFound(UserError):
+    """An id or path the server does not know (answered with 404)."""
+
+
 def check_sdk_version(version: str | None) -> None:
     if not version:
         return  # bare HTTP callers (curl, tests of single routes) send none

@@ -227,6 +227,8 @@ def test_unsupported_requests_are_clear_errors(server, service, local):
     assert old_sdk.status_code == 400 and ">=0.38.0,<0.39.0" in old_sdk.json()["detail"]
     missing = httpx.post(f"{server[0]}/api/v1/copy_weights", json={})
     assert missing.status_code == 404 and "not implemented" in missing.json()["detail"]
+    unknown = httpx.post(f"{server[0]}/api/v1/weights_info", json={"tinker_path": "tinker://s-x:train:0/weights/none"})
+    assert unknown.status_code == 404 and "no checkpoint" in unknown.json()["detail"]
 
 
 def test_a_custom_loss_runs_client_side_through_forward_and_weighted_cross_entropy(service, local):

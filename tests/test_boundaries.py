@@ -9,7 +9,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CONTRACT = {"spec", "presets", "trialdir", "sessiondir", "stats", "catalogue"}
+CONTRACT = {"spec", "fields", "presets", "trialdir", "sessiondir", "stats", "catalogue"}
 OWN_PROCESS_COMMANDS = {"agent/cli/trial.py", "agent/cli/model.py", "agent/cli/serve.py"}
 
 

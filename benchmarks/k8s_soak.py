@@ -1,25 +1,27 @@
-"""API load of the Kubernetes launcher with many trials in flight, on the loopback control plane.
+"""API load and CPU of the Kubernetes launcher with many trials running and many finishing at once.
 
-    .venv/bin/python benchmarks/k8s_soak.py [--jobs 200] [--seconds 30]
+    .venv/bin/python benchmarks/k8s_soak.py [--running 1000] [--finishing 200] [--quiet-rounds 5]
 
-Submits N trials as Jobs that ask for a GPU the test node does not have, so every pod stays
-Pending (Unschedulable) and every Job stays active: the state in which a launcher polls hardest.
-Then it runs the agent's collect loop (poll, then status of every trial, every 0.5 s) for a fixed
-time and prints the HTTP requests per second the launcher sent, counted at the connection pool
-(below any client-side throttle, so retries count too). Uses $OPENRL_K8S_TEST_STATE's cluster if
-set, else starts one with scripts/k8s-test-cluster.sh (needs its `build` once).
+On the loopback control plane, submits R + F trials whose pods the test node agent runs without a
+process (the `simulate-s: hold:GROUP` injection of scripts/k8s_node_agent.py): every pod is Running,
+as with a session's trials mid-training. It measures the agent's collect loop (poll, then the status
+of every trial; one round every 0.5 s) for some quiet rounds, then releases the F "finishing" trials
+at once (each prints a result line and exits 0) and measures the rounds until all F are collected.
+Per round: API requests, LISTs among them, response bytes, and the agent process's CPU seconds
+(the launcher's watch thread included). Counted above the client's throttle, so a retry is not a
+request twice. Uses $OPENRL_K8S_TEST_STATE's cluster (the node agent must be this checkout's).
 
-The script uses only the launcher contract, so it runs unchanged against an older checkout:
-`PYTHONPATH=OLD_CHECKOUT python benchmarks/k8s_soak.py` measures the "before" figure.
+The script uses only the launcher contract and KubernetesConfig's pod_annotations, so it runs
+unchanged against an older checkout: `PYTHONPATH=OLD_CHECKOUT python benchmarks/k8s_soak.py`
+measures the "before" figure (run it from this checkout's directory so the node agent is this one's).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import subprocess
+import statistics
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -30,72 +32,116 @@ from cluster.k8s_client import connect
 from cluster.k8s_launcher import KubernetesLauncher
 from cluster.k8s_manifests import KubernetesConfig
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "k8s-test-cluster.sh"
+INJECT = "openrl-test.invalid/simulate-s"
+LIST_SUFFIXES = ("/pods", "/jobs", "/events", "/workloads", "/configmaps")
 
 
-def count_requests(api: client.ApiClient) -> list[int]:
-    counter = [0]
-    pool = api.rest_client.pool_manager
-    inner = pool.request
+class Meter:
+    """Counts the requests an ApiClient sends (LISTs apart) and the bytes of their answers."""
 
-    def request(*args, **kwargs):
-        counter[0] += 1
-        return inner(*args, **kwargs)
+    def __init__(self, api: client.ApiClient) -> None:
+        self.requests = self.lists = self.bytes = 0
+        inner = api.rest_client.request
 
-    pool.request = request
-    return counter
+        def request(method: str, url: str, *args, **kwargs):
+            response = inner(method, url, *args, **kwargs)
+            path, _, query = url.partition("?")
+            self.requests += 1
+            if "watch=true" in query.lower():
+                return response  # a stream: its bytes arrive later, in the watch thread
+            self.lists += method == "GET" and path.endswith(LIST_SUFFIXES)
+            self.bytes += len(response.read() or b"")
+            return response
+
+        api.rest_client.request = request
+
+    def snapshot(self) -> tuple[int, int, int, float]:
+        return self.requests, self.lists, self.bytes, time.process_time()
 
 
-def soak(kubeconfig: str, jobs: int, seconds: float) -> None:
+def one_round(launcher: KubernetesLauncher, handles: list, meter: Meter) -> tuple[dict, list[str]]:
+    before = meter.snapshot()
+    launcher.poll()
+    statuses = [launcher.status(h) for h in handles]
+    after = meter.snapshot()
+    delta = dict(zip(("requests", "lists", "bytes", "cpu_s"), (b - a for a, b in zip(before, after, strict=True)),
+                     strict=True))
+    return delta, statuses
+
+
+def summary(name: str, rounds: list[dict]) -> str:
+    def fmt(key: str, scale: float = 1.0, unit: str = "") -> str:
+        values = [r[key] / scale for r in rounds]
+        return f"{key} mean {statistics.mean(values):.3g}{unit} max {max(values):.3g}{unit}"
+
+    return (f"{name}: {len(rounds)} rounds; " + "; ".join([fmt("requests"), fmt("lists"), fmt("bytes", 1e6, " MB"),
+                                                           fmt("cpu_s", 1.0, " s")]))
+
+
+def soak(state: Path, running: int, finishing: int, quiet_rounds: int) -> None:
+    kubeconfig = str(state / "kubeconfig")
     api = connect(kubeconfig)
-    counter = count_requests(api)
     ns = f"soak-{uuid.uuid4().hex[:6]}"
     client.CoreV1Api(api).create_namespace({"metadata": {"name": ns}})
+    group = ns
     try:
-        config = KubernetesConfig(namespace=ns, kubeconfig=kubeconfig, cpu="1", memory="1Gi", gpus=1,
-                                  trial_command=["python", "-c", "pass"])
-        with tempfile.TemporaryDirectory() as runs:
-            launcher = KubernetesLauncher(config, runs_dir=runs, api_client=api)
-            t0 = time.monotonic()
-            handles = [launcher.submit({"trial_id": f"t{i:04d}", "session": "soak", "model": "builtin:micro-gemma",
-                                        "budget": {"max_steps": 1, "max_seconds": 3600}}) for i in range(jobs)]
-            submit_s, submit_requests = time.monotonic() - t0, counter[0]
-            core = client.CoreV1Api(connect(kubeconfig))
-            while len(core.list_namespaced_pod(ns).items) < jobs:  # every Job has its Pending pod
-                time.sleep(1)
-            counter[0] = 0
-            rounds, t0 = 0, time.monotonic()
-            while time.monotonic() - t0 < seconds:
-                launcher.poll()
-                statuses = {launcher.status(h) for h in handles}
-                rounds += 1
-                time.sleep(0.5)
-            elapsed = time.monotonic() - t0
-            print(f"{jobs} Jobs submitted in {submit_s:.1f}s ({submit_requests} requests); statuses {sorted(statuses)}")
-            print(f"collect loop: {rounds} rounds in {elapsed:.1f}s, {counter[0]} requests, "
-                  f"{counter[0] / elapsed:.1f} requests/s ({counter[0] / rounds:.1f} per round of {jobs} statuses)")
-            if hasattr(launcher, "close"):
-                launcher.close()
+        # Submission is not what is measured: a high client rate limit keeps the set-up short.
+        config = KubernetesConfig(namespace=ns, kubeconfig=kubeconfig, cpu="1", memory="1Gi", api_qps=200,
+                                  api_burst=400, trial_command=["python", "-c", "pass"],
+                                  pod_annotations={INJECT: "hold:never"})
+        runs = Path(os.environ.get("TMPDIR", "/tmp")) / f"openrl-soak-{ns}"
+        launcher = KubernetesLauncher(config, runs_dir=runs, api_client=api)
+        meter = Meter(api)
+
+        def spec(i: int) -> dict:
+            return {"trial_id": f"t{i:04d}", "session": "soak", "model": "builtin:micro-gemma",
+                    "budget": {"max_steps": 1, "max_seconds": 3600}}
+
+        t0 = time.monotonic()
+        handles = [launcher.submit(spec(i)) for i in range(running)]
+        config.pod_annotations = {INJECT: f"hold:{group}"}
+        finishers = [launcher.submit(spec(running + i)) for i in range(finishing)]
+        handles += finishers
+        while True:  # until every pod is Running (not measured)
+            launcher.poll()
+            statuses = [launcher.status(h) for h in handles]
+            if statuses.count("running") == len(handles):
+                break
+            time.sleep(1.0)
+        print(f"{running} + {finishing} trials running after {time.monotonic() - t0:.0f}s", flush=True)
+        quiet = []
+        for _ in range(quiet_rounds):
+            quiet.append(one_round(launcher, handles, meter)[0])
+            time.sleep(0.5)
+        release = state / "release" / group
+        release.parent.mkdir(parents=True, exist_ok=True)
+        release.touch()
+        finish, done, t1 = [], 0, time.monotonic()
+        while done < finishing and time.monotonic() - t1 < 300:
+            delta, statuses = one_round(launcher, handles, meter)
+            finish.append(delta)
+            done = statuses.count("succeeded")
+            time.sleep(0.5)
+        print(summary("quiet", quiet))
+        print(summary(f"finishing ({done}/{finishing} collected in {time.monotonic() - t1:.1f}s)", finish))
+        if hasattr(launcher, "close"):
+            launcher.close()
     finally:
         client.CoreV1Api(connect(kubeconfig)).delete_namespace(ns)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=200)
-    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--running", type=int, default=1000)
+    parser.add_argument("--finishing", type=int, default=200)
+    parser.add_argument("--quiet-rounds", type=int, default=5)
     args = parser.parse_args()
     state = os.environ.get("OPENRL_K8S_TEST_STATE")
-    if state:
-        soak(str(Path(state) / "kubeconfig"), args.jobs, args.seconds)
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([str(SCRIPT), "up", tmp], check=True)
-        try:
-            soak(str(Path(tmp) / "kubeconfig"), args.jobs, args.seconds)
-        finally:
-            subprocess.run([str(SCRIPT), "down", tmp], check=False)
+    if not state:
+        sys.exit("start the loopback cluster first: scripts/k8s-test-cluster.sh up DIR; "
+                 "then OPENRL_K8S_TEST_STATE=DIR")
+    soak(Path(state), args.running, args.finishing, args.quiet_rounds)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

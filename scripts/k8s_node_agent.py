@@ -25,6 +25,8 @@ Started by scripts/k8s-test-cluster.sh; never use it on a real cluster. It:
   `delete-after-s: S`  S s after start, deletes the pod (a drain, a person) before its Job notices,
                        once per Job; the Job's replacement pod then starts REPLACEMENT_DELAY_S late,
                        as on a fresh node that pulls the image.
+  `simulate-s: S`      runs no process: Running at once, a succeeded result line after S s, or, for
+                       `hold:GROUP`, once STATE_DIR/release/GROUP exists (soak tests).
   A Job's deadline kill needs no injection: the controller manager deletes the pods itself.
 """
 
@@ -48,7 +50,7 @@ from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from k8s_node_pods import PodProcess, container_problem, satisfies  # noqa: E402
+from k8s_node_pods import PodProcess, SimulatedPod, container_problem, satisfies  # noqa: E402
 
 INJECT = "openrl-test.invalid/"
 REPLACEMENT_DELAY_S = 3.0
@@ -155,7 +157,11 @@ class NodeAgent:
             if waiting:
                 self._patch_waiting(pod, *waiting)
                 return
-            proc = PodProcess(pod, self.core, self.state_dir, self.pvcs, on_exit=self._report_exit)
+            simulate = _inject(pod, "simulate-s")
+            if simulate is not None:
+                proc = SimulatedPod(pod, self.state_dir, simulate, on_exit=self._report_exit)
+            else:
+                proc = PodProcess(pod, self.core, self.state_dir, self.pvcs, on_exit=self._report_exit)
             with self.lock:
                 self.pods[uid] = proc
                 resets = int(_inject(pod, "log-resets") or 0)

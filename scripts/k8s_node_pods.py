@@ -9,6 +9,7 @@ workingDir is replaced by the volume's directory under the agent's state dir.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import signal
@@ -184,3 +185,49 @@ class PodProcess:
                 if exc.status != 404 or time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
+
+
+class SimulatedPod:
+    """A pod that runs no process (the `simulate-s` injection, for soak tests with many pods): Running at
+    once, then after `seconds` it prints a succeeded result line, as cluster.pod_entry would, and exits 0."""
+
+    def __init__(self, pod: client.V1Pod, state_dir: Path, seconds: str,
+                 on_exit: Callable[[SimulatedPod, int], None]) -> None:
+        self.pod = pod
+        self.name, self.namespace = pod.metadata.name, pod.metadata.namespace
+        self.container_name, self.image = pod.spec.containers[0].name, pod.spec.containers[0].image
+        self.pod_dir = state_dir / "pods" / self.namespace / self.name
+        self.log_path = self.pod_dir / "container.log"
+        self.started_at: str | None = None
+        # "S": finish after S s; "hold:GROUP": finish once STATE_DIR/release/GROUP exists (a soak releases
+        # a whole group at once, to see many trials finish in one poll round).
+        self.release = state_dir / "release" / seconds[5:] if seconds.startswith("hold:") else None
+        self.stopped = threading.Event()
+        self.timer = threading.Timer(0.0 if self.release else float(seconds), self._finish)
+        self.timer.daemon = True
+        self.on_exit = on_exit
+
+    def start(self) -> None:
+        self.pod_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path.write_text("simulated trial\n")
+        self.started_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.timer.start()
+
+    def _finish(self) -> None:
+        while self.release is not None and not self.release.exists():
+            if self.stopped.wait(0.5):
+                return
+        trial = (self.pod.metadata.labels or {}).get("openrl-agent/trial", "trial")
+        result = {"schema_version": 2, "trial_id": trial, "status": "succeeded", "error": None,
+                  "metrics": {"dev_accuracy_after": 0.5}, "adapter_path": None, "lineage": {}, "spec": {}}
+        with open(self.log_path, "a") as f:
+            f.write("OPENRL_RESULT_JSON: " + json.dumps(result, separators=(",", ":")) + "\n")
+        self.on_exit(self, 0)
+
+    def kill(self, grace_s: float = 0.0) -> None:
+        self.stopped.set()
+        self.timer.cancel()
+
+    def log_line(self, text: str) -> None:
+        with open(self.log_path, "a") as f:
+            f.write(text + "\n")

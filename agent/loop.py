@@ -17,6 +17,7 @@ are the runner's business); Kubernetes trials keep running and are collected on 
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -31,7 +32,7 @@ from agent.collecting import Collecting
 from agent.launching import Launching
 from agent.lineage import checked, parent_init, trial_spec
 from agent.plan import Plan
-from agent.planners.base import Planner, PlanningContext
+from agent.planners.base import Clock, Planner, PlanningContext
 from agent.session import pause_requested, save_round
 from cluster.base import Launcher
 from rl_core.sessiondir import trial_dir
@@ -86,6 +87,7 @@ class Research(Launching, Collecting):
             ctx = PlanningContext(goal=self.plan.goal, objective=asdict(self.plan.objective), space=self.space,
                                   round=rnd, k=k, trials=trials, feedback=feedback,
                                   active=[t.params for t in running], branching=self.branching,
+                                  clock=self.planning_clock(),
                                   running=[{"trial_id": st.trial_id_of(t), "params": t.params,
                                             "parent": t.user_attrs.get("parent"),
                                             "action": t.user_attrs.get("action", "fresh")} for t in running])
@@ -137,6 +139,16 @@ class Research(Launching, Collecting):
         """The metrics of finished trials: what the time budget's estimates are measured on."""
         return [{"metrics": t.user_attrs["metrics"]} for t in st.by_state(self.study, TrialState.COMPLETE)
                 if t.user_attrs.get("metrics")]
+
+    def planning_clock(self) -> Clock:
+        """What the planners see of the budget: time left, what a launch gets, what a trial costs."""
+        results = self._results()
+        steps = [(r["metrics"].get("train_s"), r["metrics"].get("steps")) for r in results]
+        per_step = [s / n for s, n in steps if s and n]
+        left = self.time_left()
+        return Clock(time_left_s=None if left == float("inf") else max(0.0, left),
+                     launch_s=self._launch_seconds(), overhead_s=self.time.overhead(results),
+                     step_s=statistics.median(per_step) if per_step else None, slots=self.c.parallel)
 
     def time_left(self) -> float:
         return self.time.time_left(self._results())

@@ -32,6 +32,30 @@ class Proposal:
             raise ValueError(f"action {self.action!r} {'needs' if self.action != 'fresh' else 'takes no'} a parent")
 
 
+@dataclass(frozen=True)
+class Clock:
+    """What compute is left and what things cost, as the session's budget sees it (agent/budget.py)."""
+
+    time_left_s: float | None  # seconds of the wall-clock budget left for trials (None: no budget)
+    launch_s: float | None  # GRPO seconds a trial launched now would get (None: no limit)
+    overhead_s: float  # load and evaluations per trial: what a branch, continuation or screen costs on top
+    step_s: float | None  # GRPO seconds per step on finished trials (None: none finished yet)
+    slots: int  # trials that run at once
+
+    def describe(self) -> str:
+        """One line for a planner's prompt."""
+        parts = [f"{self.slots} trial(s) run at once"]
+        if self.time_left_s is not None:
+            parts.append(f"{self.time_left_s:.0f} s of the budget left")
+        if self.launch_s is not None:
+            steps = f" (~{self.launch_s / self.step_s:.0f} steps at {self.step_s:.1f} s/step)" if self.step_s else ""
+            parts.append(f"a trial launched now trains {self.launch_s:.0f} s of GRPO{steps}")
+        parts.append(f"each trial costs ~{self.overhead_s:.0f} s more for loading and evaluation (a branch "
+                     "or continuation pays it again; a continue keeps the parent's optimizer, a branch restarts "
+                     "its warm-up)")
+        return "; ".join(parts)
+
+
 @dataclass
 class PlanningContext:
     goal: str
@@ -47,6 +71,7 @@ class PlanningContext:
     branching: bool = True  # may proposals continue or branch from finished trials
     # One dict per running trial: trial_id, params, action, parent.
     running: list[dict[str, Any]] = field(default_factory=list)
+    clock: Clock | None = None  # time left and costs (None outside a session)
 
     def tried(self, params: dict[str, Any]) -> bool:
         """True if a finished or running trial already used exactly these values."""

@@ -85,6 +85,10 @@ def build_prompt(ctx: PlanningContext) -> str:
         "parent = its trial_id) or branch (start from parent's weights with the params you change).",
         "Search space: " + json.dumps(ctx.space.to_json()["params"]),
     ]
+    if ctx.clock is not None:
+        lines.append("Clock: " + ctx.clock.describe() + ". The line that leads should keep the compute: "
+                     "with one trial at a time, prefer continuing it; explore (branch) only with paired evidence "
+                     "to expect a gain larger than the dev noise, or in spare slots.")
     if ctx.feedback:
         lines.append("Your last proposals were corrected: " + " | ".join(ctx.feedback[-12:]))
     shown, hidden = shown_trials(ctx)

@@ -73,6 +73,14 @@ class OfflinePlanner:
 
     # --- the tree (PBT-style exploit and explore) ------------------------------------------------
     def _tree(self, ctx: PlanningContext) -> PlannerResult:
+        if ctx.clock is not None and ctx.clock.slots == 1:
+            head = _line_head(ctx)
+            if head is not None and not self._continued(ctx, head["trial_id"]):
+                return PlannerResult([Proposal(
+                    dict(head.get("params") or {}),
+                    f"continue {head['trial_id']} (dev {head['score']:.3f}), the head of the leading line: with one "
+                    "trial at a time the line that leads keeps the compute (a branch would restart its optimizer "
+                    "and be chosen on dev differences below the noise)", "continue", head["trial_id"])], self.name)
         parent = self._pick_parent(ctx)
         pid = parent["trial_id"]
         proposals: list[Proposal] = []
@@ -147,6 +155,23 @@ class OfflinePlanner:
             params["learning_rate"] = float(params["learning_rate"]) * factor
             reasons.append(f"{why}: local step, learning rate x{factor}")
         return params, reasons
+
+
+def _line_head(ctx: PlanningContext) -> dict[str, Any] | None:
+    """The newest trial of the best trial's line of continuations: from the best trial, follow its
+    succeeded `continue` children (the latest each time) while none fell clearly behind its own start
+    (a paired loss of more than 2 SE); a child within the noise of its parent is still the line."""
+    head = ctx.best()
+    while head is not None:
+        children = [t for t in ctx.succeeded() if t.get("parent") == head["trial_id"] and t.get("action") == "continue"]
+        if not children:
+            return head
+        child = max(children, key=lambda t: (t.get("round") or 0, t["trial_id"]))
+        gain, se = child.get("gain"), child.get("gain_stderr")
+        if gain is not None and se and gain < -2 * se:
+            return head
+        head = child
+    return None
 
 
 def _explore(params: dict[str, Any], space: SearchSpace, index: int) -> tuple[dict[str, Any], str]:

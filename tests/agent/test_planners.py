@@ -11,7 +11,7 @@ from rich.console import Console
 
 from agent.cli.live import plan_renderable
 from agent.goal import GoalError, plan_goal
-from agent.planners.base import PlanningContext
+from agent.planners.base import Clock, PlanningContext
 from agent.planners.gemini import GeminiPlanner
 from agent.planners.offline import OfflinePlanner
 from agent.planners.openai_compat import OpenAIPlanner
@@ -143,6 +143,49 @@ def test_offline_tree_continues_the_best_then_branches_and_never_repeats():
     assert [p.action for p in again] == ["branch", "branch"]
     assert all(p.parent == "t0000" for p in again)  # t0001 has two running children: the next best
     assert again[0].params != again[1].params
+
+
+ONE_SLOT = Clock(time_left_s=300.0, launch_s=120.0, overhead_s=15.0, step_s=3.4, slots=1)
+
+
+def _line(child_gain: float, child_se: float) -> list[dict]:
+    """t0000 (fresh, dev 0.50) continued by t0001 (dev 0.50 + child_gain)."""
+    child = _trial("t0001", 0.50 + child_gain)
+    child.update(action="continue", parent="t0000", round=2, gain=child_gain, gain_stderr=child_se)
+    return [_trial("t0000", 0.50), child]
+
+
+def test_with_one_slot_the_head_of_the_leading_line_is_continued_within_the_noise():
+    ctx = _ctx(k=1, trials=_line(-0.01, 0.015))  # t0001 is 1 point behind its start: noise
+    ctx.clock = ONE_SLOT
+    (only,) = OfflinePlanner().propose(ctx).proposals
+    assert (only.action, only.parent) == ("continue", "t0001") and "the line that leads keeps the compute" in only.rationale
+    ctx.running = [{"trial_id": "t0002", "params": only.params, "action": "continue", "parent": "t0001"}]
+    ctx.trials = _line(-0.01, 0.015)
+    assert OfflinePlanner().propose(ctx).proposals[0].action == "branch"  # the head is already being continued
+
+
+def test_with_one_slot_a_clear_loss_ends_the_line_and_the_leader_branches():
+    ctx = _ctx(k=1, trials=_line(-0.06, 0.015))  # 4 SE behind its own start: a real loss
+    ctx.clock = ONE_SLOT
+    (only,) = OfflinePlanner().propose(ctx).proposals
+    assert (only.action, only.parent) == ("branch", "t0000")
+
+
+def test_with_spare_slots_the_tree_explores_as_before():
+    ctx = _ctx(k=2, trials=_line(-0.01, 0.015))
+    ctx.clock = Clock(time_left_s=300.0, launch_s=120.0, overhead_s=15.0, step_s=3.4, slots=2)
+    assert [p.action for p in OfflinePlanner().propose(ctx).proposals] == ["branch", "branch"]
+
+
+def test_the_llm_prompt_carries_the_clock(llm):
+    ctx = _ctx(k=1, trials=_line(-0.01, 0.015))
+    ctx.clock = ONE_SLOT
+    llm.planner().propose(ctx)
+    prompt = llm.server.prompt()
+    for text in ("1 trial(s) run at once", "300 s of the budget left", "120 s of GRPO (~35 steps at 3.4 s/step)",
+                 "~15 s more for loading and evaluation"):
+        assert text in prompt
 
 
 # --- the LLM planners (Gemini, OpenAI-compatible): same behaviour, two transports -------------

@@ -1,7 +1,9 @@
 """Research outcome: what each method's named best model scores on the sealed test split, for the
 same wall-clock budget on the same machine.
 
-Methods (the built-in tiny-gemma and benchmark; 2 slots; the same runner, launcher and data):
+Methods (the built-in tiny-gemma and benchmark; the goal asks for 2 slots, and the session methods
+keep as many as the measured speed side by side allows, as `start` does (agent.api.fit_parallel;
+OPENRL_BENCH_FIT_PARALLEL=0 keeps 2); the same runner, launcher and data):
 - agent:  `openrl-agent start` with the offline planner and branching on (continue the best,
           branch from it), its time budget including the test-split confirmation;
 - tpe:    Optuna TPE, every trial independent from the base policy (no branching, no rules),
@@ -10,6 +12,9 @@ Methods (the built-in tiny-gemma and benchmark; 2 slots; the same runner, launch
           strongest simple baseline), then its weights and the base evaluated on test.
 Every method gets the same ingredients: the default recipe has no supervised stage for the built-in
 policy (its warm start is in the model), and the agent's search space does not add one.
+
+Each row also prints the GRPO groups trained along the named model's line (the winner and every
+ancestor it started from; steps x prompts per step): the compute the answer actually got.
 
 Each method's named model (the dev winner; the single trial's result) is compared with the base on
 all 400 test questions, paired (rl_core.stats). Per seed and on average, with paired standard
@@ -52,6 +57,7 @@ from rl_core.trialdir import (  # noqa: E402
 # long enough to learn; the time budget, not the count, ends the session.
 GOAL = "raise dev execution accuracy of tiny-gemma, 8 trials, 2 at a time"
 MODEL = "builtin:tiny-gemma"
+FIT_PARALLEL = os.environ.get("OPENRL_BENCH_FIT_PARALLEL", "1") != "0"  # 0: the old fixed 2 slots
 
 
 class TPEOnly:
@@ -64,12 +70,16 @@ class TPEOnly:
 
 
 def run_session_method(method: str, seed: int, budget_min: float, runs: Path) -> dict[str, Any]:
-    from agent.api import create_session, make_launcher, plan_goal, run_session
+    from agent.api import create_session, fit_parallel, make_launcher, plan_goal, run_session
     from rl_core import sessiondir
 
     overrides = {"planner": "offline", "budget_minutes": budget_min, "seed": seed, "pruner": "none",
                  "branching": method == "agent"}
     plan = plan_goal(GOAL, overrides)
+    if FIT_PARALLEL:  # what `start` does: only as many slots as keep each trial near its solo speed
+        note = fit_parallel(plan)
+        if note:
+            print(f"seed {seed} {method}: {note}", flush=True)
     session_dir = create_session(plan, runs)
     session = json.loads(sessiondir.session_file(session_dir).read_text())
     t0 = time.monotonic()
@@ -81,9 +91,10 @@ def run_session_method(method: str, seed: int, budget_min: float, runs: Path) ->
     confirm = json.loads(path.read_text()) if path.exists() else {}
     if not confirm.get("winner"):  # no trial finished in the budget: nothing to name
         return {"wall_s": wall, "winner": None, "dev": None, "base": {}, "model": {},
-                "trials": len(sessiondir.trial_ids(session_dir))}
+                "trials": len(sessiondir.trial_ids(session_dir)), "line_groups": 0, "slots": plan.constraints.parallel}
     winner = confirm["winner"]
     return {"wall_s": wall, "winner": winner, "dev": confirm["trials"][0]["dev_accuracy"],
+            "line_groups": _line_groups(session_dir, winner), "slots": plan.constraints.parallel,
             "base": _outcomes(sessiondir.confirm_job_dir(session_dir, "base")),
             "model": _outcomes(sessiondir.confirm_job_dir(session_dir, winner)),
             "trials": len(sessiondir.trial_ids(session_dir))}
@@ -105,7 +116,26 @@ def run_single(seed: int, budget_min: float, runs: Path) -> dict[str, Any]:
                 "init_from": {"trial": "single", "weights": str((runs / "single" / WEIGHTS_DIR).resolve())}},
                runs / "model", threads=2)
     return {"wall_s": time.monotonic() - t0, "winner": "single", "dev": result_metrics(result).eval.accuracy_after,
+            "line_groups": _groups(result), "slots": 1,
             "base": _outcomes(runs / "base"), "model": _outcomes(runs / "model"), "trials": 1}
+
+
+def _groups(result: dict[str, Any]) -> int:
+    """GRPO groups a trial trained: its steps x prompts per step."""
+    hparams = (result.get("spec") or {}).get("hparams") or {}
+    return int(result_metrics(result).steps or 0) * int(hparams.get("prompts_per_step", 16))
+
+
+def _line_groups(session_dir: Path, winner: str) -> int:
+    """GRPO groups along the winner's line: the winner and every ancestor it started from."""
+    from rl_core import sessiondir
+
+    total, tid = 0, winner
+    while tid:
+        result = read_result(sessiondir.trial_dir(session_dir, tid)) or {}
+        total += _groups(result)
+        tid = (result.get("lineage") or {}).get("parent")
+    return total
 
 
 def _run_trial(spec: dict[str, Any], out: Path, threads: int) -> None:
@@ -130,7 +160,8 @@ def summarise(name: str, r: dict[str, Any], budget_s: float) -> dict[str, Any]:
     cmp = paired(r["base"], r["model"])
     return {"method": name, "test": test, "test_se": se, "n": n, "diff": cmp.diff, "diff_se": cmp.se,
             "dev": r["dev"], "winner": r["winner"], "trials": r["trials"], "wall_s": round(r["wall_s"], 1),
-            "overrun_s": round(r["wall_s"] - budget_s, 1), "model_outcomes": r["model"]}
+            "overrun_s": round(r["wall_s"] - budget_s, 1), "model_outcomes": r["model"],
+            "line_groups": r.get("line_groups"), "slots": r.get("slots")}
 
 
 def main() -> None:
@@ -167,7 +198,8 @@ def main() -> None:
             print(f"seed {seed} {method:6s} test {100 * row['test']:.1f}% (n={row['n']})  vs base "
                   f"{100 * row['diff']:+.1f} ± {100 * row['diff_se']:.1f} (paired)  dev {100 * (row['dev'] or 0):.1f}%  "
                   f"winner {row['winner']}  trials {row['trials']}  wall {row['wall_s']:.0f}s "
-                  f"(budget {budget_s:.0f}s, overrun {row['overrun_s']:+.0f}s)", flush=True)
+                  f"(budget {budget_s:.0f}s, overrun {row['overrun_s']:+.0f}s)  slots {row['slots']}  GRPO groups "
+                  f"on the winner's line {row['line_groups']}", flush=True)
     print_summary(_latest_rows(out))
 
 

@@ -64,6 +64,17 @@ class Throttle:
         if wait_s > 0:
             self.sleep(wait_s)
 
+    def try_take(self) -> bool:
+        """A token if one is saved up, else False at once (for work that can wait for a later round)."""
+        with self.lock:
+            now = self.clock()
+            self.tokens = min(float(self.burst), self.tokens + (now - self.updated) * self.qps)
+            self.updated = now
+            if self.tokens < 1.0:
+                return False
+            self.tokens -= 1.0
+            return True
+
     def backoff_s(self, attempt: int, retry_after: str | None) -> float:
         try:
             asked = float(retry_after) if retry_after else 0.0

@@ -102,6 +102,10 @@ class KubernetesLauncher:
         self._states: dict[str, str] = {}  # job name -> state in launcher.json (this launcher writes it)
         self._details: dict[str, str] = {}  # job name -> why it waits / what is being retried
         self._streamed_at: dict[str, float] = {}
+        # Streaming may use a quarter of the request rate; a trial over budget streams a round later. With
+        # 1000 trials every 30 s that is 33 reads/s: unbudgeted, they would starve collection and deletes.
+        rate = self.config.api_qps / 4
+        self._stream_budget = Throttle(qps=rate, burst=max(1, int(rate * 2)))
         self._tracked: dict[str, TrialHandle] = {}  # unfinished trials poll() advances
         self._ran: set[str] = set()  # jobs seen with a started pod
         self._idle_since: dict[str, float] = {}  # a job that ran and has no started pod now: since when
@@ -309,7 +313,7 @@ class KubernetesLauncher:
         """Copy new metric/eval lines from a running pod's log every stream_interval_s, unless the pod writes
         them here itself (a runs_pvc this machine mounts; one it does not mount is streamed like an emptyDir)."""
         if self._sees_volume(trial_dir) or time.monotonic() - self._streamed_at.get(name, float("-inf")) < \
-                self.config.stream_interval_s:
+                self.config.stream_interval_s or not self._stream_budget.try_take():
             return
         self._streamed_at[name] = time.monotonic()
         try:

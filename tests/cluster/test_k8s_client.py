@@ -179,3 +179,11 @@ def test_kueue_version_is_discovered_newest_first(served: list[str], chosen: str
         assert kueue_version(server.api(Throttle())) == chosen
     finally:
         server.httpd.shutdown()
+
+
+def test_work_that_can_wait_takes_a_token_only_if_one_is_saved_up() -> None:
+    now = [0.0]
+    budget = Throttle(qps=2, burst=2, clock=lambda: now[0], sleep=lambda s: pytest.fail("try_take must not wait"))
+    assert [budget.try_take() for _ in range(3)] == [True, True, False]  # the burst, then nothing
+    now[0] += 0.5  # one token refilled at 2/s
+    assert [budget.try_take() for _ in range(2)] == [True, False]

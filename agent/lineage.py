@@ -88,6 +88,5 @@ def trial_spec(space: SearchSpace, constraints: Constraints, session: str, trial
         base.update({f"init_from.{k}": v for k, v in init_from.items()})
         base["eval.before"] = False  # the parent's final evaluation is the child's before
         base["hparams.sft_steps"] = 0  # the parent's weights already carry any supervised stage
-        if init_from.get("optimizer"):
-            base["hparams.warmup_steps"] = 0  # a continuation keeps the parent's optimizer state
+        # A continue keeps the parent's warm-up: the trainer restores its schedule position and goes on
     return space.build_spec(params, base=base)

@@ -37,6 +37,7 @@ from agent.session import pause_requested, save_round
 from cluster.base import Launcher
 from rl_core.sessiondir import trial_dir
 from rl_core.spec import SpecError
+from rl_core.trialdir import result_metrics
 from tools.leaderboard import trial_rows
 from tools.search_space import SearchSpace
 from tools.trials import summarize_trial
@@ -143,8 +144,8 @@ class Research(Launching, Collecting):
     def planning_clock(self) -> Clock:
         """What the planners see of the budget: time left, what a launch gets, what a trial costs."""
         results = self._results()
-        steps = [(r["metrics"].get("train_s"), r["metrics"].get("steps")) for r in results]
-        per_step = [s / n for s, n in steps if s and n]
+        measured = [result_metrics(r) for r in results]
+        per_step = [m.train_s / m.steps for m in measured if m.train_s and m.steps]
         left = self.time_left()
         return Clock(time_left_s=None if left == float("inf") else max(0.0, left),
                      launch_s=self._launch_seconds(), overhead_s=self.time.overhead(results),

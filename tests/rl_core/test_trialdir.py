@@ -125,3 +125,17 @@ def test_no_module_builds_session_or_trial_paths_by_hand():
                  for p in sorted((root / package).rglob("*.py")) if p not in owners
                  for i, line in enumerate(p.read_text().splitlines(), 1) if by_hand.search(line)]
     assert offenders == [], f"build these paths with rl_core.sessiondir / rl_core.trialdir: {offenders}"
+
+
+def test_no_module_reads_result_metrics_by_string():
+    """result.json's metrics are read through ResultMetrics (result_metrics): indexing the metrics dict
+    by key is how `dev_accuracy_after` came to hold test-split figures in nine places."""
+    import re
+
+    root = Path(__file__).resolve().parents[2]
+    by_key = re.compile(r"""\[["']metrics["']\]\s*(\.get\(|\[)|\.get\(["']metrics["']\)( or \{\})?\)?\s*(\.get\(|\[)""")
+    owners = {root / "rl_core" / "trialdir.py"}
+    offenders = [f"{p.relative_to(root)}:{i}" for package in ("agent", "cluster", "tools", "rl_core", "benchmarks")
+                 for p in sorted((root / package).rglob("*.py")) if p not in owners
+                 for i, line in enumerate(p.read_text().splitlines(), 1) if by_key.search(line)]
+    assert offenders == [], f"read result metrics with rl_core.trialdir.result_metrics: {offenders}"

@@ -2,7 +2,7 @@
 
 - `plan_goal(goal, overrides) -> Plan`: parse a free-text goal (agent/goal.py); raises GoalError.
   overrides (CLI flags): trials, parallel, budget_minutes, model, dataset, planner (gemini|offline),
-  launcher (local|k8s), launcher_options (dict), seed, eval_limit, eval_every_steps, trial_seconds,
+  launcher (local|k8s|tinker), launcher_options (dict), seed, eval_limit, eval_every_steps, trial_seconds,
   max_steps, metric, target, pruner (median|none), gemini_model, gemini_base_url, and config: a
   TOML/JSON file with any of these keys plus search-space sections ([params.<name>], [fixed]).
   Precedence: flags > config file > goal text > defaults; Plan.sources says which applied.
@@ -42,9 +42,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from agent.confirm import TEST_SPLIT, load_confirmation, run_confirmation
+from agent.confirm import TEST_SPLIT, load_confirmation, run_confirmation, skip_confirmation
 from agent.goal import GoalError, plan_goal
-from agent.plan import Plan, as_plan
+from agent.plan import LAUNCHER_LIMITS, LAUNCHERS, Plan, as_plan
 from agent.planners.base import Planner
 from agent.preflight import PreflightError, check_plan
 from agent.session import (
@@ -111,7 +111,8 @@ def create_session(plan: Plan, runs_dir: str | os.PathLike[str] = "runs") -> Pat
 
 
 def make_launcher(plan: Plan | dict[str, Any], session_dir: Path) -> Launcher:
-    """The launcher the session's settings name; the LocalLauncher gets one slot per parallel trial."""
+    """The launcher the session's settings name; the LocalLauncher and the TinkerLauncher (a trial as
+    a client of the plan's endpoint, else $TINKER_BASE_URL) get one slot per parallel trial."""
     plan = as_plan(plan)
     settings = dict(plan.launcher)
     name = settings.pop("name", "local")
@@ -131,7 +132,20 @@ def make_launcher(plan: Plan | dict[str, Any], session_dir: Path) -> Launcher:
             raise SessionError(f"launcher settings: {exc}; see cluster/k8s_manifests.py KubernetesConfig") from None
         except LauncherError as exc:
             raise SessionError(str(exc)) from None
-    raise SessionError(f"launcher {name!r} is unknown; use local or k8s")
+    if name == "tinker":
+        from cluster.tinker_launcher import TinkerLauncher
+
+        endpoint = settings.pop("endpoint", None) or os.environ.get("TINKER_BASE_URL")
+        if not endpoint:
+            raise SessionError("the tinker launcher needs an endpoint: endpoint = \"http://...\" in the config's "
+                               "[launcher] table, or export TINKER_BASE_URL")
+        try:
+            return TinkerLauncher(endpoint, runs_dir=Path(session_dir).parent, slots=plan.constraints.parallel,
+                                  **settings)
+        except TypeError as exc:
+            raise SessionError(f"launcher settings: {exc}; the tinker launcher takes endpoint, wall_s and "
+                               "kill_grace_s") from None
+    raise SessionError(f"launcher {name!r} is unknown; use {', '.join(LAUNCHERS)}")
 
 
 def run_session(session_dir: str | os.PathLike[str], on_event: OnEvent | None = None, *,
@@ -210,6 +224,10 @@ def _confirm(session_dir: Path, plan: Plan, launcher: Launcher, emit: OnEvent, p
     from agent.budget import SessionClock
     from sql_env.datasets.store import DatasetError, dataset_dir, splits_of
 
+    limits = LAUNCHER_LIMITS.get(plan.launcher.get("name", "local"))
+    if limits is not None:  # its trials' weights are where the confirmation jobs cannot load them
+        emit({"type": "confirm_skipped", "reason": skip_confirmation(session_dir, limits.confirm)["skipped"]})
+        return
     try:
         has_test = TEST_SPLIT in splits_of(dataset_dir(plan.constraints.dataset))
     except DatasetError:

@@ -51,6 +51,14 @@ def load_confirmation(session_dir: Path) -> dict[str, Any] | None:
         return None
 
 
+def skip_confirmation(session_dir: Path, reason: str) -> dict[str, Any]:
+    """Record that this session has no test-split verdict, and why (confirm.json: the report shows it)."""
+    skipped = {"split": TEST_SPLIT, "skipped": reason, "trials": [], "winner": None, "holds": False,
+               "text": f"No test-split confirmation: {reason}."}
+    write_json_atomic(confirm_file(session_dir), skipped)
+    return skipped
+
+
 def job_specs(session_dir: Path, plan: Plan, picks: list[dict[str, Any]], seeds: int) -> list[TrialSpec]:
     """Evaluation-only jobs for the base and each pick on the test split, plus the winner's retrains."""
     c = plan.constraints

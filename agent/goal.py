@@ -31,6 +31,7 @@ from typing import Any
 
 from agent.plan import (
     GOAL_KEYS,
+    LAUNCHER_LIMITS,
     MAX_BUDGET_MINUTES,
     OVERRIDE_KEYS,
     SETTINGS,
@@ -171,7 +172,7 @@ def plan_goal(goal: str, overrides: dict[str, Any] | None = None, progress: Prog
     option = {k: SETTINGS[k].parse(overrides.get(k, SETTINGS[k].default))
               for k in ("launcher", "launcher_options", "pruner")}
     planner = _planner_config(overrides)
-    plan = Plan(goal=goal, planner=planner, launcher={"name": option["launcher"], **option["launcher_options"]},
+    plan = Plan(goal=goal, planner=planner, launcher=_launcher(option["launcher"], option["launcher_options"]),
                 pruner=option["pruner"])
 
     found, found_by = _read_goal(goal, planner, progress)
@@ -192,9 +193,65 @@ def plan_goal(goal: str, overrides: dict[str, Any] | None = None, progress: Prog
         space.fixed["budget.max_steps"] = plan.constraints.max_steps
     if is_pretrained(plan.constraints.model):
         plan.notes.append(pretrained_note(plan.constraints.model))
+    _narrow_for_launcher(plan, space)
     plan.search_space = space.to_json()
     plan.tracking = tracking_settings(file_options.get("tracking"), cli.get("tracking"))
     return plan
+
+
+def _launcher(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The launcher's settings; a tinker launcher without an endpoint takes $TINKER_BASE_URL, kept in
+    the plan so a resumed session talks to the same endpoint (preflight refuses none at all)."""
+    settings = {"name": name, **options}
+    if name == "tinker" and not settings.get("endpoint") and os.environ.get("TINKER_BASE_URL"):
+        settings["endpoint"] = os.environ["TINKER_BASE_URL"]
+    return settings
+
+
+def _narrow_for_launcher(plan: Plan, space: SearchSpace) -> None:
+    """Narrow the space (and branching) to what the launcher's trials can run (agent/plan.py's
+    LAUNCHER_LIMITS), with a plan note for each change, so no trial is refused for it later."""
+    limits = LAUNCHER_LIMITS.get(plan.launcher["name"])
+    if limits is None:
+        return
+    name = plan.launcher["name"]
+    for path, (value, why) in limits.pins.items():
+        field_name = path.rsplit(".", 1)[-1]
+        param = space.params.get(field_name)
+        before = space.fixed.get(path)
+        searched = param is not None and (param.choices != [value] if param.kind == "categorical" else True)
+        space.fix(path, value)
+        if searched or (before is not None and before != value):
+            plan.notes.append(f"{field_name} pinned to {value!r} for the {name} launcher: {why}")
+    rank, why = limits.lora_rank
+    if change := _lora_only(space, rank):
+        plan.notes.append(f"lora_rank {change} for the {name} launcher: {why}")
+    if plan.constraints.branching:
+        plan.constraints.branching = False
+        plan.notes.append(f"branching off for the {name} launcher: {limits.branching}")
+
+
+def _lora_only(space: SearchSpace, rank: int) -> str | None:
+    """Take rank 0 (full fine-tuning) out of the space; what changed, or None."""
+    param = space.params.get("lora_rank")
+    if param is not None and param.kind == "categorical":
+        kept = [c for c in param.choices or [] if c >= 1]
+        if kept and len(kept) < len(param.choices or []):
+            param.choices, param.default = kept, param.default if param.default in kept else (
+                rank if rank in kept else kept[0])
+            return f"searched over {kept} (first {param.default}), not 0"
+        if kept:
+            return None
+    elif param is not None and (param.high or 0) >= 1:
+        if (param.low or 0) >= 1:
+            return None
+        param.low, param.default = 1, max(1, param.default or rank)
+        return "searched from 1, not 0"
+    if param is None and (space.fixed.get("hparams.lora_rank") or 0) >= 1:
+        return None
+    space.params.pop("lora_rank", None)
+    space.fix("hparams.lora_rank", rank)
+    return f"pinned to {rank}"
 
 
 def _planner_config(overrides: dict[str, Any]) -> dict[str, Any]:

@@ -25,9 +25,34 @@ from typing import Any
 METRICS = {"dev_accuracy_after": "dev execution accuracy after training",
            "gain": "dev execution accuracy gain over the base policy"}
 PLANNERS = ("offline", "gemini", "openai")
-LAUNCHERS = ("local", "k8s")
+LAUNCHERS = ("local", "k8s", "tinker")
 PRUNERS = ("median", "none")
 MAX_BUDGET_MINUTES = 30 * 24 * 60
+
+
+@dataclass(frozen=True)
+class LauncherLimits:
+    """What trials through a launcher cannot do. A plan for that launcher is narrowed to the rest
+    (agent/goal.py applies this, one plan note per change), so its trials are never refused."""
+
+    pins: dict[str, tuple[Any, str]]  # spec path -> (the value every trial gets, why)
+    lora_rank: tuple[int, str]  # (rank used where the space offers only rank 0 or pins it, why rank 0 is out)
+    branching: str  # why planners may not continue or branch from finished trials
+    confirm: str  # why the session's test-split confirmation is skipped
+
+
+# A trial through a Tinker endpoint is rl_core/serve/client_trial.py, which refuses the rest as bad_spec.
+_ON_ENDPOINT = "trials trained through a Tinker endpoint keep their weights there"
+LAUNCHER_LIMITS: dict[str, LauncherLimits] = {"tinker": LauncherLimits(
+    pins={"hparams.kl_beta": (0.0, "the endpoint's losses have no KL penalty to a reference policy"),
+          "hparams.entropy_coef": (0.0, "the endpoint's ppo loss has no entropy bonus"),
+          "hparams.sft_steps": (0, "a client trial has no supervised stage before GRPO"),
+          "hparams.engine": ("hf", "the endpoint samples; vllm is a local engine")},
+    lora_rank=(16, "the endpoint trains LoRA adapters only (rank 0, full fine-tuning, is not implemented)"),
+    branching=f"{_ON_ENDPOINT}, so a continuation or branch could not start from its parent's weights",
+    confirm=(f"{_ON_ENDPOINT}: the test-split evaluation runs on this machine and cannot load them "
+             "(the dev figures come from sampling through the endpoint)"),
+)}
 
 
 class GoalError(ValueError):

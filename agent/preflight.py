@@ -42,7 +42,7 @@ def check_plan(plan: Any, runs_dir: str | os.PathLike[str], *, force_parallel: b
     """Raise PreflightError for the first problem; return warnings (and apply caps) otherwise."""
     c = plan.constraints
     check_runs_dir(Path(runs_dir))
-    check_launcher(plan.launcher)
+    check_launcher(plan.launcher, model=c.model)
     check_model(c.model)
     check_dataset(c.dataset, train_split="train", eval_split="dev")
     space = SearchSpace.from_json(plan.search_space)
@@ -119,12 +119,17 @@ def check_runs_dir(runs_dir: Path) -> None:
                 folder.rmdir()
 
 
-def check_launcher(launcher: dict[str, Any]) -> None:
-    """A Kubernetes launcher needs credentials and a server that answers them, checked before a
-    session exists (as the model and the dataset are). The kubernetes client is imported only here,
-    for k8s plans: a local session does not pay for loading it."""
+def check_launcher(launcher: dict[str, Any], model: str | None = None) -> None:
+    """A Kubernetes launcher needs credentials and a server that answers them, a tinker launcher an
+    endpoint that answers and serves the model, checked before a session exists (as the model and
+    the dataset are). The kubernetes client is imported only here, for k8s plans: a local session
+    does not pay for loading it."""
     settings = dict(launcher)
-    if settings.pop("name", "local") != "k8s":
+    name = settings.pop("name", "local")
+    if name == "tinker":
+        check_tinker_endpoint(settings.get("endpoint"), model)
+        return
+    if name != "k8s":
         return
     if not _has_kubeconfig():
         raise PreflightError("--launcher k8s needs cluster credentials: set KUBECONFIG or create ~/.kube/config "
@@ -142,6 +147,56 @@ def check_launcher(launcher: dict[str, Any]) -> None:
     problem = unreachable(config)
     if problem:
         raise PreflightError("--launcher k8s: " + " ".join(problem.split()))  # YAML errors span lines
+
+
+TINKER_HEALTH = "/api/v1/healthz"  # answered without the API key (rl_core/serve/app.py, and Tinker's own)
+TINKER_WAIT_S = 5.0
+
+
+def check_tinker_endpoint(endpoint: str | None, model: str | None, wait_s: float = TINKER_WAIT_S) -> None:
+    """The SDK is installed, the endpoint answers its key-free health check within `wait_s`, and, where
+    it lists its models (get_server_capabilities, with $TINKER_API_KEY), it serves `model`. A listing
+    the endpoint refuses without a key is left to the trials (their SDK may hold a stored key)."""
+    if not endpoint:
+        raise PreflightError("--launcher tinker needs the endpoint: endpoint = \"http://host:8000\" in the config's "
+                             "[launcher] table, or export TINKER_BASE_URL (`openrl-agent serve` prints its URL)")
+    if not endpoint.startswith(("http://", "https://")):
+        raise PreflightError(f"--launcher tinker: the endpoint {endpoint!r} is not an http:// or https:// URL")
+    if importlib.util.find_spec("tinker") is None:
+        raise PreflightError("--launcher tinker needs the tinker SDK: pip install 'openrl-agent[tinker]'")
+    base = endpoint.rstrip("/")
+    status, _ = _get(base + TINKER_HEALTH, wait_s)
+    if status != 200:
+        why = f"answered HTTP {status}" if isinstance(status, int) else f"did not answer within {wait_s:g} s ({status})"
+        raise PreflightError(f"--launcher tinker: the endpoint {base} {why} at {TINKER_HEALTH}; start it "
+                             "(`openrl-agent serve --model ...`) or fix the endpoint")
+    key = os.environ.get("TINKER_API_KEY")
+    status, body = _get(base + "/api/v1/get_server_capabilities", wait_s, {"X-API-Key": key} if key else {})
+    if status in (401, 403) and key:
+        raise PreflightError(f"--launcher tinker: the endpoint {base} refuses $TINKER_API_KEY (HTTP {status}); "
+                             "export the key it was started with")
+    served = [m.get("model_name") for m in (body or {}).get("supported_models") or [] if isinstance(m, dict)]
+    if status == 200 and served and model and model not in served:
+        raise PreflightError(f"--launcher tinker: the endpoint {base} does not serve {model}; it serves "
+                             f"{', '.join(map(str, served))}: pass one of them as --model or serve {model} there")
+
+
+def _get(url: str, wait_s: float, headers: dict[str, str] | None = None) -> tuple[int | str, Any]:
+    """(HTTP status, the JSON body or None), or (the reason, None) when nothing answered."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=wait_s) as reply:
+            status, raw = reply.status, reply.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        return str(getattr(exc, "reason", None) or exc), None
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, None
 
 
 def _has_kubeconfig() -> bool:

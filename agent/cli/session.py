@@ -36,6 +36,7 @@ class Planner(StrEnum):
 class Launcher(StrEnum):
     local = "local"
     k8s = "k8s"
+    tinker = "tinker"
 
 
 class Format(StrEnum):
@@ -77,6 +78,7 @@ def resolve_session(session: str | None, runs_dir: Path) -> Path:
         'openrl-agent start "beat 60% dev accuracy in 30 minutes" --model ~/models/gemma-3-270m --planner gemini',
         'openrl-agent start "tune the learning rate, 12 trials, 4 at a time" --config space.toml --launcher k8s',
         'openrl-agent start "raise dev accuracy of micro-gemma, 2 trials" --track tensorboard,mlflow',
+        'TINKER_BASE_URL=http://127.0.0.1:8000 openrl-agent start "raise dev accuracy of micro-gemma" --launcher tinker',
     )
 )
 def start(
@@ -100,7 +102,9 @@ def start(
         "OpenAI-compatible server, from OPENAI_BASE_URL / OPENAI_API_KEY / OPENRL_AGENT_OPENAI_MODEL.",
     ),
     launcher: Launcher | None = typer.Option(
-        None, "--launcher", help="Where trials run (default: the config file's launcher, else local)."
+        None, "--launcher", help="Where trials run (default: the config file's launcher, else local). tinker: "
+        "each trial trains as a client of a Tinker-compatible endpoint (`openrl-agent serve`), named by the "
+        "config's [launcher] endpoint or TINKER_BASE_URL.",
     ),
     force_parallel: bool = typer.Option(
         False, "--force-parallel", help="Keep --parallel above the usable cores instead of capping it."

@@ -102,4 +102,7 @@ def session_verdict(tree: list[dict[str, Any]], trials: list[TrialFiles],
     if confirm and confirm.get("trials"):
         return {"beats_base": bool(confirm.get("holds")), "source": "test", "text": confirm["text"],
                 "confirm": confirm}
-    return dev_verdict(tree, trials)
+    verdict = dev_verdict(tree, trials)
+    if confirm and confirm.get("skipped"):  # why there is no test verdict (agent/confirm.py skip_confirmation)
+        verdict["text"] += f" No test-split confirmation: {confirm['skipped']}."
+    return verdict

@@ -147,6 +147,19 @@ def test_preflight_refuses_a_model_the_endpoint_does_not_serve(endpoint, tmp_pat
     assert api.preflight(_plan(tmp_path, endpoint), tmp_path / "runs") == []
 
 
+def test_preflight_checks_the_key_of_an_endpoint_that_has_one(tmp_path, monkeypatch):
+    settings = ServeSettings(models=[MODEL], state_dir=tmp_path / "serve", device="cpu", api_key="tml-right")
+    with running(settings) as url:
+        monkeypatch.setenv("TINKER_API_KEY", "tml-wrong")
+        with pytest.raises(PreflightError, match=r"refuses \$TINKER_API_KEY \(HTTP 401\)"):
+            check_tinker_endpoint(url, MODEL)
+        monkeypatch.setenv("TINKER_API_KEY", "tml-right")
+        with pytest.raises(PreflightError, match="does not serve builtin:tiny-gemma"):
+            check_tinker_endpoint(url, "builtin:tiny-gemma")
+        monkeypatch.delenv("TINKER_API_KEY")  # the SDK may hold a stored key: the model is left to the trials
+        check_tinker_endpoint(url, "builtin:tiny-gemma")
+
+
 def test_a_research_session_runs_its_trials_through_the_endpoint(endpoint, tmp_path):
     plan = _plan(tmp_path, endpoint)
     runs = tmp_path / "runs"

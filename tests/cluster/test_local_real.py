@@ -11,6 +11,8 @@ import pytest
 
 from cluster.base import wait
 from cluster.local import LocalLauncher
+from rl_core import sessiondir
+from rl_core.trialdir import result_metrics
 from tests.cluster.test_conformance import wait_for
 
 pytestmark = pytest.mark.slow
@@ -31,9 +33,9 @@ def test_two_real_trials_run_in_parallel(tmp_path: Path) -> None:
     statuses = wait(launcher, handles, timeout_s=300)
     assert statuses == {h: "succeeded" for h in handles}, [launcher.logs(h, 20) for h in handles]
     for h in handles:
-        result = launcher.result(h)
-        assert result["metrics"]["steps"] == 2 and result["metrics"]["dev_n"] == 4
-        trial_dir = tmp_path / "s-real" / "trials" / h.trial_id
+        metrics = result_metrics(launcher.result(h))
+        assert metrics.steps == 2 and metrics.eval.n == 4 and metrics.eval.split == "dev"
+        trial_dir = sessiondir.trial_dir(tmp_path / "s-real", h.trial_id)
         assert len((trial_dir / "metrics.jsonl").read_text().splitlines()) == 2
         assert "step 2/2" in (trial_dir / "trial.log").read_text()
 

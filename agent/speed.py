@@ -142,6 +142,7 @@ def choose_parallel(plan: Plan, make_launcher: LauncherFactory, *, cores: int,
             f"alone ({shown.solo_step_s:.2f} s vs {shown.side_step_s:.2f} s per GRPO step; floor "
             f"{floor:.0%}): {k} at a time (--force-parallel keeps {asked})")
     c.parallel = k
+    plan.sources["parallel"] = "measured"
     if plan.sources.get("trial_seconds") == "budget share":
         c.trial_seconds = fair_share_s(c)
     plan.notes.append(note)

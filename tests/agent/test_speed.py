@@ -36,7 +36,7 @@ def test_one_line_when_side_by_side_drops_below_the_floor(monkeypatch):
     plan, calls = _plan(), []
     shared = plan.constraints.trial_seconds  # 10 min x 2 slots / 4 trials
     note = choose_parallel(plan, _launchers(calls), cores=2)
-    assert plan.constraints.parallel == 1 and calls == [1, 2]
+    assert plan.constraints.parallel == 1 and calls == [1, 2] and plan.sources["parallel"] == "measured"
     assert note in plan.notes and "each train at 50% of one's speed" in note and "1 at a time" in note
     assert shared == 300 and plan.constraints.trial_seconds == 150  # the fair share follows the slots
 

@@ -203,3 +203,23 @@ def call(fn: Any, *args: Any, api: client.ApiClient | None = None, namespace: st
         return fn(*args, **kwargs)
     except (ApiException, Urllib3Error, OSError) as exc:
         raise explain(exc, api, namespace, action) from None
+
+
+def create_or_adopt(create: Any, read: Any, body: dict[str, Any], match: tuple[str, ...],
+                    api: client.ApiClient) -> tuple[Any, bool]:
+    """(the object, whether this call created it). One that exists already (409) is adopted only if it
+    carries body's values of the labels in `match`; else a LauncherError names it and the fix."""
+    meta = body["metadata"]
+    ns, name, kind = meta["namespace"], meta["name"], body["kind"]
+    try:
+        return create(ns, body, _request_timeout=REQUEST_TIMEOUT_S), True
+    except ApiException as exc:
+        if exc.status != 409:
+            raise explain(exc, api, ns, f"create {kind}s") from None
+    existing = call(read, name, ns, api=api, namespace=ns, action=f"get {kind}s")
+    labels = existing.metadata.labels or {}
+    if any(labels.get(k) != meta["labels"][k] for k in match):
+        wanted = ", ".join(f"{k}={meta['labels'][k]}" for k in match)
+        raise LauncherError(f"{kind} {ns}/{name} exists and is not ours: it lacks {wanted} (it has {labels}); "
+                            "delete it or use another namespace")
+    return existing, False

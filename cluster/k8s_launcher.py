@@ -11,8 +11,8 @@ Unschedulable with the scheduler's message, ImagePullBackOff, FailedCreate. A tr
 not started within `startup_timeout_s` (or cannot ever start: an invalid image name, a
 CreateContainerConfigError) fails with that reason; its wall time is enforced in the pod.
 
-While it runs (no shared volume), its metric and eval lines are copied from the pod log into the
-local trial directory every `stream_interval_s`, so pruning and the planner see them as locally.
+While it runs, its metric and eval lines are copied from the pod log into the local trial directory
+every `stream_interval_s` (unless this machine mounts runs_pvc), so pruning sees them as locally.
 When the Job ends, the launcher copies the outcome into `<runs_dir>/<session>/trials/<trial_id>/`
 (result.json from the pod log's result line, or from the shared runs volume; trial.log;
 launcher.json) and then deletes the Job. A pod log it cannot read for a passing reason (429, 5xx,
@@ -45,7 +45,7 @@ from cluster.base import (
     TrialStatus,
     spec_identity,
 )
-from cluster.k8s_client import TRANSPORT_ERRORS, Throttle, call, connect, explain
+from cluster.k8s_client import TRANSPORT_ERRORS, Throttle, call, connect, create_or_adopt, explain
 from cluster.k8s_manifests import (
     CONTAINER,
     MANAGED_BY,
@@ -57,9 +57,9 @@ from cluster.k8s_manifests import (
 from cluster.k8s_view import (
     MISSING,
     ClusterView,
+    exit_error,
     failure_reason,
     job_phase,
-    last_exit,
     promised_result,
     read_local_queue,
     started,
@@ -69,7 +69,6 @@ from cluster.k8s_view import (
 from cluster.local import SPEC_FILE, STATE_FILE
 from cluster.outcome import (
     LOG_FILE,
-    classify_exit,
     failed_result,
     mark_cancelled,
     read_json_file,
@@ -125,10 +124,13 @@ class KubernetesLauncher:
         self._check_queue()
         # Cluster objects first: a failed create leaves no local trace, so the trial can be resubmitted;
         # dying between the create and the local files is repaired by reattach (it finds the Job by label).
-        # A Job that already exists (the agent lost its local files) is adopted, never replaced.
-        self._created(self.core.create_namespaced_config_map, self.core.read_namespaced_config_map, configmap,
-                      "configmaps")
-        created, fresh = self._created(self.batch.create_namespaced_job, self.batch.read_namespaced_job, job, "jobs")
+        # A leftover Job (the agent lost its local files) is adopted, never replaced, and only if it is
+        # labelled as this session's trial: a same-named object of another session is refused.
+        ours = (*MANAGED_BY, SESSION_LABEL, TRIAL_LABEL)
+        create_or_adopt(self.core.create_namespaced_config_map, self.core.read_namespaced_config_map, configmap,
+                        ours, self.api)
+        created, fresh = create_or_adopt(self.batch.create_namespaced_job, self.batch.read_namespaced_job, job,
+                                         ours, self.api)
         if fresh:
             self._own_configmap(name, created.metadata.uid)
         self.view.put(created)
@@ -294,7 +296,7 @@ class KubernetesLauncher:
                 merge_streams(trial_dir, log)
         if result is None:
             tail = read_tail(trial_dir / LOG_FILE)
-            error = known or self._classify(pods, tail)
+            error = known or exit_error(pods, tail)
             result = failed_result(self._spec(trial_dir), error["kind"], error["message"], tail)
         state = self._record(trial_dir, name, result)
         self._delete(name)
@@ -322,14 +324,6 @@ class KubernetesLauncher:
             return  # the next round tries again; the final collection reads the whole tail anyway
         if log:
             merge_streams(trial_dir, log)
-
-    @staticmethod
-    def _classify(pods: list[client.V1Pod], tail: str) -> dict[str, str]:
-        """From the last container's exit (after failure_reason found nothing the Job or pod said)."""
-        term = last_exit(pods)
-        if term is None:
-            return classify_exit(None, tail)
-        return classify_exit(-term.signal if term.signal else term.exit_code, tail)
 
     def _finish_lost(self, name: str, trial_dir: Path, why: str) -> TrialStatus:
         result = read_result(trial_dir)  # a shared runs volume may hold it even though the Job is gone
@@ -370,22 +364,6 @@ class KubernetesLauncher:
                 if strict:
                     raise explain(exc, self.api, self.config.namespace, f"cancel {name}") from None
         self.view.forget(name)
-
-    def _created(self, create: Any, read: Any, body: dict[str, Any], kind: str) -> tuple[Any, bool]:
-        """(the object, whether this call created it). One that exists already (a resubmitted trial whose
-        local files were lost) is adopted only if its labels say it is this session's trial."""
-        ns, name = self.config.namespace, body["metadata"]["name"]
-        try:
-            return create(ns, body, _request_timeout=15), True
-        except ApiException as exc:
-            if exc.status != 409:
-                raise explain(exc, self.api, ns, f"create {kind}") from None
-        existing = call(read, name, ns, api=self.api, namespace=ns, action=f"get {kind}")
-        labels, ours = existing.metadata.labels or {}, body["metadata"]["labels"]
-        if any(labels.get(k) != ours[k] for k in (*MANAGED_BY, SESSION_LABEL, TRIAL_LABEL)):
-            raise LauncherError(f"{kind[:-1]} {ns}/{name} exists and is not trial {ours[TRIAL_LABEL]} of session "
-                                f"{ours[SESSION_LABEL]} (labels {labels}); delete it or use another namespace")
-        return existing, False
 
     def _own_configmap(self, name: str, job_uid: str) -> None:
         owner = {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": job_uid}

@@ -24,6 +24,7 @@ from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
 from cluster.base import TERMINAL, LauncherError, TrialStatus
+from cluster.outcome import classify_exit
 from cluster.pod_entry import EXIT_FAILED, EXIT_SUCCEEDED
 
 MISSING = object()  # a Job the view knows is gone (deleted, or absent from a complete list)
@@ -148,6 +149,14 @@ def last_exit(pods: list[client.V1Pod]) -> Any:
         if cs.state and cs.state.terminated:
             return cs.state.terminated
     return None
+
+
+def exit_error(pods: list[client.V1Pod], tail: str) -> dict[str, str]:
+    """{kind, message} from the last container's exit, for when failure_reason found nothing to say."""
+    term = last_exit(pods)
+    if term is None:
+        return classify_exit(None, tail)
+    return classify_exit(-term.signal if term.signal else term.exit_code, tail)
 
 
 def promised_result(pods: list[client.V1Pod]) -> bool:

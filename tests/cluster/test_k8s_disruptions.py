@@ -128,7 +128,7 @@ def test_an_object_of_another_session_is_never_adopted(k8s_cluster: K8sCluster, 
     configmap, _ = build_manifests(fake_spec("t1"), launcher.config)
     configmap["metadata"]["labels"]["openrl-agent/session"] = "s-other-machine"
     client.CoreV1Api(k8s_cluster.api()).create_namespaced_config_map(ns, configmap)
-    with pytest.raises(LauncherError, match="exists and is not trial t1 of session s-test"):
+    with pytest.raises(LauncherError, match="exists and is not ours: it lacks .*openrl-agent/session=s-test"):
         launcher.submit(fake_spec("t1"))
     assert not client.BatchV1Api(k8s_cluster.api()).list_namespaced_job(ns).items
     assert not (tmp_path / "s-test/trials/t1").exists()  # no local trace: the trial can be resubmitted

@@ -45,8 +45,8 @@ IMAGE_REPO ?= openrl-agent-trial
 IMAGE_TAG ?= $(shell git rev-parse --short HEAD)
 # The trial images for Kubernetes (needs a Docker daemon). .dockerignore keeps .venv/runs out of the context.
 images:
-	docker build -f docker/Dockerfile.cpu  -t $(IMAGE_REPO):cpu-$(IMAGE_TAG) .
-	docker build -f docker/Dockerfile.cuda -t $(IMAGE_REPO):cuda-$(IMAGE_TAG) .
+	docker build --platform linux/amd64 -f docker/Dockerfile.cpu  -t $(IMAGE_REPO):cpu-$(IMAGE_TAG) .
+	docker build --platform linux/amd64 -f docker/Dockerfile.cuda -t $(IMAGE_REPO):cuda-$(IMAGE_TAG) .
 
 push-images: images
 	docker push $(IMAGE_REPO):cpu-$(IMAGE_TAG)

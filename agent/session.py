@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -50,13 +51,13 @@ def read_json(path: Path, default: Any = None) -> Any:
 
 
 def new_session_id(runs_dir: Path) -> str:
-    """`s-YYYYMMDD-HHMMSS`, with a suffix when two sessions start in the same second."""
-    base = time.strftime("s-%Y%m%d-%H%M%S", time.gmtime())
-    candidate, n = base, 1
-    while (runs_dir / candidate).exists():
-        n += 1
-        candidate = f"{base}-{n}"
-    return candidate
+    """`s-YYYYMMDD-HHMMSS-xxxx`: the start time and a random part, so that two machines starting a
+    session in the same second (one Kubernetes namespace, one tracking server) never share an id; the
+    Kubernetes launcher adopts an existing object only when it carries this session's id."""
+    while True:
+        candidate = f"{time.strftime('s-%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(2)}"
+        if not (runs_dir / candidate).exists():
+            return candidate
 
 
 def load_session(session_dir: str | os.PathLike[str]) -> dict[str, Any]:
@@ -136,7 +137,7 @@ def latest_session(runs_dir: str | os.PathLike[str] = "runs") -> Path:
     sessions = list_sessions(runs_dir, damaged=True)
     if not sessions:
         raise SessionError(f"no sessions under {runs_dir}; start one with `openrl-agent start \"<goal>\"`")
-    newest = max(sessions, key=lambda s: s["id"])
+    newest = max(sessions, key=lambda s: (s["id"][:17], s.get("created_at", 0)))  # the time, then creation
     if newest.get("damaged"):
         raise SessionError(newest["damaged"] + "; or name another session (`openrl-agent list`)")
     return Path(newest["dir"])

@@ -61,3 +61,14 @@ def test_atomic_write_leaves_the_old_file_when_serialising_fails(tmp_path: Path)
     assert json.loads(path.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]  # no temp file left behind
     assert os.stat(path).st_size > 0
+
+
+def test_session_ids_carry_a_random_part_and_the_latest_is_the_last_created(tmp_path):
+    from agent.api import create_session, plan_goal
+    from agent.session import latest_session, new_session_id
+
+    ids = {new_session_id(tmp_path) for _ in range(20)}  # same second, one runs directory
+    assert len(ids) == 20 and all(len(i.split("-")) == 4 and len(i.split("-")[3]) == 4 for i in ids)
+    plan = plan_goal("raise dev accuracy of micro-gemma, 1 trial", {"planner": "offline"})
+    first, second = create_session(plan, tmp_path), create_session(plan, tmp_path)
+    assert first.name != second.name and latest_session(tmp_path) == second

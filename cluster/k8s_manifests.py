@@ -276,6 +276,12 @@ def _pod_spec(spec: dict[str, Any], name: str, session: str, trial_id: str,
                                             "runAsNonRoot": True, "runAsUser": uid}}],
         "volumes": volumes,
     }
+    return place(pod, config)
+
+
+def place(pod: dict[str, Any], config: KubernetesConfig) -> dict[str, Any]:
+    """The pod's node selector, GPU placement (GKE's accelerator label and the GPU taint's toleration)
+    and service account, from the settings: one rule for trial Jobs and the serve Deployment."""
     selector = dict(config.node_selector)
     tolerations = list(config.tolerations)
     if config.gpus:

@@ -22,11 +22,10 @@ import json
 from typing import Any
 
 from cluster.k8s_manifests import (
-    GKE_ACCELERATOR_LABEL,
-    GPU_TOLERATION,
     MANAGED_BY,
     THREAD_ENV,
     KubernetesConfig,
+    place,
 )
 
 HEALTH_PATH = "/api/v1/healthz"  # answered without the API key (rl_core/serve/app.py)
@@ -95,19 +94,7 @@ def _pod(config: KubernetesConfig, models: list[str], port: int, api_key_secret:
                                 "runAsNonRoot": True, "runAsUser": uid}}],
         "volumes": [{"name": "state", **state}],
     }
-    selector, tolerations = dict(config.node_selector), list(config.tolerations)
-    if config.gpus:
-        if config.gpu_type:
-            selector.setdefault(GKE_ACCELERATOR_LABEL, config.gpu_type)
-        if GPU_TOLERATION not in tolerations:
-            tolerations.append(GPU_TOLERATION)
-    if selector:
-        pod["nodeSelector"] = selector
-    if tolerations:
-        pod["tolerations"] = tolerations
-    if config.service_account:
-        pod["serviceAccountName"] = config.service_account
-    return pod
+    return place(pod, config)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -79,7 +79,10 @@ def test_start_runs_a_session_and_report_describes_it(tiny, monkeypatch):
     goal = "raise dev accuracy of micro-gemma, 2 trials, 2 at a time"
     result = CliRunner().invoke(
         app,
-        ["start", goal, "--planner", "offline", "--config", str(tiny / "tiny.toml"), "--runs-dir", str(runs)],
+        # --force-parallel: both trials in round 1 whatever this machine's speed side by side says
+        # (the speed check itself is tests/agent/test_speed.py's)
+        ["start", goal, "--planner", "offline", "--config", str(tiny / "tiny.toml"), "--runs-dir", str(runs),
+         "--force-parallel"],
     )
     assert result.exit_code == 0, result.output
     out = result.output

@@ -132,12 +132,16 @@ def choose_parallel(plan: Plan, make_launcher: LauncherFactory, *, cores: int,
     speed; a plan note says what was measured and why. None when nothing changed."""
     c = plan.constraints
     asked, floor = c.parallel, c.solo_speed_floor
-    k = asked
-    while k > 1 and side_by_side(plan, k, make_launcher, cores=cores, progress=progress).ratio < floor:
+    if asked <= 1:
+        return None
+    shown = side_by_side(plan, asked, make_launcher, cores=cores, progress=progress)  # what was asked for
+    k, figure = asked, shown
+    while k > 1 and figure.ratio < floor:
         k -= 1
+        if k > 1:
+            figure = side_by_side(plan, k, make_launcher, cores=cores, progress=progress)
     if k == asked:
         return None
-    shown = side_by_side(plan, asked, make_launcher, cores=cores)
     note = (f"{asked} trials side by side on this machine would each train at {shown.ratio:.0%} of one's speed "
             f"alone ({shown.solo_step_s:.2f} s vs {shown.side_step_s:.2f} s per GRPO step; floor "
             f"{floor:.0%}): {k} at a time (--force-parallel keeps {asked})")

@@ -7,6 +7,7 @@ the environment and calls them in that order.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,29 @@ from typing import Any
 from rl_core import trialdir as td
 from rl_core.branching import before_from_parent, paired_se, restore_parent_optimizer, save_weights
 from rl_core.evalcache import cached_row, eval_key, weights_digest
-from rl_core.spec import TrialSpec
+from rl_core.spec import SpecError, TrialSpec
+
+
+class _Stop(BaseException):
+    """Raised from the SIGTERM handler: the launcher stopped the trial (deadline or cancel)."""
+
+
+def classify(exc: BaseException) -> tuple[str, str]:
+    """Map an exception to the contract's error kinds."""
+    from rl_core.trainer import NonFiniteLoss
+
+    if isinstance(exc, TrialError):
+        return exc.kind, str(exc)
+    if isinstance(exc, SpecError):
+        return "bad_spec", str(exc)
+    if isinstance(exc, _Stop):
+        return "timeout", "stopped by SIGTERM (launcher deadline or cancel)"
+    if isinstance(exc, NonFiniteLoss):
+        return "nan_loss", str(exc)
+    text = str(exc)
+    if isinstance(exc, MemoryError) or "out of memory" in text.lower() or type(exc).__name__ == "OutOfMemoryError":
+        return "oom", f"out of memory: {text[:300]}; lower prompts_per_step, group_size or max_new_tokens"
+    return "crash", f"{type(exc).__name__}: {text[:500]}"
 
 
 class TrialError(Exception):
@@ -50,6 +73,19 @@ class TrialDir:
     def latest_checkpoint(self) -> Path | None:
         found = sorted(self.checkpoints.glob("step_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
         return found[-1] if found else None
+
+    def refuse(self, raw: Any, exc: Exception) -> dict[str, Any]:
+        """The failed result of a spec that does not validate (`raw`: what was given), written."""
+        result = td.failed_result(raw, "bad_spec", str(exc))
+        td.write_result(self.root, result)
+        return result
+
+    def fail(self, spec: TrialSpec, exc: BaseException, t_start: float) -> dict[str, Any]:
+        """The failed result of a trial that raised, classified, said on stderr and written."""
+        kind, message = classify(exc)
+        print(f"trial {spec.trial_id} failed ({kind}): {message}", file=sys.stderr, flush=True)
+        return self.result(spec, "failed", {"kind": kind, "message": message},
+                           td.ResultMetrics(wall_s=round(time.time() - t_start, 1)))
 
     def result(self, spec: TrialSpec, status: str, error: dict[str, str] | None,
                metrics: td.ResultMetrics, lineage: dict[str, Any] | None = None) -> dict[str, Any]:

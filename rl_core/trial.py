@@ -21,31 +21,11 @@ from typing import Any
 
 from rl_core import trialdir as td
 from rl_core.branching import lineage
-from rl_core.runner import TrialDir, TrialError, finish, prepare, start, train
+from rl_core.runner import TrialDir, TrialError, _Stop, classify, finish, prepare, start, train
 from rl_core.sessiondir import single_trial_dir
 from rl_core.spec import SpecError, TrialSpec
 
-
-class _Stop(BaseException):
-    """Raised from the SIGTERM handler: the launcher stopped the trial (deadline or cancel)."""
-
-
-def classify(exc: BaseException) -> tuple[str, str]:
-    """Map an exception to the contract's error kinds."""
-    from rl_core.trainer import NonFiniteLoss
-
-    if isinstance(exc, TrialError):
-        return exc.kind, str(exc)
-    if isinstance(exc, SpecError):
-        return "bad_spec", str(exc)
-    if isinstance(exc, _Stop):
-        return "timeout", "stopped by SIGTERM (launcher deadline or cancel)"
-    if isinstance(exc, NonFiniteLoss):
-        return "nan_loss", str(exc)
-    text = str(exc)
-    if isinstance(exc, MemoryError) or "out of memory" in text.lower() or type(exc).__name__ == "OutOfMemoryError":
-        return "oom", f"out of memory: {text[:300]}; lower prompts_per_step, group_size or max_new_tokens"
-    return "crash", f"{type(exc).__name__}: {text[:500]}"
+__all__ = ["TrialError", "classify", "main", "run_trial"]  # classify is the runner's: the errors' one map
 
 
 def run_trial(spec: TrialSpec | dict[str, Any], out_dir: str | Path, *, resume: bool = False) -> dict[str, Any]:
@@ -59,9 +39,7 @@ def run_trial(spec: TrialSpec | dict[str, Any], out_dir: str | Path, *, resume: 
         try:
             spec = TrialSpec.from_json(spec)
         except SpecError as exc:
-            result = td.failed_result(spec, "bad_spec", str(exc))
-            td.write_result(out.root, result)
-            return result
+            return out.refuse(spec, exc)
     done = out.read_result()
     if resume and done is not None and done.get("status") == "succeeded" and done.get("spec") == spec.to_json():
         return done  # nothing left to do (a changed spec, e.g. a larger budget, continues instead)
@@ -72,12 +50,10 @@ def run_trial(spec: TrialSpec | dict[str, Any], out_dir: str | Path, *, resume: 
         metrics = execute(spec, out, resume=resume, t_start=t_start)
         return out.result(spec, "succeeded", None, metrics, lineage=lineage(spec, metrics.to_json()))
     except (Exception, _Stop) as exc:
-        kind, message = classify(exc)
-        print(f"trial {spec.trial_id} failed ({kind}): {message}", file=sys.stderr, flush=True)
-        if kind == "crash":
+        result = out.fail(spec, exc, t_start)
+        if result["error"]["kind"] == "crash":
             traceback.print_exc(file=sys.stderr)
-        return out.result(spec, "failed", {"kind": kind, "message": message},
-                          td.ResultMetrics(wall_s=round(time.time() - t_start, 1)))
+        return result
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

@@ -31,7 +31,6 @@ from rl_core.branching import paired_se
 from rl_core.engine import Completion, encode_prompt
 from rl_core.runner import TrialDir, TrialError, evaluate, log_samples
 from rl_core.spec import SpecError, TrialSpec
-from rl_core.trial import classify
 
 SCALE = {"dapo": lambda n, lengths, S, T: n, "grpo": lambda n, lengths, S, T: lengths * S,
          "dr_grpo": lambda n, lengths, S, T: S * T}
@@ -211,17 +210,12 @@ def run(spec_path: str, out_dir: str, endpoint: str | None) -> dict[str, Any]:
     try:
         spec = TrialSpec.load(spec_path)
     except SpecError as exc:
-        result = td.failed_result(None, "bad_spec", str(exc))
-        td.write_result(out.root, result)
-        return result
+        return out.refuse(None, exc)
     spec.save(out.root / td.SPEC_FILE)
     try:
         return out.result(spec, "succeeded", None, execute(spec, out, endpoint, t_start))
     except Exception as exc:
-        kind, message = classify(exc)
-        print(f"trial {spec.trial_id} failed ({kind}): {message}", file=sys.stderr, flush=True)
-        return out.result(spec, "failed", {"kind": kind, "message": message},
-                          td.ResultMetrics(wall_s=round(time.time() - t_start, 1)))
+        return out.fail(spec, exc, t_start)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -86,9 +86,12 @@ def test_contracts_doc_names_every_section_and_the_result_schema():
     assert "schema_version" in doc and "rl_core/trialdir.py" in doc
 
 
-@pytest.mark.parametrize("pattern", ["../shared", "shared/notes", "docs/helpers"])
+# Built from parts, so that this file does not hold the paths it looks for and needs no exemption.
+OUTSIDE = ["/".join(("..", "shared")), "/".join(("shared", "notes")), "/".join(("docs", "helpers"))]
+
+
+@pytest.mark.parametrize("pattern", OUTSIDE)
 def test_no_file_points_outside_the_repository(pattern):
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
-    offenders = [p for p in tracked if Path(ROOT / p).is_file() and p != "tests/test_contract.py"
-                 and pattern in (ROOT / p).read_text(errors="ignore")]
+    offenders = [p for p in tracked if Path(ROOT / p).is_file() and pattern in (ROOT / p).read_text(errors="ignore")]
     assert offenders == [], f"{pattern} is not in a user's clone: {offenders}"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,18 +36,20 @@ REPORT_S = 10.0  # writing the report and closing the session
 class SessionClock:
     """Seconds of running time a session has used, across restarts."""
 
-    def __init__(self, session_dir: Path, save_every_s: float = 2.0) -> None:
+    def __init__(self, session_dir: Path, save_every_s: float = 2.0,
+                 now: Callable[[], float] | None = None) -> None:
         self.path = clock_file(session_dir)
+        self.now = now or time.monotonic  # a launcher's virtual clock may stand in (cluster/virtual.py)
         try:
             self.base = float((read_json_object(self.path) or {}).get("used_s", 0.0))
         except (TrialDirError, TypeError, ValueError):
             self.base = 0.0
-        self.t0 = time.monotonic()
+        self.t0 = self.now()
         self.save_every_s = save_every_s
         self._saved = 0.0
 
     def used(self) -> float:
-        return self.base + time.monotonic() - self.t0
+        return self.base + self.now() - self.t0
 
     def save(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -127,9 +130,10 @@ def trial_eta_s(metrics: list[dict[str, Any]], budget: dict[str, Any]) -> float 
 class Timekeeper:
     """A session's budget arithmetic over its clock and its constraints (agent/loop.py asks it)."""
 
-    def __init__(self, session_dir: Path, constraints: Constraints) -> None:
+    def __init__(self, session_dir: Path, constraints: Constraints,
+                 now: Callable[[], float] | None = None) -> None:
         self.c = constraints
-        self.clock = SessionClock(session_dir)
+        self.clock = SessionClock(session_dir, now=now)
         self.prior = prior_s(constraints.model)
 
     def overhead(self, results: list[dict[str, Any]]) -> float:

@@ -66,7 +66,7 @@ class Research(Launching, Collecting):
         self._forget_paused_runs()
         self._handles = {h.trial_id: h for h in self._reattach()}
         self._progress: dict[str, int] = {}
-        self.time = bd.Timekeeper(self.dir, self.c)
+        self.time = bd.Timekeeper(self.dir, self.c, now=getattr(launcher, "virtual_now", None))
         self.clock = self.time.clock
         self.branching = self.c.branching
 

@@ -100,8 +100,10 @@ def run_confirmation(session_dir: Path, plan: Plan | dict[str, Any], launcher: L
     specs = job_specs(session_dir, plan, picks, plan.constraints.confirm_seeds)
     emit({"type": "confirm_started", "trials": [p["trial_id"] for p in picks], "jobs": len(specs)})
     handles = [launcher.submit(spec.to_json()) for spec in specs]
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    results = _wait(launcher, handles, poll_s, deadline)
+    # A simulated cluster's clock (cluster/virtual.py) stands in for real time, as in the loop.
+    now = getattr(launcher, "virtual_now", None) or time.monotonic
+    deadline = None if timeout_s is None else now() + timeout_s
+    results = _wait(launcher, handles, poll_s, deadline, now)
     outcomes = {spec.trial_id: _final_outcomes(session_dir, spec.trial_id) for spec in specs}
     verdict = build_verdict(picks, outcomes, seeds=[s.trial_id for s in specs if "-seed" in s.trial_id])
     verdict["failed_jobs"] = sorted(tid for tid, r in results.items() if (r or {}).get("status") != "succeeded")
@@ -110,7 +112,8 @@ def run_confirmation(session_dir: Path, plan: Plan | dict[str, Any], launcher: L
     return verdict
 
 
-def _wait(launcher: Launcher, handles: list[TrialHandle], poll_s: float, deadline: float | None) -> dict[str, Any]:
+def _wait(launcher: Launcher, handles: list[TrialHandle], poll_s: float, deadline: float | None,
+          now: Callable[[], float] = time.monotonic) -> dict[str, Any]:
     from cluster.base import TERMINAL
 
     pending, results = list(handles), {}
@@ -119,7 +122,7 @@ def _wait(launcher: Launcher, handles: list[TrialHandle], poll_s: float, deadlin
             if launcher.status(handle) in TERMINAL:
                 results[handle.trial_id] = launcher.result(handle)
                 pending.remove(handle)
-        if deadline is not None and time.monotonic() > deadline:
+        if deadline is not None and now() > deadline:
             for handle in pending:
                 launcher.cancel(handle)
                 results[handle.trial_id] = None

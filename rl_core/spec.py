@@ -30,6 +30,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from rl_core.curriculum import CURRICULA  # torch-free, like this module
 from rl_core.fields import FieldInfo, Search, SpecError, _check, spec_field, unknown_key_message
 from rl_core.trialdir import write_json_atomic
 
@@ -94,6 +95,9 @@ class HParams:
     sft_learning_rate: float = spec_field(1e-3, "learning rate of the supervised stage", lo=0, hi=1,
                                           lo_open=True, searchable=True)
     sft_batch_size: int = spec_field(32, "examples per supervised step", lo=1, searchable=True)
+    curriculum: str = spec_field("uniform", "which prompts a step draws: uniform (a seeded shuffle) or pass_rate "
+                                 "(favour pass rates near 1/2, rest prompts without signal)", choices=CURRICULA,
+                                 search=Search(choices=CURRICULA))
     engine: str = spec_field("hf", "rollout engine: hf (transformers) or vllm (gpu extra; unverified)",
                              choices=ENGINES)
 

@@ -1,6 +1,7 @@
 """The GRPO loop: sample, score, keep groups with signal, update (algorithm in rl_core/grpo.py).
 
 One `GRPOTrainer.step()`:
+  draw      P' prompts from the curriculum (rl_core/curriculum.py: a seeded shuffle, or pass rates)
   generate  P' prompts x G completions in one engine call (P' = 2P with dynamic sampling, up to
             `sampling_rounds` rounds until P groups with mixed rewards are collected; P' = P and
             every group kept without it)
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import random
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from rl_core.curriculum import PromptSampler as PromptSampler  # re-exported (it lived here)
+from rl_core.curriculum import make_sampler
 from rl_core.engine import Completion, Engine, autocast_context
 from rl_core.env import Environment, StepResult
 from rl_core.grpo import (
@@ -48,41 +50,6 @@ class Group:
     results: list[StepResult]
 
 
-class PromptSampler:
-    """Seeded shuffled passes over the training ids; its position is checkpointed."""
-
-    def __init__(self, ids: Sequence[str], seed: int) -> None:
-        if not ids:
-            raise ValueError("the training split is empty; pick a train_split that has examples")
-        self.ids = list(ids)
-        self.seed = seed
-        self.epoch = 0
-        self.pos = 0
-        self._order = self._shuffled()
-
-    def _shuffled(self) -> list[str]:
-        order = list(self.ids)
-        random.Random(self.seed * 1_000_003 + self.epoch).shuffle(order)
-        return order
-
-    def take(self, n: int) -> list[str]:
-        out = []
-        while len(out) < n:
-            if self.pos == len(self._order):
-                self.epoch, self.pos = self.epoch + 1, 0
-                self._order = self._shuffled()
-            out.append(self._order[self.pos])
-            self.pos += 1
-        return out
-
-    def state_dict(self) -> dict[str, int]:
-        return {"seed": self.seed, "epoch": self.epoch, "pos": self.pos}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.seed, self.epoch, self.pos = state["seed"], state["epoch"], state["pos"]
-        self._order = self._shuffled()
-
-
 def lr_factor(step: int, warmup: int, schedule: str, total: int | None) -> float:
     """Linear warmup, then constant or cosine decay to zero at `total` steps."""
     if warmup > 0 and step < warmup:
@@ -104,7 +71,7 @@ class GRPOTrainer:
         # The KL reference: the trainable weights as the first update found them (after any SFT
         # stage or parent weights), taken lazily by `_ref_logp` and kept in checkpoints.
         self.reference: list[torch.Tensor] | None = None
-        self.sampler = PromptSampler(train_ids, seed)
+        self.sampler = make_sampler(hp.curriculum, train_ids, seed)  # rl_core/curriculum.py
         self.params = [p for p in model.parameters() if p.requires_grad]
         if not self.params:
             raise ValueError("the policy has no trainable parameters")
@@ -123,13 +90,15 @@ class GRPOTrainer:
 
     # ---- rollouts -------------------------------------------------------------------------
     def collect(self) -> tuple[list[Group], list[Group], dict[str, float]]:
-        """Generate and score; returns (all groups generated, groups kept for training, timings)."""
+        """Generate and score; returns (all groups generated, groups kept for training, timings and
+        the mixed share). Every scored group is shown to the curriculum (`hparams.curriculum`)."""
         hp = self.hp
         rounds = hp.sampling_rounds if hp.dynamic_sampling else 1
         per_round = 2 * hp.prompts_per_step if hp.dynamic_sampling else hp.prompts_per_step
         generated: list[Group] = []
         kept: list[Group] = []
         t_gen = t_score = 0.0
+        n_mixed = 0
         for _ in range(rounds):
             ids = self.sampler.take(per_round)
             t0 = time.perf_counter()
@@ -141,14 +110,20 @@ class GRPOTrainer:
                       in zip(ids, outs, self._score(ids, outs), strict=True)]
             t_gen, t_score = t_gen + t1 - t0, t_score + time.perf_counter() - t1
             generated.extend(groups)
+            for g in groups:  # the curriculum learns from these rollouts before the next round draws
+                self.sampler.observe(g.example_id, [r.reward for r in g.results], [r.correct for r in g.results])
+            rewards_PG = torch.tensor([[r.reward for r in g.results] for g in groups], dtype=torch.float32)
+            mixed = mixed_groups(rewards_PG).tolist()
+            n_mixed += sum(mixed)
             if not hp.dynamic_sampling:  # plain GRPO (TRL's): every group trains, equal rewards included
                 kept.extend(groups)
                 break
-            rewards_PG = torch.tensor([[r.reward for r in g.results] for g in groups], dtype=torch.float32)
-            kept.extend(g for g, mixed in zip(groups, mixed_groups(rewards_PG).tolist(), strict=True) if mixed)
+            kept.extend(g for g, m in zip(groups, mixed, strict=True) if m)
             if len(kept) >= hp.prompts_per_step:
                 break
-        return generated, kept[:hp.prompts_per_step], {"t_generate": t_gen, "t_score": t_score}
+        # mixed_share: the share of generated groups with a learning signal, what a curriculum raises
+        return generated, kept[:hp.prompts_per_step], {"t_generate": t_gen, "t_score": t_score,
+                                                        "mixed_share": n_mixed / max(len(generated), 1)}
 
     def _score(self, ids: list[str], outs: list[list[Completion]]) -> list[list[StepResult]]:
         texts = [[c.text for c in comps] for comps in outs]
@@ -326,7 +301,7 @@ class GRPOTrainer:
         metrics = {"step": self.step_count, **rollout_stats(generated), **train, **timings,
                    "t_train": time.perf_counter() - t1, "lr": lr, "groups_generated": len(generated),
                    "groups_trained": len(kept), "groups_short": max(0, self.hp.prompts_per_step - len(kept)),
-                   "t_step": time.perf_counter() - t0}
+                   **self.sampler.metrics(), "t_step": time.perf_counter() - t0}
         return metrics, generated
 
     def state_dict(self) -> dict[str, Any]:

@@ -13,16 +13,19 @@ the session sees a discrete-event clock that charges each of the K slots as a se
   and in order of virtual start, every trial that has started and not yet run, and moves the clock
   to the next virtual end (at most `max_jump_s` at a time, so the agent still looks at its own
   deadline about as often as it would in real time).
-- A decision at virtual time t sees only results that ended by t: when a real run finishes, every
+- A decision at virtual time t sees only what had happened by t: when a real run finishes, every
   file it wrote (result.json, metrics, evaluations, samples, weights, log) is moved into the trial
-  directory's `HELD_DIR` and moved back when the clock reaches the trial's end. A trial is
-  really run only after every trial that started before it, so what a decision at t caused (a
-  trial starting at or after t) never runs before what it could have seen.
+  directory's `HELD_DIR` and moved back when the clock reaches the trial's end. Meanwhile its JSONL
+  streams (metrics, evaluations, samples) show the lines the run had written by the same elapsed
+  time (recorded while it ran), so progress, the pruner and challenger screens see a running
+  trial as they would on a cluster; a new evaluation line is an event the clock stops at, like an
+  end. A trial is really run only after every trial that started before it, so what a decision at
+  t caused (a trial starting at or after t) never runs before what it could have seen.
 
-While running virtually a trial shows no progress (no metric lines), so the median pruner never
-stops one; a cancel frees its slot at once and discards what its run wrote. The state is in memory:
-a virtual session cannot be resumed by another process. Give the confirmation a launcher on the
-same `VirtualClock` so the session's virtual length includes it.
+A cancel frees the slot at once and discards the held files (the lines shown so far stay, as a
+killed run's would). The state is in memory: a virtual session cannot be resumed by another
+process. Give the confirmation a launcher on the same `VirtualClock` so the session's virtual
+length includes it.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +43,20 @@ from cluster.base import TERMINAL, LauncherError, TrialHandle, TrialStatus, spec
 from cluster.local import STATE_FILE, CommandBuilder, LocalLauncher
 from cluster.outcome import LOG_FILE, mark_cancelled, read_result, read_tail
 from rl_core import sessiondir
-from rl_core.trialdir import LAUNCH_SPEC_FILE, RESULT_FILE, write_json_atomic
+from rl_core.trialdir import (
+    EVAL_FILE,
+    LAUNCH_SPEC_FILE,
+    METRICS_FILE,
+    REPORT_FILE,
+    RESULT_FILE,
+    SAMPLES_FILE,
+    write_json_atomic,
+)
 
 HELD_DIR = ".virtual-held"  # a finished run's files, out of the agent's sight until its virtual end
 _KEPT = frozenset({LAUNCH_SPEC_FILE, STATE_FILE, HELD_DIR})  # what a running trial's directory shows
+STREAMS = (METRICS_FILE, EVAL_FILE, REPORT_FILE, SAMPLES_FILE)  # shown line by line as virtual time passes
+EVENT_STREAMS = (EVAL_FILE, REPORT_FILE)  # a new line here is something the agent acts on (screens, pruning)
 
 
 class VirtualClock:
@@ -83,6 +96,9 @@ class _Trial:
     run_s: float | None = None  # real wall seconds of its run alone (None: not run yet)
     outcome: str | None = None  # the real run's terminal status
     end_v: float | None = None
+    # per stream: (seconds since the real start, file size then), as the real run grew it
+    grown: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
+    shown: dict[str, int] = field(default_factory=dict)  # bytes of each stream shown so far
 
     @property
     def known_end(self) -> float | None:
@@ -140,9 +156,9 @@ class VirtualLauncher:
         if trial.state in TERMINAL:
             return trial.state  # type: ignore[return-value]
         self._settle()
-        ends = [t.known_end for t in self._running() if t.known_end is not None]
-        if trial.state not in TERMINAL and ends:
-            target = min(ends)
+        events = [e for t in self._running() for e in _events(t, self.clock.now())]
+        if trial.state not in TERMINAL and events:
+            target = min(events)
             if self.max_jump_s is not None:
                 target = min(target, self.clock.now() + self.max_jump_s)
             self.clock.advance_to(target)
@@ -203,6 +219,8 @@ class VirtualLauncher:
             now = self.clock.now()
             ended = [t for t in self._running() if t.known_end is not None and t.known_end <= now]
             if not ended:
+                for trial in self._running():
+                    _show(trial, now - (trial.start_v or now))
                 return
             first = min(ended, key=lambda t: (t.known_end, t.index))
             _reveal(first.trial_dir)
@@ -215,8 +233,10 @@ class VirtualLauncher:
             t0 = time.monotonic()
             handle = self.real.submit(trial.spec)
             while (status := self.real.status(handle)) not in TERMINAL:
+                _record_growth(trial, time.monotonic() - t0)
                 time.sleep(self.real_poll_s)
             trial.run_s = time.monotonic() - t0
+            _record_growth(trial, trial.run_s)
             trial.outcome = status
             self.real_order.append(trial.handle.trial_id)
             _hold(trial.trial_dir)
@@ -227,6 +247,43 @@ class VirtualLauncher:
             raise LauncherError(f"no trial {handle.trial_id} of session {handle.session} in this virtual "
                                 "cluster (its state lives in memory: a virtual session cannot be resumed)")
         return trial
+
+
+def _record_growth(trial: _Trial, elapsed: float) -> None:
+    for name in STREAMS:
+        try:
+            size = (trial.trial_dir / name).stat().st_size
+        except FileNotFoundError:
+            continue
+        seen = trial.grown.setdefault(name, [])
+        if not seen or size > seen[-1][1]:
+            seen.append((elapsed, size))
+
+
+def _events(trial: _Trial, now: float) -> list[float]:
+    """Virtual times after `now` at which the agent would notice something of this trial: its end,
+    and each new evaluation line."""
+    if trial.known_end is None or trial.start_v is None:
+        return []
+    lines = [trial.start_v + t for name in EVENT_STREAMS for t, _ in trial.grown.get(name, [])]
+    return [t for t in lines if t > now] + [trial.known_end]
+
+
+def _show(trial: _Trial, elapsed: float) -> None:
+    """Make each held stream show the whole lines its run had written `elapsed` seconds after its start."""
+    held = trial.trial_dir / HELD_DIR
+    for name, grown in trial.grown.items():
+        size = max((n for t, n in grown if t <= elapsed), default=0)
+        if size <= trial.shown.get(name, 0) or not (held / name).exists():
+            continue
+        with open(held / name, "rb") as f:
+            data = f.read(size)
+        data = data[:data.rfind(b"\n") + 1]
+        if len(data) > trial.shown.get(name, 0):
+            tmp = trial.trial_dir / f".{name}.virtual"
+            tmp.write_bytes(data)
+            os.replace(tmp, trial.trial_dir / name)
+            trial.shown[name] = len(data)
 
 
 def _hold(trial_dir: Path) -> None:

@@ -14,7 +14,7 @@ from agent.confirm import run_confirmation
 from cluster.base import wait
 from cluster.virtual import HELD_DIR, VirtualClock, VirtualLauncher
 from rl_core.sessiondir import clock_file, confirm_dir
-from rl_core.trialdir import read_result
+from rl_core.trialdir import read_jsonl, read_result
 from tests.agent.support import scripted_command
 from tests.cluster.conftest import fake_command, fake_spec
 
@@ -99,6 +99,20 @@ def test_a_queued_trial_is_shown_queued_until_a_slot_frees(tmp_path: Path) -> No
     sched = {r["trial_id"]: r for r in la.schedule()}
     assert sched["second"]["start_v"] == pytest.approx(sched["first"]["end_v"])
     assert la.status(second) == "succeeded" and la.real_order == ["first", "second"]
+
+
+def test_a_running_trial_shows_the_lines_its_run_had_written_by_the_virtual_time(tmp_path: Path) -> None:
+    la = launcher(tmp_path, slots=1, max_jump_s=None)
+    handle = la.submit(fake_spec("streamer", mode="stream", steps=3, step_s=0.4))
+    seen = []
+    while la.status(handle) == "running":  # each wait stops at the next evaluation line, then the end
+        seen.append(len(read_jsonl(Path(handle.ref) / "eval.jsonl")))
+        assert visible(handle) is None
+        elapsed = la.virtual_now() - la.schedule()[0]["start_v"]
+        assert len(read_jsonl(Path(handle.ref) / "metrics.jsonl")) == seen[-1]  # written together
+        assert elapsed < la.schedule()[0]["run_s"]
+    assert seen == [1, 2, 3]
+    assert visible(handle)["status"] == "succeeded" and len(read_jsonl(Path(handle.ref) / "eval.jsonl")) == 3
 
 
 def test_cancel_frees_the_slot_at_once_and_the_run_stays_unseen(tmp_path: Path) -> None:

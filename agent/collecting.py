@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.trial import TrialState
 
 from agent import budget as bd
+from agent import screen as sc
 from agent import study as st
 from agent.launching import result_or_damaged
 from agent.plan import Constraints, Plan
@@ -60,6 +62,8 @@ class Collecting:
             time.sleep(self.poll_s)
         for tid, (number, result) in done.items():
             self._finish(tid, number, result)
+        if done:
+            self._settle_screens()
         self.clock.save(force=True)
         return {"running": {tid: None for tid in done}, "finished": sorted(done),
                 "active_s": time.monotonic() - t0}
@@ -76,7 +80,7 @@ class Collecting:
         if result is not None:
             return number, result
         self._report_progress(tid, tdir)
-        if self._should_prune(tid, number, tdir):
+        if self._screened_out(tid, number) or self._should_prune(tid, number, tdir):
             if handle is not None:
                 self.launcher.cancel(handle)
             return number, None
@@ -107,6 +111,60 @@ class Collecting:
                     st.report_eval(self.study, number, offset + step, accuracy):
                 return True
         return False
+
+    # --- screens (agent/screen.py): a challenger races the incumbent at equal steps -------------------
+    def _rows(self) -> list[dict[str, Any]]:
+        return [{"trial_id": st.trial_id_of(t), "number": t.number, "state": t.state,
+                 "action": t.user_attrs.get("action", "fresh"), "parent": t.user_attrs.get("parent"),
+                 "screened": bool(t.user_attrs.get("screened"))} for t in self.study.get_trials(deepcopy=False)]
+
+    def _standing(self, me: dict[str, Any], rows: list[dict[str, Any]]) -> sc.Screen | None:
+        """A screened challenger against its reference now (None: no reference or no common step)."""
+        ref = sc.reference_of(rows, me) if me["screened"] else None
+        if ref is None:
+            return None
+        mine, ref_dir = trial_dir(self.dir, me["trial_id"]), trial_dir(self.dir, ref["trial_id"])
+        done = me["state"] != TrialState.RUNNING
+        ref_steps = sc.subset_outcomes(ref_dir)
+        my_steps = sc.subset_outcomes(mine)
+        final = done and (ref["state"] != TrialState.RUNNING or max(ref_steps, default=0) >= max(my_steps, default=0))
+        rivals = []
+        for other in rows:
+            if other is not me and other["screened"] and other["action"] == "branch" and \
+                    other["parent"] == me["parent"] and other["state"] != TrialState.RUNNING:
+                found = sc.race(trial_dir(self.dir, other["trial_id"]), ref_dir)
+                if found:
+                    rivals.append(found[1])
+        return sc.screen(mine, ref_dir, ref["trial_id"], finished=final, rivals=rivals)
+
+    def _screened_out(self, tid: str, number: int) -> bool:
+        """Stop a running challenger at the screen where it trails its incumbent by more than 1 SE."""
+        trial = st.find(self.study, number)
+        if trial is None or not trial.user_attrs.get("screened") or trial.user_attrs.get("action") != "branch":
+            return False
+        rows = self._rows()
+        me = next((r for r in rows if r["number"] == number), None)
+        found = self._standing(me, rows) if me else None
+        if found is None or found.verdict != sc.STOPPED:
+            return False
+        sc.record(self.dir, tid, found)
+        self.emit({"type": "screen", "trial_id": tid, **found.to_json(), "message": found.describe()})
+        return True
+
+    def _settle_screens(self) -> None:
+        """Final verdicts for finished challengers whose race is decided (the reference may finish
+        after its challenger when they run side by side)."""
+        recorded = sc.load(self.dir)
+        rows = self._rows()
+        for me in rows:
+            if me["state"] != TrialState.COMPLETE or me["action"] != "branch" or not me["screened"] or \
+                    (recorded.get(me["trial_id"]) or {}).get("verdict") in sc.FINAL:
+                continue
+            found = self._standing(me, rows)
+            if found is not None and found.verdict in sc.FINAL:
+                sc.record(self.dir, me["trial_id"], found)
+                self.emit({"type": "screen", "trial_id": me["trial_id"], **found.to_json(),
+                           "message": found.describe()})
 
     def _finish(self, tid: str, number: int, result: dict[str, Any] | None) -> None:
         if result is None:

@@ -2,7 +2,8 @@
 
 A planner proposes `fresh` (the base policy), `continue` (a finished trial's final weights, the
 same hyperparameters, its optimizer state) or `branch` (a finished trial's final weights with
-changed hyperparameters and reward weights). The parent must have succeeded and saved its
+changed hyperparameters and reward weights, and its trainer state too, as PBT copies it, unless the
+branch changes the LoRA shape the optimizer state belongs to). The parent must have succeeded and saved its
 weights; anything else is turned into a fresh start with a note the planner reads next round.
 The trial tree is recorded three ways: the study trial's user attributes (`action`, `parent`),
 the child's spec (`init_from`), and its result (`lineage`: parent, branch step, steps and GRPO
@@ -54,23 +55,35 @@ def checked(session_dir: Path, proposal: Proposal, parent_params: dict[str, dict
     return proposal, None
 
 
-def parent_init(session_dir: Path, parent: str, action: str) -> dict[str, Any]:
-    """The child's `init_from`: the parent's weights and how much training they carry."""
+# What the trainable tensors are: a branch that changes one of these cannot reuse the optimizer state.
+SHAPE_PARAMS = ("lora_rank", "lora_alpha")
+
+
+def parent_init(session_dir: Path, parent: str, action: str,
+                params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The child's `init_from`: the parent's weights and how much training they carry. A continue,
+    and a branch that keeps the parent's LoRA shape (`params`: the branch's values), resume the
+    parent's whole trainer state: a challenger races its incumbent from the same state."""
     result = read_result(trial_dir(session_dir, parent)) or {}
     lineage = result.get("lineage") or {}
     metrics = result_metrics(result)
+    hparams = (result.get("spec") or {}).get("hparams") or {}
+    same_shape = all(k not in (params or {}) or k not in hparams or params[k] == hparams[k] for k in SHAPE_PARAMS)
     return {"trial": parent, "weights": str((trial_dir(session_dir, parent) / WEIGHTS_DIR).resolve()),
-            "optimizer": action == "continue",
+            "optimizer": action == "continue" or (action == "branch" and same_shape),
             "step": int(lineage.get("steps_total", metrics.steps or 0)),
             "train_s": float(lineage.get("train_s_total", metrics.train_s or 0.0))}
 
 
 def trial_spec(space: SearchSpace, constraints: Constraints, session: str, trial_id: str,
                params: dict[str, Any], *, number: int = 0, init_from: dict[str, Any] | None = None,
-               max_seconds: float | None = None, eval_seconds: float | None = None) -> TrialSpec:
+               max_seconds: float | None = None, eval_seconds: float | None = None,
+               screen_every: int | None = None, max_steps: int | None = None) -> TrialSpec:
     """The validated spec of one trial: the search-space point, the session's model, data and limits,
     a seed of its own (session seed + trial number, so identical configs are independent runs), and
-    for a child its parent's weights (the parent's final evaluation serves as its "before")."""
+    for a child its parent's weights (the parent's final evaluation serves as its "before"). A screened
+    trial (agent/screen.py) evaluates the fixed dev subset every `screen_every` steps; a challenger
+    runs `max_steps` (its screen length) whatever its searched value."""
     c = constraints
     base: dict[str, Any] = {"trial_id": trial_id, "session": session, "model": c.model,
                             "dataset": c.dataset, "seed": c.seed + number}
@@ -82,6 +95,9 @@ def trial_spec(space: SearchSpace, constraints: Constraints, session: str, trial
     seconds = max_seconds or c.trial_seconds
     if seconds:
         base["budget.max_seconds"] = seconds
+    if screen_every:
+        base["eval.every_steps"] = screen_every
+        base["eval.subset"] = c.eval_subset
     if eval_seconds is not None:
         base["budget.eval_seconds"] = round(eval_seconds, 1)
     if init_from:
@@ -89,4 +105,7 @@ def trial_spec(space: SearchSpace, constraints: Constraints, session: str, trial
         base["eval.before"] = False  # the parent's final evaluation is the child's before
         base["hparams.sft_steps"] = 0  # the parent's weights already carry any supervised stage
         # A continue keeps the parent's warm-up: the trainer restores its schedule position and goes on
+    if max_steps:
+        params = {**params, "max_steps": max_steps}
+        base["budget.max_steps"] = max_steps
     return space.build_spec(params, base=base)

@@ -37,7 +37,7 @@ from agent.session import pause_requested, save_round
 from cluster.base import Launcher
 from rl_core.sessiondir import trial_dir
 from rl_core.spec import SpecError
-from rl_core.trialdir import result_metrics
+from rl_core.trialdir import METRICS_FILE, read_jsonl, result_metrics
 from tools.leaderboard import trial_rows
 from tools.search_space import SearchSpace
 from tools.trials import summarize_trial
@@ -103,7 +103,8 @@ class Research(Launching, Collecting):
                     record["notes"].append(note)
                 self.study.enqueue_trial(p.params, user_attrs={
                     "rationale": p.rationale, "round": rnd, "planner": result.planner,
-                    "proposed": sorted(p.params), "action": p.action, "parent": p.parent})
+                    "proposed": sorted(p.params), "action": p.action, "parent": p.parent,
+                    "screened": p.screened, "max_steps": p.max_steps})
         asked = []
         for _ in range(min(free, counts["waiting"] + k)):
             trial = st.ask(self.study, self.space.distributions())
@@ -124,10 +125,12 @@ class Research(Launching, Collecting):
     # --- specs ---------------------------------------------------------------------------------
     def _spec(self, trial: Any, max_seconds: float | None = None) -> Any:
         parent, action = trial.user_attrs.get("parent"), trial.user_attrs.get("action", "fresh")
-        init = parent_init(self.dir, parent, action) if parent else None
+        init = parent_init(self.dir, parent, action, trial.params) if parent else None
         return trial_spec(self.space, self.c, self.session, st.trial_id_of(trial), trial.params,
                           number=trial.number, init_from=init, max_seconds=max_seconds,
-                          eval_seconds=self.time.overhead(self._results()) if self.c.budget_minutes else None)
+                          eval_seconds=self.time.overhead(self._results()) if self.c.budget_minutes else None,
+                          screen_every=self.c.screen_steps if trial.user_attrs.get("screened") else None,
+                          max_steps=trial.user_attrs.get("max_steps"))
 
     def spec_for(self, trial: Any) -> Any:
         try:
@@ -147,9 +150,22 @@ class Research(Launching, Collecting):
         measured = [result_metrics(r) for r in results]
         per_step = [m.train_s / m.steps for m in measured if m.train_s and m.steps]
         left = self.time_left()
+        explore = None
+        if self.c.budget_minutes:
+            explore = max(0.0, self.c.explore_share * self.c.budget_minutes * 60 - self._challenger_s())
         return Clock(time_left_s=None if left == float("inf") else max(0.0, left),
                      launch_s=self._launch_seconds(), overhead_s=self.time.overhead(results),
-                     step_s=statistics.median(per_step) if per_step else None, slots=self.c.parallel)
+                     step_s=statistics.median(per_step) if per_step else None, slots=self.c.parallel,
+                     screen_steps=self.c.screen_steps, explore_s=explore)
+
+    def _challenger_s(self) -> float:
+        """GRPO seconds spent on challengers (screened branches) so far, stopped ones included."""
+        total = 0.0
+        for trial in self.study.get_trials(deepcopy=False):
+            if trial.user_attrs.get("screened") and trial.user_attrs.get("action") == "branch":
+                rows = read_jsonl(trial_dir(self.dir, st.trial_id_of(trial)) / METRICS_FILE)
+                total += sum(float(r.get("t_step") or 0.0) for r in rows)
+        return total
 
     def time_left(self) -> float:
         return self.time.time_left(self._results())

@@ -168,6 +168,10 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
     _s("solo_speed_floor", "float", 0.9, "run only as many local trials at once as each keep this share of "
        "one's speed alone (measured; --force-parallel skips it)", hi=1.0),
     _s("branching", "bool", True, "planners may continue or branch from finished trials' weights"),
+    _s("screen_steps", "int", 10, "a challenger (a branch) and the incumbent it races evaluate the fixed dev "
+       "subset every this many steps; it is stopped once behind by more than one paired SE", lo=1),
+    _s("explore_share", "float", 0.1, "with one trial at a time: the most of the budget's training time "
+       "challengers may take from the leading line", lo=0.0, hi=0.5),
     _s("confirm_top_k", "int", 2, "trials (best by dev) evaluated on the sealed test split at the end; "
        "0 = none", lo=0, hi=10),
     _s("confirm_seeds", "int", 0, "retrain the winner's recipe with this many fresh seeds, evaluated on test",

@@ -77,7 +77,8 @@ def save_weights(policy: Any, trainer: Any, out: Any) -> None:
 
 
 def restore_parent_optimizer(spec: TrialSpec, trainer: Any) -> None:
-    """`init_from.optimizer` (a `continue`): the trainer goes on from the parent's final state.
+    """`init_from.optimizer` (a `continue`, or a branch that keeps the LoRA shape): the trainer goes
+    on from the parent's final state.
     The policy must hold the parent's own trainable weights (full weights, or with LoRA the parent's
     adapter itself: `load_policy(continue_adapter=True)`)."""
     path = Path(spec.init_from.weights) / OPTIMIZER_FILE if spec.init_from.weights else None
@@ -91,5 +92,9 @@ def restore_parent_optimizer(spec: TrialSpec, trainer: Any) -> None:
     state = torch.load(path, weights_only=False, map_location="cpu")
     if "step" not in state:  # saved before the whole trainer state was: the optimizer alone
         trainer.optimizer.load_state_dict(state["optimizer"])
-        return
-    trainer.continue_from(state)
+    else:
+        trainer.continue_from(state)
+    # The loaded state carries the parent's hyperparameters in its param groups; a branch (a
+    # challenger) changes some: the child's own go back in (the learning rate is set every step).
+    for group in trainer.optimizer.param_groups:
+        group["weight_decay"] = spec.hparams.weight_decay

@@ -10,6 +10,7 @@ under `runs/` here instead of by hand; what goes *inside* a trial directory is `
         study.journal        the Optuna study, the ground truth of trials   (tools/journal.py)
         checkpoints.sqlite   LangGraph checkpoints of the research loop
         clock.json           running seconds used, for the time budget      (agent/budget.py)
+        screens.json         each challenger's race against its incumbent   (agent/screen.py)
         pause                flag file: the running loop pauses when it appears
         .lock                held (flock) by the one process running the session's loop
         trials/<trial_id>/   one trial directory per trial                 (rl_core/trialdir.py)
@@ -36,6 +37,7 @@ ROUNDS_FILE = "rounds.json"
 JOURNAL_FILE = "study.journal"
 CHECKPOINTS_FILE = "checkpoints.sqlite"
 CLOCK_FILE = "clock.json"
+SCREENS_FILE = "screens.json"  # each challenger's race against its incumbent (agent/screen.py)
 PAUSE_FILE = "pause"
 LOCK_FILE = ".lock"  # the flock that keeps one loop per session
 TRIALS_DIR = "trials"
@@ -103,6 +105,10 @@ def checkpoints_file(session: PathLike) -> Path:
 
 def clock_file(session: PathLike) -> Path:
     return Path(session) / CLOCK_FILE
+
+
+def screens_file(session: PathLike) -> Path:
+    return Path(session) / SCREENS_FILE
 
 
 def pause_file(session: PathLike) -> Path:

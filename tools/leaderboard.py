@@ -24,13 +24,14 @@ from typing import Any
 
 from optuna.trial import TrialState
 
-from rl_core.sessiondir import journal_file, trial_dir
+from rl_core.sessiondir import journal_file, screens_file, trial_dir
 from rl_core.stats import binomial_se
 from rl_core.trialdir import (
     ResultMetrics,
     SplitFigures,
     TrialDirError,
     launch_spec,
+    read_json_object,
     read_result,
     result_metrics,
     was_cancelled,
@@ -53,7 +54,8 @@ def leaderboard(session_dir: str | Path) -> list[dict[str, Any]]:
 
 def trial_rows(session_dir: Path, study: Any = None) -> list[dict[str, Any]]:
     study = study or open_study(session_dir)
-    rows = [_row(session_dir, t) for t in study.get_trials(deepcopy=False)]
+    screens = load_screens(session_dir)
+    rows = [{**_row(session_dir, t), "screen": screens.get(_tid(t))} for t in study.get_trials(deepcopy=False)]
     ranked = sorted((r for r in rows if r["status"] == "succeeded" and r["score"] is not None),
                     key=lambda r: -r["score"])
     for i, row in enumerate(ranked, 1):
@@ -63,9 +65,23 @@ def trial_rows(session_dir: Path, study: Any = None) -> list[dict[str, Any]]:
     return ranked + rest
 
 
+def load_screens(session_dir: Path) -> dict[str, dict[str, Any]]:
+    """Each challenger's race against its incumbent (agent/screen.py writes them), by trial id; a
+    damaged file reads as none recorded."""
+    try:
+        data = read_json_object(screens_file(session_dir)) or {}
+    except TrialDirError:
+        return {}
+    return {k: v for k, v in data.items() if isinstance(v, dict)}
+
+
+def _tid(trial: Any) -> str:
+    return trial.user_attrs.get("trial_id") or f"t{trial.number:04d}"
+
+
 def _row(session_dir: Path, trial: Any) -> dict[str, Any]:
     attrs = trial.user_attrs
-    tid = attrs.get("trial_id") or f"t{trial.number:04d}"
+    tid = _tid(trial)
     tdir = trial_dir(session_dir, tid)
     result = _read_result(tdir) or {}
     spec = result.get("spec") or _launch_spec(tdir)
@@ -92,6 +108,7 @@ def _row(session_dir: Path, trial: Any) -> dict[str, Any]:
         "adapter_path": str(tdir / result["adapter_path"]) if result.get("adapter_path") else None,
         "pruned_at_step": attrs.get("pruned_at_step"),
         "action": attrs.get("action", "fresh"), "parent": attrs.get("parent"),
+        "screened": bool(attrs.get("screened")),
         "steps_total": lineage.get("steps_total", metrics.steps),
         "train_s_total": lineage.get("train_s_total", metrics.train_s),
     }

@@ -24,6 +24,10 @@ class Proposal:
     rationale: str
     action: str = "fresh"
     parent: str | None = None  # trial_id whose final weights the trial starts from (continue/branch)
+    # Screens (agent/screen.py): evaluate the fixed dev subset every `screen_steps`, so a challenger
+    # (a branch) and its reference (the continue of the same parent) race at equal steps.
+    screened: bool = False
+    max_steps: int | None = None  # a challenger's length in steps (None: the trial's usual budget)
 
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:
@@ -41,6 +45,8 @@ class Clock:
     overhead_s: float  # load and evaluations per trial: what a branch, continuation or screen costs on top
     step_s: float | None  # GRPO seconds per step on finished trials (None: none finished yet)
     slots: int  # trials that run at once
+    screen_steps: int = 10  # a challenger and its incumbent compare on the dev subset every this many steps
+    explore_s: float | None = None  # GRPO seconds challengers may still take from the line (None: no limit)
 
     def describe(self) -> str:
         """One line for a planner's prompt."""
@@ -50,9 +56,11 @@ class Clock:
         if self.launch_s is not None:
             steps = f" (~{self.launch_s / self.step_s:.0f} steps at {self.step_s:.1f} s/step)" if self.step_s else ""
             parts.append(f"a trial launched now trains {self.launch_s:.0f} s of GRPO{steps}")
+        if self.explore_s is not None and self.slots == 1:
+            parts.append(f"challengers may still take {self.explore_s:.0f} s of GRPO from the leading line")
         parts.append(f"each trial costs ~{self.overhead_s:.0f} s more for loading and evaluation (a branch "
-                     "or continuation pays it again; a continue keeps the parent's optimizer, a branch restarts "
-                     "its warm-up)")
+                     "or continuation pays it again; both resume the parent's optimizer, schedule and KL "
+                     "reference, unless a branch changes the LoRA shape)")
         return "; ".join(parts)
 
 

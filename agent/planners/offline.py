@@ -10,6 +10,10 @@ Each round proposes k trials:
      running from it);
    - `continue` it unchanged (its weights, values and optimizer state: GRPO's gain keeps growing
      with training time) when it is the best and no plain continuation of it exists already;
+   - with one trial at a time (a small machine), the leading line keeps the compute: its head is
+     continued; once a continuation's gain is within its standard error, the next continuation is
+     screened and a challenger (a branch from the same checkpoint, with its whole trainer state)
+     races it at equal steps for at most `explore_share` of the budget (agent/screen.py);
    - every other slot `branch`es from it: the rules below read the parent's curves and samples at
      the branch point; when none fires, explore: learning rate x0.8 or x1.25 and the temperature
      -/+0.1, alternating per slot, never a (parent, values) pair already tried;
@@ -74,13 +78,9 @@ class OfflinePlanner:
     # --- the tree (PBT-style exploit and explore) ------------------------------------------------
     def _tree(self, ctx: PlanningContext) -> PlannerResult:
         if ctx.clock is not None and ctx.clock.slots == 1:
-            head = _line_head(ctx)
-            if head is not None and not self._continued(ctx, head["trial_id"]):
-                return PlannerResult([Proposal(
-                    dict(head.get("params") or {}),
-                    f"continue {head['trial_id']} (dev {head['score']:.3f}), the head of the leading line: with one "
-                    "trial at a time the line that leads keeps the compute (a branch would restart its optimizer "
-                    "and be chosen on dev differences below the noise)", "continue", head["trial_id"])], self.name)
+            one = self._one_line(ctx)
+            if one is not None:
+                return one
         parent = self._pick_parent(ctx)
         pid = parent["trial_id"]
         proposals: list[Proposal] = []
@@ -106,7 +106,57 @@ class OfflinePlanner:
                 params, _ = ctx.space.validate(params)
             proposals.append(Proposal(params, f"branch from {pid} ({score}): " + "; ".join(reasons[1:]), "branch", pid))
             slot += 1
+        if any(p.action == "continue" for p in proposals) and any(p.action == "branch" for p in proposals):
+            for p in proposals:  # side by side from one checkpoint: the branches race the continue (screens)
+                p.screened = True
         return PlannerResult(proposals, self.name, notes)
+
+    # --- one trial at a time: the incumbent line and its challengers (agent/screen.py) -------------
+    def _one_line(self, ctx: PlanningContext) -> PlannerResult | None:
+        """The leading line keeps the compute; when its gain flattens, the next continuation is
+        screened and a challenger forked from the same checkpoint races it at equal steps, within
+        the budget's exploration share."""
+        head = _line_head(ctx)
+        if head is None or self._continued(ctx, head["trial_id"]):
+            return None
+        challenger = self._challenger(ctx, head)
+        if challenger is not None:
+            return PlannerResult([challenger], self.name)
+        steps = _challenge_steps(ctx, head)
+        challenged = any(r.get("parent") == head["trial_id"] and r.get("action") == "branch"
+                         for r in list(ctx.trials) + list(ctx.running))
+        screened = steps is not None and _flattened(head) and not challenged
+        why = (f"; its last gain ({_gain(head)}) is within the noise, so this continuation is screened and a "
+               f"challenger from the same checkpoint will race it for up to {steps} steps") if screened else ""
+        return PlannerResult([Proposal(
+            dict(head.get("params") or {}),
+            f"continue {head['trial_id']} (dev {head['score']:.3f}), the head of the leading line: with one trial "
+            "at a time the line that leads keeps the compute" + why, "continue", head["trial_id"],
+            screened=screened)], self.name)
+
+    def _challenger(self, ctx: PlanningContext, head: dict[str, Any]) -> Proposal | None:
+        """A branch from the checkpoint the (screened) head continued from, its change the largest
+        expected effect first (a rule that fired there, else PBT's explore step)."""
+        pid = head.get("parent")
+        if head.get("action") != "continue" or not head.get("screened") or not pid:
+            return None
+        if any(r.get("parent") == pid and r.get("action") == "branch" for r in list(ctx.trials) + list(ctx.running)):
+            return None  # this checkpoint was challenged already
+        steps = _challenge_steps(ctx, head)
+        parent = next((t for t in ctx.succeeded() if t["trial_id"] == pid), None)
+        if steps is None or parent is None:
+            return None
+        params, reasons = self._exploit(ctx, parent, explore=False)
+        if not reasons[1:]:
+            params, why = _explore(params, ctx.space, ctx.round)
+            reasons.append(why)
+        params, _ = ctx.space.validate(params)
+        if self._branched(ctx, pid, params):
+            return None
+        return Proposal(params, f"challenger from {pid} (the checkpoint {head['trial_id']} continued from), racing "
+                                f"it at equal steps for up to {steps} steps on the dev subset, stopped once behind "
+                                f"by more than 1 SE: " + "; ".join(reasons[1:]), "branch", pid,
+                        screened=True, max_steps=steps)
 
     @staticmethod
     def _pick_parent(ctx: PlanningContext) -> dict[str, Any]:
@@ -158,12 +208,19 @@ class OfflinePlanner:
 
 
 def _line_head(ctx: PlanningContext) -> dict[str, Any] | None:
-    """The newest trial of the best trial's line of continuations: from the best trial, follow its
-    succeeded `continue` children (the latest each time) while none fell clearly behind its own start
-    (a paired loss of more than 2 SE); a child within the noise of its parent is still the line."""
-    head = ctx.best()
+    """The newest trial of the leading line. It starts at the best trial that is not a challenger
+    which lost its race, and follows, from each trial, a challenger that replaced it at the winner
+    rule, else its succeeded `continue` (the latest) while that did not fall clearly behind its own
+    start (a paired loss of more than 2 SE); a child within the noise of its parent is still the line."""
+    done = [t for t in ctx.succeeded() if not _lost_race(t)]
+    head = max(done, key=lambda t: t["score"]) if done else None
     while head is not None:
-        children = [t for t in ctx.succeeded() if t.get("parent") == head["trial_id"] and t.get("action") == "continue"]
+        kids = [t for t in ctx.succeeded() if t.get("parent") == head["trial_id"]]
+        winners = [t for t in kids if (t.get("screen") or {}).get("verdict") == "replaces"]
+        if winners:
+            head = max(winners, key=lambda t: t["screen"]["diff"])
+            continue
+        children = [t for t in kids if t.get("action") == "continue"]
         if not children:
             return head
         child = max(children, key=lambda t: (t.get("round") or 0, t["trial_id"]))
@@ -172,6 +229,37 @@ def _line_head(ctx: PlanningContext) -> dict[str, Any] | None:
             return head
         head = child
     return None
+
+
+def _lost_race(trial: dict[str, Any]) -> bool:
+    """A challenger that did not replace its incumbent (or whose race is not decided yet)."""
+    return bool(trial.get("screened")) and trial.get("action") == "branch" and \
+        (trial.get("screen") or {}).get("verdict") != "replaces"
+
+
+def _gain(trial: dict[str, Any]) -> str:
+    gain, se = trial.get("gain"), trial.get("gain_stderr")
+    return "unknown" if gain is None else f"{100 * gain:+.1f} ± {100 * (se or 0):.1f} points"
+
+
+def _flattened(trial: dict[str, Any]) -> bool:
+    """A continuation whose own gain is within one paired SE: the line's curve has flattened."""
+    gain, se = trial.get("gain"), trial.get("gain_stderr")
+    return trial.get("action") == "continue" and gain is not None and se is not None and gain <= se
+
+
+def _challenge_steps(ctx: PlanningContext, head: dict[str, Any]) -> int | None:
+    """How many steps a challenger of the head's checkpoint may run: the head's own steps (equal
+    steps), cut to the exploration time left, in whole screens; None when not even two screens fit."""
+    clock = ctx.clock
+    every = clock.screen_steps if clock else 10
+    steps = int(head.get("steps") or 0)
+    if clock is not None and clock.explore_s is not None:
+        if not clock.step_s:
+            return None
+        steps = min(steps, int(clock.explore_s / clock.step_s))
+    steps -= steps % every
+    return steps if steps >= 2 * every else None
 
 
 def _explore(params: dict[str, Any], space: SearchSpace, index: int) -> tuple[dict[str, Any], str]:

@@ -8,7 +8,9 @@ search space's defaults: lr 2e-4, temperature 0.7). A child (`init_from`) starts
 final accuracy and adds a smaller step of the same shape, as longer training does. Behaviour comes from the SCRIPTED_TRIAL environment variable (JSON):
 {"step_s": seconds per step, "steps": n, "slow_if": [param, value, step_s], "slow_ids": {trial_id: step_s},
 "fail_if": {"param": value},
-"fail_all": true, "fail_kind": "nan_loss", "crowded_step_s": {"2": s}}. `crowded_step_s` is the step time
+"fail_all": true, "fail_kind": "nan_loss", "crowded_step_s": {"2": s},
+"outcomes": n (every eval line carries per-question outcomes on n questions, the first round(acc * n) right),
+"offset_if": [param, value, delta] (the accuracy of a trial with that value is shifted by delta)}. `crowded_step_s` is the step time
 when k probes of the speed check (session "speed-k<k>") run side by side. Every step also writes a dev eval line (for the pruner).
 """
 
@@ -50,9 +52,18 @@ def main() -> int:
     h = spec.get("hparams", {})
     out.mkdir(parents=True, exist_ok=True)
     steps = int(control.get("steps", 3))
+    max_steps = (spec.get("budget") or {}).get("max_steps")
+    steps = min(steps, int(max_steps)) if max_steps else steps
     started = time.time()
     start = start_of(spec)
+    offset = control.get("offset_if")
+    shift = float(offset[2]) if offset and h.get(offset[0]) == offset[1] else 0.0
     final = accuracy(h) if start == 0.4 else round(min(0.95, start + 0.05 * quality(h)), 4)
+    n_outcomes = int(control.get("outcomes", 0))
+
+    def outcomes(acc: float) -> dict:
+        right = round(max(0.0, min(1.0, acc)) * n_outcomes)
+        return {"outcomes": {f"d{i}": i < right for i in range(n_outcomes)}} if n_outcomes else {}
     with open(out / "eval.jsonl", "a") as ev:
         ev.write(json.dumps({"step": 0, "split": "dev", "accuracy": start, "stderr": 0.02, "n": 400,
                              "elapsed_s": 0.0}) + "\n")
@@ -67,8 +78,9 @@ def main() -> int:
             open(out / "eval.jsonl", "a") as ev:
         for step in range(1, steps + 1):
             time.sleep(step_s)
-            ev.write(json.dumps({"step": step, "split": "dev", "accuracy": start + (final - start) * step / steps,
-                                 "stderr": 0.02, "n": 400, "elapsed_s": time.time() - started}) + "\n")
+            acc = start + (final - start) * step / steps + shift * step / steps
+            ev.write(json.dumps({"step": step, "split": "dev", "accuracy": acc, "stderr": 0.02, "n": 400,
+                                 "elapsed_s": time.time() - started, **outcomes(acc)}) + "\n")
             ev.flush()
             m.write(json.dumps({"step": step, "reward_mean": 0.3 + 0.05 * step, "batch_accuracy": 0.3,
                                 "kl": 0.01, "grad_norm": 1.0, "loss": 0.1, "completion_len": 20, "t_step": step_s,
@@ -90,8 +102,8 @@ def main() -> int:
     train_s = round(steps * step_s, 2)
     write_json_atomic(out / "result.json", {
         "trial_id": spec["trial_id"], "status": "succeeded", "error": None, "adapter_path": "adapter",
-        "spec": spec, "metrics": {"dev_accuracy_before": start, "dev_accuracy_after": final,
-                                  "dev_stderr_after": 0.024, "dev_n": 400, "gain": round(final - start, 4),
+        "spec": spec, "metrics": {"dev_accuracy_before": start, "dev_accuracy_after": round(final + shift, 4),
+                                  "dev_stderr_after": 0.024, "dev_n": 400, "gain": round(final + shift - start, 4),
                                   "steps": steps, "wall_s": time.time() - started, "train_s": train_s,
                                   "reward_mean_last": 0.5},
         "lineage": {"parent": init.get("trial") or None, "branch_step": init.get("step", 0),

@@ -111,6 +111,7 @@ class KubernetesLauncher(Collecting):
         name, ns = job["metadata"]["name"], self.config.namespace
         trial_dir = self._trial_dir(session, trial_id)
         handle = TrialHandle(session=session, trial_id=trial_id, backend=self.backend, ref=f"{ns}/{name}")
+        self.view.scope(session)
         if (trial_dir / STATE_FILE).exists():  # resubmitted after a restart: the same trial, never a rerun
             self._status(handle)
             return handle
@@ -135,7 +136,8 @@ class KubernetesLauncher(Collecting):
         return handle
 
     def poll(self) -> None:
-        """Refresh the shared view (one pod LIST at most every second) and advance every tracked trial:
+        """Refresh the shared view (at most every second; pods and Jobs come from watches) and advance every
+        tracked trial:
         collect finished ones (before ttlSecondsAfterFinished), fail ones that cannot start, stream metrics."""
         self.view.ensure_watching()
         if self.view.refresh():
@@ -179,6 +181,7 @@ class KubernetesLauncher(Collecting):
 
     def reattach(self, session: str) -> list[TrialHandle]:
         ns = self.config.namespace
+        self.view.scope(session)
         jobs = call(self.batch.list_namespaced_job, ns, label_selector=f"{MANAGED_SELECTOR},{SESSION_LABEL}={session}",
                     api=self.api, namespace=ns, action="list jobs").items
         ids = {j.metadata.labels[TRIAL_LABEL] for j in jobs}
@@ -219,8 +222,8 @@ class KubernetesLauncher(Collecting):
             return "queued"
         phase = job_phase(job)
         if phase in TERMINAL:
-            # Collect from a pod list taken after the Job was seen finished (it may predate the Job's last
-            # pod, a retried preemption): the next poll's shared LIST, not one more LIST per trial.
+            # Collect from pods as of the Job's finished state (a lagging watch may not show its last pod,
+            # a retried preemption): the watch catches up, or the next refresh lists the laggards at once.
             if not self.view.pods_current(name):
                 return "running"
             return self._collect(job, trial_dir)

@@ -1,11 +1,11 @@
 """What the Kubernetes launcher knows of its namespace, at a cost that does not grow with the trial count.
 
-- Jobs: one watch on the namespace's openrl-agent Jobs keeps a cache (with bookmarks, so a quiet
-  watch resumes from a recent resourceVersion instead of re-listing); a (re)list after a dropped
-  watch or 410 Gone replaces the cache, so Jobs deleted while nobody watched are seen as gone. A Job
-  put into the cache after that LIST began (one the launcher just created) is never taken for gone.
-- Pods: one LIST of the namespace's openrl-agent pods per refresh (at most every `min_refresh_s`),
-  shared by every trial of the session.
+- Jobs and pods: one watch each (cluster/k8s_watch.py), scoped by label to this launcher's
+  sessions, kept as raw JSON, with bookmarks so relists are rare. A Job put into the cache after a
+  relist's LIST began (one the launcher just created) is never taken for gone.
+- A finished Job is collected from pods as of its finished state: the pod watch got past the
+  Job's resourceVersion, or the pods seen account for every pod the Job counts; failing both for
+  SYNC_AFTER_S, one LIST by job name for all such Jobs of the refresh.
 - Why an unstarted trial waits: the pod's scheduling condition and container waiting reason
   (ImagePullBackOff, Unschedulable with the scheduler's message, CreateContainerConfigError), the
   Job controller's FailedCreate events (quota, Pod Security admission) and Kueue's Workload
@@ -20,14 +20,16 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from kubernetes import client, watch
+from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from cluster.base import TERMINAL, LauncherError, TrialStatus
+from cluster.base import SESSION_LABEL, TERMINAL, LauncherError, TrialStatus
+from cluster.k8s_watch import MISSING, Reflector, rv_int, rv_of
 from cluster.outcome import classify_exit
 from cluster.pod_entry import EXIT_FAILED, EXIT_SUCCEEDED
 
-MISSING = object()  # a Job the view knows is gone (deleted, or absent from a complete list)
+SYNC_AFTER_S = 2.0  # a finished Job's pods not shown by the watch by then are listed (by job name)
+SYNC_CHUNK = 200  # job names per such LIST (a label selector in the URL)
 STARTED_PHASES = ("Running", "Succeeded", "Failed")
 # Waiting reasons that no amount of waiting fixes: fail the trial at once with the reason.
 PERMANENT_WAITING = frozenset({"InvalidImageName", "ErrImageNeverPull", "CreateContainerConfigError"})
@@ -174,162 +176,141 @@ def waited_s(job: client.V1Job) -> float:
 
 
 class ClusterView:
+    """The session's Jobs and pods (one watch each, scoped to this launcher's sessions by label) and, per
+    refresh, why unstarted trials wait. A refresh lists pods only for finished Jobs whose pods the watch
+    has not caught up with after SYNC_AFTER_S (one LIST for all of them), never the namespace's pods."""
+
     def __init__(self, api: client.ApiClient, namespace: str, selector: str, kueue: bool = False,
                  min_refresh_s: float = 1.0) -> None:
         self.api = api
         self.batch, self.core = client.BatchV1Api(api), client.CoreV1Api(api)
-        self._pod_models: dict[tuple[str, str], client.V1Pod] = {}
         self.custom = client.CustomObjectsApi(api)
-        self.namespace, self.selector, self.kueue = namespace, selector, kueue
+        self.namespace, self.base_selector, self.kueue = namespace, selector, kueue
+        self.sessions: set[str] = set()
         self.min_refresh_s = min_refresh_s
         self.lock = threading.Lock()
-        self.jobs: dict[str, Any] = {}
-        self.pods: dict[str, list[client.V1Pod]] = {}
         self.failed_create: dict[str, str] = {}
         self.workloads: dict[str, str] = {}  # job uid -> Kueue's latest condition message
-        self.error: str | None = None  # the last refresh failure, shown as a trial's detail
+        self.refresh_error: str | None = None
         self.refreshed_at = float("-inf")
-        # Pod LISTs are numbered when they begin; `generation` is the number of the one the cache holds.
-        # A Job seen (put, watch event, relist) when `lists_begun` was k is newer than every pod list
-        # numbered <= k: its pods are known as of that Job state only once generation > k.
-        self.lists_begun = 0
-        self.generation = 0
-        self.job_seen: dict[str, int] = {}
-        self.synced = False
-        self._stop = threading.Event()
-        self._watcher: threading.Thread | None = None
-        self._version: str | None = None
-        self._puts = 0  # counts put(): a Job put after a LIST began is newer than that list
-        self._put_at: dict[str, int] = {}
+        self.synced_to: dict[str, int] = {}  # job -> resourceVersion of a pod LIST that covered its pods
+        self._behind_since: dict[str, float] = {}
         self._kueue_version: str | None = None
+        self._make()
+
+    @property
+    def selector(self) -> str:
+        if not self.sessions:
+            return self.base_selector
+        return f"{self.base_selector},{SESSION_LABEL} in ({','.join(sorted(self.sessions))})"
+
+    @property
+    def error(self) -> str | None:
+        """The last refresh or watch failure, shown as a running trial's detail."""
+        return self.refresh_error or self.jobs.error or self.pods.error
+
+    def _make(self) -> None:
+        ns, selector = self.namespace, self.selector
+        self.jobs = Reflector(self.api, self.batch.list_namespaced_job, ns, selector, "V1Job")
+        self.pods = Reflector(self.api, self.core.list_namespaced_pod, ns, selector, "V1Pod", index_label="job-name")
+
+    def scope(self, session: str) -> None:
+        """Watch this session's objects too (a launcher usually serves one session: one selector, set once)."""
+        if session in self.sessions:
+            return
+        self.sessions.add(session)
+        watching = self.jobs._thread is not None
+        self.close()
+        self._make()  # the new watches' first LIST holds everything created so far
+        if watching:
+            self.ensure_watching()
 
     # ---- jobs --------------------------------------------------------------------------------
     def ensure_watching(self) -> None:
-        if self._watcher is not None and self._watcher.is_alive():
-            return
-        self._stop.clear()
-        try:
-            self.relist()  # in the caller's thread: status() never reads an unsynced cache
-        except Exception as exc:  # noqa: BLE001 - unreachable for now: the watcher relists when it can
-            self.error = f"cannot list Jobs ({_short(exc)}); retrying"
-        self._watcher = threading.Thread(target=self._watch, name="openrl-k8s-watch", daemon=True)
-        self._watcher.start()
+        self.jobs.start()
+        self.pods.start()
 
     def relist(self) -> None:
-        with self.lock:
-            began = self._puts
-        listed = self.batch.list_namespaced_job(self.namespace, label_selector=self.selector, _request_timeout=15)
-        fresh = {j.metadata.name: j for j in listed.items}
-        with self.lock:
-            for name, known in self.jobs.items():
-                if name in fresh:
-                    continue
-                # Put after the LIST began: created since, so absent from the list but not gone.
-                fresh[name] = known if self._put_at.get(name, 0) > began else MISSING
-            self.jobs = fresh
-            self.job_seen.update(dict.fromkeys(fresh, self.lists_begun))
-            self.synced = True
-        self._version = listed.metadata.resource_version
-
-    def _watch(self) -> None:
-        while not self._stop.is_set():
-            try:
-                if self._version is None:
-                    self.relist()
-                stream = watch.Watch().stream(self.batch.list_namespaced_job, self.namespace,
-                                              label_selector=self.selector, resource_version=self._version,
-                                              allow_watch_bookmarks=True, timeout_seconds=60, _request_timeout=90)
-                for event in stream:
-                    if event["type"] == "ERROR":  # 410 Gone: the version is too old to resume from
-                        raise RuntimeError(f"watch error: {event.get('raw_object')}")
-                    if event["type"] == "BOOKMARK":  # no object, only a newer version to resume from
-                        self._version = event["raw_object"]["metadata"]["resourceVersion"]
-                        continue
-                    job = event["object"]
-                    with self.lock:
-                        self.jobs[job.metadata.name] = MISSING if event["type"] == "DELETED" else job
-                        self.job_seen[job.metadata.name] = self.lists_begun
-                    self._version = job.metadata.resource_version
-                    if self._stop.is_set():
-                        return
-            except Exception:  # noqa: BLE001 - 410 Gone, a dropped connection, a restarting server: relist
-                self._version = None
-                self._stop.wait(1.0)
+        self.jobs.relist()
 
     def put(self, job: client.V1Job) -> None:
         """A Job this launcher just created or read (the watch may not have delivered it yet)."""
-        with self.lock:
-            self._puts += 1
-            self._put_at[job.metadata.name] = self._puts
-            if not isinstance(self.jobs.get(job.metadata.name), client.V1Job):
-                self.jobs[job.metadata.name] = job
-                self.job_seen[job.metadata.name] = self.lists_begun
+        self.jobs.put(job)
 
     def job(self, name: str) -> Any:
         """The cached Job, MISSING if gone, None if this view has never seen it."""
-        with self.lock:
-            job = self.jobs.get(name)
-        return MISSING if job is None and self.synced else job
+        job = self.jobs.model(name)
+        return MISSING if job is None and self.jobs.synced else job
 
     def forget(self, name: str) -> None:
-        with self.lock:
-            self.jobs[name] = MISSING
+        with self.jobs.lock:
+            self.jobs.objects[name] = MISSING
 
     def close(self) -> None:
-        self._stop.set()
+        self.jobs.stop()
+        self.pods.stop()
 
     # ---- pods and reasons --------------------------------------------------------------------
     def refresh(self, force: bool = False) -> bool:
-        """One LIST of pods (and, when some trial needs them, of events and Workloads); False if not due."""
+        """Why unstarted trials wait (events, Workloads: only while some trial needs them), and the pods of
+        finished Jobs the watch lags behind on; False if not due."""
         if not force and time.monotonic() - self.refreshed_at < self.min_refresh_s:
             return False
         self.refreshed_at = time.monotonic()
-        with self.lock:
-            self.lists_begun += 1
-            number = self.lists_begun
         try:
-            pods = self._list_pods()
-            by_job: dict[str, list[client.V1Pod]] = {}
-            for pod in pods:
-                by_job.setdefault((pod.metadata.labels or {}).get("job-name", ""), []).append(pod)
-            for group in by_job.values():
-                group.sort(key=lambda p: p.metadata.creation_timestamp)
-            with self.lock:
-                jobs = [j for j in self.jobs.values() if isinstance(j, client.V1Job)]
-            waiting = [j for j in jobs if job_phase(j) not in TERMINAL and j.metadata.name not in by_job]
+            with self.jobs.lock:
+                names = [n for n, raw in self.jobs.objects.items() if isinstance(raw, dict)]
+            jobs = [j for j in map(self.jobs.model, names) if isinstance(j, client.V1Job)]
+            waiting = [j for j in jobs if job_phase(j) not in TERMINAL and not self._live_pods(j.metadata.name)]
             failed = self._failed_create() if any(not (j.spec and j.spec.suspend) for j in waiting) else {}
             suspended = self.kueue and any(j.spec and j.spec.suspend for j in waiting)
             workloads = self.read_workloads() if suspended else {}
-        except (ApiException, OSError, Exception) as exc:  # noqa: BLE001 - keep the last view; say why
-            self.error = f"cannot refresh from the API server ({_short(exc)}); retrying"
+            self._sync([j.metadata.name for j in jobs if job_phase(j) in TERMINAL], force)
+        except Exception as exc:  # noqa: BLE001 - keep the last view; say why
+            self.refresh_error = f"cannot refresh from the API server ({_short(exc)}); retrying"
             return True
         with self.lock:
-            self.pods, self.failed_create, self.workloads, self.error = by_job, failed, workloads, None
-            self.generation = max(self.generation, number)
+            self.failed_create, self.workloads, self.refresh_error = failed, workloads, None
         return True
 
-    def _list_pods(self) -> list[client.V1Pod]:
-        """The LIST, parsed as JSON; only pods changed since the last LIST (new uid or resourceVersion) become
-        client models: building a V1Pod costs ~100x the JSON parse, and most pods are unchanged each round."""
-        answer = self.core.list_namespaced_pod(self.namespace, label_selector=self.selector,
-                                               _preload_content=False, _request_timeout=15)
-        models = {}
-        for raw in json.loads(answer.data).get("items", []):
-            meta = raw.get("metadata") or {}
-            key = (meta.get("uid"), meta.get("resourceVersion"))
-            models[key] = self._pod_models.get(key) or self.api.deserialize(json.dumps(raw), "V1Pod",
-                                                                            "application/json")
-        self._pod_models = models
-        return list(models.values())
+    def _sync(self, finished: list[str], force: bool) -> None:
+        """One pod LIST, by job-name, for the finished Jobs whose pods the watch has not shown for SYNC_AFTER_S
+        (a watch with no pod events since the Job finished has no newer version to show)."""
+        now = time.monotonic()
+        behind = [n for n in finished if not self.pods_current(n)]
+        self._behind_since = {n: self._behind_since.get(n, now) for n in behind}
+        due = [n for n, since in self._behind_since.items() if force or now - since >= SYNC_AFTER_S]
+        for start in range(0, len(due), SYNC_CHUNK):
+            chunk = due[start:start + SYNC_CHUNK]
+            answer = self.core.list_namespaced_pod(self.namespace, _preload_content=False, _request_timeout=15,
+                                                   label_selector=f"{self.selector},job-name in ({','.join(chunk)})")
+            listed = json.loads(answer.data)
+            with self.pods.lock:
+                known = [p for n in chunk for p in self.pods.index.get(n, ())]
+            self.pods.merge(listed.get("items") or [], known, listed["metadata"]["resourceVersion"])
+            version = rv_int(listed["metadata"]["resourceVersion"])
+            for name in chunk:
+                self.synced_to[name] = version
+                self._behind_since.pop(name, None)
 
     def pods_current(self, name: str) -> bool:
-        """Whether the cached pod list began after the Job's cached state was seen (so it holds its last pod)."""
-        with self.lock:
-            return self.generation > self.job_seen.get(name, 0)
+        """Whether the pod cache holds the Job's pods as of its cached (finished) state: the watch or a LIST
+        got past the Job's resourceVersion, or the pods seen account for every pod the Job counts."""
+        raw = self.jobs.raw(name)
+        if not isinstance(raw, dict):
+            return True
+        version = rv_of(raw)
+        if self.pods.progress >= version or self.synced_to.get(name, 0) >= version:
+            return True
+        return _pods_account_for(raw, self.pods.indexed(name))
+
+    def _live_pods(self, name: str) -> list[dict[str, Any]]:
+        return [p for p in self.pods.indexed(name) if isinstance(p, dict)]
 
     def pods_of(self, name: str) -> list[client.V1Pod]:
-        with self.lock:
-            return list(self.pods.get(name, []))
+        pods = [self.pods.to_model(raw) for raw in self._live_pods(name)]
+        pods.sort(key=lambda p: p.metadata.creation_timestamp)
+        return pods
 
     def _failed_create(self) -> dict[str, str]:
         events = self.core.list_namespaced_event(self.namespace, field_selector="reason=FailedCreate",
@@ -363,6 +344,29 @@ class ClusterView:
     def workload_message(self, job: client.V1Job) -> str | None:
         with self.lock:
             return self.workloads.get(job.metadata.uid) or self.workloads.get("*")
+
+
+def _pods_account_for(job: dict[str, Any], pods: list[Any]) -> bool:
+    """A finished Job's pods are all in view: none still active, a Succeeded one if the Job is Complete,
+    and as many ended ones (gone, deleting, or failed other than by a disruption the Job ignores) as the
+    Job counts failed and succeeded."""
+    status = job.get("status") or {}
+    ended = 0
+    succeeded = False
+    for pod in pods:
+        if pod is MISSING or (pod.get("metadata") or {}).get("deletionTimestamp"):
+            ended += 1
+            continue
+        phase = (pod.get("status") or {}).get("phase")
+        if phase not in ("Succeeded", "Failed"):
+            return False
+        succeeded = succeeded or phase == "Succeeded"
+        disrupted = any(c.get("type") == "DisruptionTarget" and c.get("status") == "True"
+                        for c in (pod.get("status") or {}).get("conditions") or [])
+        ended += not disrupted
+    if any(c.get("type") == "Complete" and c.get("status") == "True" for c in status.get("conditions") or []):
+        return succeeded
+    return ended >= (status.get("failed") or 0) + (status.get("succeeded") or 0)
 
 
 def _short(exc: BaseException) -> str:

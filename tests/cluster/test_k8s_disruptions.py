@@ -103,17 +103,17 @@ def test_a_job_created_while_the_view_relists_is_never_missing(k8s_cluster: K8sC
     _, job = build_manifests(fake_spec("t1", sleep=30), k8s_config(k8s_cluster, ns))
     view = ClusterView(api, ns, MANAGED_SELECTOR)
     view.relist()
-    real_list = view.batch.list_namespaced_job
+    real_list = view.jobs.list_fn
 
     def list_then_create(*args: object, **kwargs: object) -> object:
         listed = real_list(*args, **kwargs)  # the LIST answers from before the create
         view.put(batch.create_namespaced_job(ns, job))  # what submit does, meanwhile
         return listed
 
-    view.batch.list_namespaced_job = list_then_create
+    view.jobs.list_fn = list_then_create
     view.relist()
     assert view.job(job["metadata"]["name"]) is not MISSING
-    view.batch.list_namespaced_job = real_list
+    view.jobs.list_fn = real_list
     view.relist()  # the next list has it; a later one without it means it is gone
     assert view.job(job["metadata"]["name"]) is not MISSING
     batch.delete_namespaced_job(job["metadata"]["name"], ns, propagation_policy="Background")

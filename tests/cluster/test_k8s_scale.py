@@ -1,0 +1,56 @@
+"""What the Kubernetes launcher costs the API server and the poll as sessions grow (marker k8s, loopback
+control plane):
+pods come from a watch scoped to the session, not a LIST per poll.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+
+from cluster.base import TERMINAL
+from cluster.k8s_launcher import KubernetesLauncher
+from tests.cluster.conftest import fake_spec
+from tests.cluster.k8s_support import K8sCluster, k8s_config
+
+
+def record_requests(launcher: KubernetesLauncher) -> list[tuple[str, str]]:
+    """(method, url) of every request the launcher's client sends from now on."""
+    sent: list[tuple[str, str]] = []
+    inner = launcher.api.rest_client.request
+
+    def request(method: str, url: str, *args: object, **kwargs: object) -> object:
+        sent.append((method, unquote(url)))
+        return inner(method, url, *args, **kwargs)
+
+    launcher.api.rest_client.request = request
+    return sent
+
+
+@pytest.mark.k8s
+def test_pods_come_from_a_session_watch_not_a_list_per_poll(k8s_cluster: K8sCluster, tmp_path: Path) -> None:
+    ns = k8s_cluster.namespace("scope")
+    other = KubernetesLauncher(k8s_config(k8s_cluster, ns), runs_dir=tmp_path / "other")
+    elsewhere = other.submit(fake_spec("t1", session="s-other", sleep=60))  # another session's trial
+    launcher = KubernetesLauncher(k8s_config(k8s_cluster, ns), runs_dir=tmp_path)
+    sent = record_requests(launcher)
+    handles = [launcher.submit(fake_spec(f"t{i}", sleep=i)) for i in range(3)]
+    polls = 0
+    deadline = time.monotonic() + 60
+    while not all(launcher.status(h) in TERMINAL for h in handles) and time.monotonic() < deadline:
+        launcher.poll()
+        polls += 1
+        time.sleep(0.2)
+    assert {launcher.status(h) for h in handles} == {"succeeded"}
+    pod_reads = [url for method, url in sent if method == "GET" and url.split("?")[0].endswith("/pods")]
+    lists = [url for url in pod_reads if "watch=true" not in url]
+    watches = [url for url in pod_reads if "watch=true" in url]
+    assert polls > 10 and len(lists) <= 2, lists  # the watch's first LIST (and at most one catch-up LIST)
+    assert watches and all("openrl-agent/session in (s-test)" in url for url in lists + watches)
+    assert launcher.view.jobs.raw(elsewhere.ref.split("/")[1]) is None  # never sees another session
+    other.cancel(elsewhere)
+    other.close()
+    launcher.close()

@@ -2,11 +2,17 @@
 directory (or a running pod's new metric lines, while it runs), deciding its outcome from the Job and
 pod status when the log is gone, and retrying what is not the trial's outcome (a 429, a reset, a log
 cut off mid-read). Mixed into cluster.k8s_launcher.KubernetesLauncher, which owns the state below.
+
+Log reads go through the kubelet of the pod's node, which may be slow or unreachable: they run in a
+bounded pool (LOG_READERS threads, each read with a timeout), never in the poll. A read not done yet
+leaves its trial "running" and is looked at again on the next poll, so one bad node holds up only
+its own trials.
 """
 
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +30,12 @@ from rl_core.trialdir import write_result
 COLLECT_TAIL_LINES = 20_000
 STREAM_TAIL_LINES = 2_000
 SHORT_READS = 3  # a log without the result line its exit code promises is read again this many times
+LOG_READERS = 8  # log reads in flight at once
+LOG_READ_TIMEOUT_S = (5, 30)  # connect, read: a kubelet that takes longer is asked again next poll
+
+
+class LogPending(Exception):
+    """The pod log read is still in flight (a slow kubelet): the trial stays running, the poll goes on."""
 
 
 class Collecting:
@@ -35,6 +47,8 @@ class Collecting:
     _short_reads: dict[str, int]
     _streamed_at: dict[str, float]
     _stream_budget: Throttle
+    _log_pool: ThreadPoolExecutor
+    _reads: dict[tuple[str, str], tuple[str, Future]]  # (job, purpose) -> (pod, its read in flight)
 
     def _delete(self, name: str, strict: bool = False) -> None:
         raise NotImplementedError  # the launcher: delete the Job and its ConfigMap
@@ -55,7 +69,9 @@ class Collecting:
         pods = self.view.pods_of(name)
         known = failure_reason(job, pods)  # from the Job and pod status: holds even when the log is gone
         try:
-            log = self._pod_log(name, COLLECT_TAIL_LINES, pods)
+            log = self._log_async(name, "collect", COLLECT_TAIL_LINES, pods)
+        except LogPending:
+            return self._retry(name, trial_dir, "reading the pod log", again=False)
         except ApiException as exc:
             if exc.status not in (404, 400):  # 429/5xx: not the trial's outcome; try again
                 return self._retry(name, trial_dir, f"cannot read the pod log ({exc.status} {exc.reason})")
@@ -88,9 +104,9 @@ class Collecting:
         self._delete(name)
         return state
 
-    def _retry(self, name: str, trial_dir: Path, why: str) -> TrialStatus:
+    def _retry(self, name: str, trial_dir: Path, why: str, again: bool = True) -> TrialStatus:
         """Not the trial's outcome: say so in its detail and try again on the next poll."""
-        self._note(name, trial_dir, f"collecting: {why}; retrying")
+        self._note(name, trial_dir, f"collecting: {why}" + ("; retrying" if again else ""))
         return "running"
 
     def _sees_volume(self, trial_dir: Path) -> bool:
@@ -100,16 +116,33 @@ class Collecting:
     def _stream(self, name: str, trial_dir: Path, pods: list[client.V1Pod]) -> None:
         """Copy new metric/eval lines from a running pod's log every stream_interval_s, unless the pod writes
         them here itself (a runs_pvc this machine mounts; one it does not mount is streamed like an emptyDir)."""
-        if self._sees_volume(trial_dir) or time.monotonic() - self._streamed_at.get(name, float("-inf")) < \
-                self.config.stream_interval_s or not self._stream_budget.try_take():
+        if self._sees_volume(trial_dir):
             return
-        self._streamed_at[name] = time.monotonic()
+        if (name, "stream") not in self._reads:
+            if time.monotonic() - self._streamed_at.get(name, float("-inf")) < self.config.stream_interval_s \
+                    or not self._stream_budget.try_take():
+                return
+            self._streamed_at[name] = time.monotonic()
         try:
-            log = self._pod_log(name, STREAM_TAIL_LINES, pods)
-        except (ApiException, *TRANSPORT_ERRORS):
-            return  # the next round tries again; the final collection reads the whole tail anyway
+            log = self._log_async(name, "stream", STREAM_TAIL_LINES, pods)
+        except (LogPending, ApiException, *TRANSPORT_ERRORS):
+            return  # the next round looks again; the final collection reads the whole tail anyway
         if log:
             merge_streams(trial_dir, log)
+
+    def _log_async(self, name: str, purpose: str, tail: int, pods: list[client.V1Pod]) -> str | None:
+        """_pod_log's answer, read in the pool: LogPending until it is in; the read's error once it failed."""
+        if not pods or pods[-1].status.phase == "Pending":
+            return self._pod_log(name, tail, pods)  # no request to make
+        pod = pods[-1].metadata.name
+        key = (name, purpose)
+        started = self._reads.get(key)
+        if started is None or started[0] != pod:  # none yet, or one of a pod the Job has since replaced
+            started = self._reads[key] = (pod, self._log_pool.submit(self._pod_log, name, tail, pods))
+        if not started[1].done():
+            raise LogPending(pod)
+        del self._reads[key]
+        return started[1].result()
 
     def _finish_lost(self, name: str, trial_dir: Path, why: str) -> TrialStatus:
         result = read_result(trial_dir)  # a shared runs volume may hold it even though the Job is gone
@@ -134,7 +167,7 @@ class Collecting:
         if pods[-1].status.phase == "Pending":
             return ""
         return self.core.read_namespaced_pod_log(pods[-1].metadata.name, self.config.namespace, container=CONTAINER,
-                                                 tail_lines=tail, _request_timeout=60)
+                                                 tail_lines=tail, _request_timeout=LOG_READ_TIMEOUT_S)
 
 
 def short_error(exc: BaseException) -> str:

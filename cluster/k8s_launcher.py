@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ from cluster.base import (
     spec_identity,
 )
 from cluster.k8s_client import TRANSPORT_ERRORS, Throttle, call, connect, create_or_adopt, explain
-from cluster.k8s_collect import Collecting
+from cluster.k8s_collect import LOG_READERS, Collecting
 from cluster.k8s_manifests import (
     MANAGED_BY,
     KubernetesConfig,
@@ -103,6 +104,10 @@ class KubernetesLauncher(Collecting):
         self._idle_since: dict[str, float] = {}  # a job that ran and has no started pod now: since when
         self._short_reads: dict[str, int] = {}
         self._queue_checked = False
+        self._log_pool = ThreadPoolExecutor(LOG_READERS, thread_name_prefix="openrl-k8s-log")
+        self._reads: dict[tuple[str, str], tuple[str, Future]] = {}
+        # Deleting a collected Job is best effort (its TTL is the backstop): off the poll, one at a time.
+        self._cleanup = ThreadPoolExecutor(1, thread_name_prefix="openrl-k8s-delete")
 
     # ---- contract -------------------------------------------------------------------------
     def submit(self, spec: dict[str, Any]) -> TrialHandle:
@@ -203,6 +208,8 @@ class KubernetesLauncher(Collecting):
 
     def close(self) -> None:
         self.view.close()
+        self._log_pool.shutdown(wait=False, cancel_futures=True)
+        self._cleanup.shutdown(wait=True)  # the deletes already decided are sent
 
     # ---- one trial --------------------------------------------------------------------------
     def _status(self, handle: TrialHandle) -> TrialStatus:
@@ -260,7 +267,20 @@ class KubernetesLauncher(Collecting):
 
     # ---- cluster calls ----------------------------------------------------------------------
     def _delete(self, name: str, strict: bool = False) -> None:
-        """Delete the Job and its ConfigMap (pods follow); only a cancel must succeed, else the TTL does it."""
+        """Delete the Job and its ConfigMap (pods follow); only a cancel must succeed (and waits), else the
+        TTL does it and the request is sent from the cleanup thread, so the poll goes on."""
+        self.view.forget(name)
+        for key in [k for k in self._reads if k[0] == name]:
+            self._reads.pop(key)
+        if not strict:
+            try:
+                self._cleanup.submit(self._send_delete, name, False)
+            except RuntimeError:  # closed: the TTL removes it
+                pass
+            return
+        self._send_delete(name, True)
+
+    def _send_delete(self, name: str, strict: bool) -> None:
         body = client.V1DeleteOptions(propagation_policy="Background")
         for delete in (self.batch.delete_namespaced_job, self.core.delete_namespaced_config_map):
             try:
@@ -271,7 +291,6 @@ class KubernetesLauncher(Collecting):
             except TRANSPORT_ERRORS as exc:  # the Job's TTL removes what a collection could not
                 if strict:
                     raise explain(exc, self.api, self.config.namespace, f"cancel {name}") from None
-        self.view.forget(name)
 
     def _own_configmap(self, name: str, job_uid: str) -> None:
         owner = {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": job_uid}

@@ -20,6 +20,7 @@ Started by scripts/k8s-test-cluster.sh; never use it on a real cluster. It:
 - injects what a real node does to a pod over hours, when the pod carries these annotations
   (INJECT, set through the launcher's pod_annotations):
   `log-resets: N`      the first N log reads promise a body and drop the connection halfway;
+  `log-delay-s: S`     every log read answers only after S s (a slow or overloaded kubelet);
   `evict-after-s: S`   S s after start, evicts the pod as a kubelet under pressure does (process
                        killed, phase Failed, reason Evicted, `evict-message` as the message);
   `delete-after-s: S`  S s after start, deletes the pod (a drain, a person) before its Job notices,
@@ -281,6 +282,11 @@ class NodeAgent:
                     self.stop.wait(1)
 
     # ---- logs -----------------------------------------------------------------------------
+    def log_delay_s(self, namespace: str, pod: str) -> float:
+        with self.lock:
+            procs = [p for p in self.pods.values() if p.namespace == namespace and p.name == pod]
+        return float(_inject(procs[0].pod, "log-delay-s") or 0) if procs else 0.0
+
     def log_text(self, namespace: str, pod: str, query: dict[str, list[str]]) -> str | None:
         with self.lock:
             procs = [p for p in self.pods.values() if p.namespace == namespace and p.name == pod]
@@ -305,6 +311,7 @@ class NodeAgent:
                 if url.path == "/healthz":
                     return self._send(200, "ok")
                 if len(parts) == 4 and parts[0] == "containerLogs":
+                    time.sleep(agent.log_delay_s(parts[1], parts[2]))
                     text = agent.log_text(parts[1], parts[2], parse_qs(url.query))
                     if text is not None and agent.take_log_reset(parts[1], parts[2]):
                         return self._cut_off(text)

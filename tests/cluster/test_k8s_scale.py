@@ -1,6 +1,6 @@
 """What the Kubernetes launcher costs the API server and the poll as sessions grow (marker k8s, loopback
-control plane):
-pods come from a watch scoped to the session, not a LIST per poll.
+control plane): pods come from a watch scoped to the session, not a LIST per poll; a slow kubelet holds up
+only its own trial's log read.
 """
 
 from __future__ import annotations
@@ -11,10 +11,12 @@ from urllib.parse import unquote
 
 import pytest
 
-from cluster.base import TERMINAL
+from cluster.base import TERMINAL, wait
 from cluster.k8s_launcher import KubernetesLauncher
 from tests.cluster.conftest import fake_spec
 from tests.cluster.k8s_support import K8sCluster, k8s_config
+
+INJECT = "openrl-test.invalid/"
 
 
 def record_requests(launcher: KubernetesLauncher) -> list[tuple[str, str]]:
@@ -53,4 +55,27 @@ def test_pods_come_from_a_session_watch_not_a_list_per_poll(k8s_cluster: K8sClus
     assert launcher.view.jobs.raw(elsewhere.ref.split("/")[1]) is None  # never sees another session
     other.cancel(elsewhere)
     other.close()
+    launcher.close()
+
+
+@pytest.mark.k8s
+def test_a_slow_kubelet_holds_up_only_its_own_trial(k8s_cluster: K8sCluster, tmp_path: Path) -> None:
+    config = k8s_config(k8s_cluster, k8s_cluster.namespace("slowlog"), pod_annotations={INJECT + "log-delay-s": "8"})
+    launcher = KubernetesLauncher(config, runs_dir=tmp_path)
+    slow = launcher.submit(fake_spec("slow"))
+    config.pod_annotations = {}
+    fast = launcher.submit(fake_spec("fast"))
+    longest = 0.0
+    deadline = time.monotonic() + 40
+    while launcher.status(fast) not in TERMINAL and time.monotonic() < deadline:
+        began = time.monotonic()
+        launcher.poll()
+        launcher.status(slow)
+        longest = max(longest, time.monotonic() - began)
+        time.sleep(0.1)
+    assert launcher.status(fast) == "succeeded"
+    assert longest < 2.0, f"a poll waited {longest:.1f}s on a slow log read"
+    assert launcher.status(slow) == "running" and "reading the pod log" in (launcher.detail(slow) or "")
+    assert wait(launcher, [slow], timeout_s=60)[slow] == "succeeded"  # read once the kubelet answers
+    assert launcher.result(slow)["metrics"]["dev_accuracy_after"] == 0.5
     launcher.close()

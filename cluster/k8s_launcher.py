@@ -29,6 +29,7 @@ reattach lists the session's Jobs by label and its local trial directories.
 from __future__ import annotations
 
 import json
+import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -125,6 +126,8 @@ class KubernetesLauncher(Collecting):
         # dying between the create and the local files is repaired by reattach (it finds the Job by label).
         # A leftover Job (the agent lost its local files) is adopted, never replaced, and only if it is
         # labelled as this session's trial: a same-named object of another session is refused.
+        if self.config.runs_pvc:
+            self._open_to_pod(trial_dir)
         ours = (*MANAGED_BY, SESSION_LABEL, TRIAL_LABEL)
         create_or_adopt(self.core.create_namespaced_config_map, self.core.read_namespaced_config_map, configmap,
                         ours, self.api)
@@ -316,6 +319,22 @@ class KubernetesLauncher(Collecting):
         self._save(trial_dir, name, "queued")
 
     # ---- local files ------------------------------------------------------------------------
+    def _open_to_pod(self, trial_dir: Path) -> None:
+        """Make the trial dir on the shared runs volume writable for the pod's uid. Volumes that ignore
+        fsGroup (NFS, Filestore, some CSI drivers) keep the owner this machine gave it: as root, hand it to
+        the pod's uid; as anyone else, open it (mode 0777: the owner cannot give it away)."""
+        uid = self.config.run_as_user
+        try:
+            trial_dir.mkdir(parents=True, exist_ok=True)
+            if os.geteuid() == 0:
+                os.chown(trial_dir, uid, uid)
+            else:
+                os.chmod(trial_dir, 0o777)
+        except OSError as exc:
+            raise LauncherError(f"cannot make {trial_dir} (runs volume {self.config.runs_pvc}) writable for the "
+                                f"pod's uid {uid}: {exc.strerror}; run the agent as the owner of the runs dir or "
+                                f"as root, or chown the runs dir to uid {uid}") from None
+
     def _trial_dir(self, session: str, trial_id: str) -> Path:
         return sessiondir.trial_dir(sessiondir.session_dir_of(self.runs_dir, session), trial_id)
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster.outcome import LOG_FILE, RESULT_FILE, ensure_result
-from rl_core.trialdir import CHECKPOINT_DIR, EVAL_FILE, METRICS_FILE, append_jsonl, read_jsonl
+from rl_core.trialdir import CHECKPOINT_DIR, EVAL_FILE, METRICS_FILE, append_jsonl, failed_result, read_jsonl
 
 RESULT_MARKER = "OPENRL_RESULT_JSON: "
 METRIC_MARKER = "OPENRL_METRIC_JSON: "
@@ -145,11 +145,15 @@ class _Streamer(threading.Thread):
 
 
 def run(spec_path: Path, out: Path, command: list[str], wall_s: float | None = None) -> int:
-    out.mkdir(parents=True, exist_ok=True)
     try:
         spec = json.loads(spec_path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         spec = {"trial_id": None, "unreadable_spec": str(exc)}
+    unwritable = _unwritable(out)
+    if unwritable:  # nothing can be written there, result.json included: the result line is the only word
+        print(RESULT_MARKER + json.dumps(failed_result(spec, "bad_spec", unwritable), separators=(",", ":")),
+              flush=True)
+        return EXIT_FAILED
     output = _Output()
     streamer = _Streamer(out, output)
     terminated = threading.Event()
@@ -181,6 +185,21 @@ def run(spec_path: Path, out: Path, command: list[str], wall_s: float | None = N
     result = ensure_result(out, spec, returncode, timed_out=timed_out.is_set(), wall_s=wall_s)
     output.line(RESULT_MARKER + json.dumps(result, separators=(",", ":")))
     return EXIT_SUCCEEDED if result.get("status") == "succeeded" else EXIT_FAILED
+
+
+def _unwritable(out: Path) -> str | None:
+    """Why this pod cannot write its trial directory, with the fix; None if it can."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+        return None
+    except OSError as exc:
+        return (f"the trial directory {out} is not writable by this pod's uid {os.getuid()} ({exc.strerror}): its "
+                "runs volume ignores fsGroup (NFS, Filestore and some CSI drivers do); let the agent create it "
+                "(it makes each trial directory the pod's: chown as root, else mode 0777), or make the volume's "
+                "root writable for that uid (chown, or a volume with uid/gid mount options)")
 
 
 def _has_checkpoints(out: Path) -> bool:

@@ -1,11 +1,13 @@
 """What the Kubernetes launcher costs the API server and the poll as sessions grow (marker k8s, loopback
 control plane): pods come from a watch scoped to the session, not a LIST per poll; a slow kubelet holds up
-only its own trial's log read.
+only its own trial's log read; a trial dir on a runs volume that ignores fsGroup is the pod's to write.
 """
 
 from __future__ import annotations
 
+import os
 import time
+import uuid
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -13,6 +15,8 @@ import pytest
 
 from cluster.base import TERMINAL, wait
 from cluster.k8s_launcher import KubernetesLauncher
+from cluster.pod_entry import RESULT_MARKER, parse_result_line
+from cluster.pod_entry import run as pod_entry_run
 from tests.cluster.conftest import fake_spec
 from tests.cluster.k8s_support import K8sCluster, k8s_config
 
@@ -79,3 +83,28 @@ def test_a_slow_kubelet_holds_up_only_its_own_trial(k8s_cluster: K8sCluster, tmp
     assert wait(launcher, [slow], timeout_s=60)[slow] == "succeeded"  # read once the kubelet answers
     assert launcher.result(slow)["metrics"]["dev_accuracy_after"] == 0.5
     launcher.close()
+
+
+@pytest.mark.k8s
+def test_the_trial_dir_on_a_runs_volume_is_the_pods_to_write(k8s_cluster: K8sCluster) -> None:
+    config = k8s_config(k8s_cluster, k8s_cluster.namespace("fsgroup"), runs_pvc="openrl-runs")
+    launcher = KubernetesLauncher(config, runs_dir=k8s_cluster.pvc_dir)
+    session = f"s-fsgroup-{uuid.uuid4().hex[:6]}"  # the volume outlives the test: a dir no earlier run made
+    handle = launcher.submit(fake_spec("t1", session=session))
+    made = (k8s_cluster.pvc_dir / session / "trials/t1").stat()
+    if os.geteuid() == 0:
+        assert (made.st_uid, made.st_gid) == (config.run_as_user, config.run_as_user)
+    else:
+        assert made.st_mode & 0o777 == 0o777
+    assert wait(launcher, [handle], timeout_s=60)[handle] == "succeeded"
+    launcher.close()
+
+
+def test_a_pod_that_cannot_write_its_trial_dir_says_why_and_the_fix(tmp_path: Path, capsys) -> None:
+    (tmp_path / "spec.json").write_text('{"trial_id": "t1"}')
+    (tmp_path / "runs").write_text("")  # not a directory: nobody, root included, can create the trial dir in it
+    code = pod_entry_run(tmp_path / "spec.json", tmp_path / "runs" / "t1", ["true"])
+    out = capsys.readouterr().out
+    assert code == 1 and out.splitlines()[-1].startswith(RESULT_MARKER)
+    error = parse_result_line(out)["error"]
+    assert error["kind"] == "bad_spec" and "ignores fsGroup" in error["message"] and "chown" in error["message"]

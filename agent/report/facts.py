@@ -114,6 +114,7 @@ def _row(r: dict[str, Any], t: TrialFiles | None, shown: list[str]) -> dict[str,
         "parent": r.get("parent"),
         "steps_total": r.get("steps_total"),
         "train_s_total": r.get("train_s_total"),
+        "screen": r.get("screen"),  # a challenger's race against its incumbent (agent/screen.py)
     }
 
 

@@ -162,7 +162,7 @@ def shown_path(path: Path | str) -> str:
         return str(resolved)
 
 
-TREE_HEADER = ["trial", "from", "dev acc", "Δ parent ± se", "Δ base ± se", "GRPO time", "steps"]
+TREE_HEADER = ["trial", "from", "dev acc", "Δ parent ± se", "Δ base ± se", "GRPO time", "steps", "screen"]
 CONFIRM_HEADER = ["trial", "dev acc", "test acc ± se", "Δ base on test ± se (paired)", "McNemar p", "Holm p",
                   "beats base"]
 
@@ -179,8 +179,19 @@ def tree_rows(tree: list[dict[str, Any]]) -> list[list[str]]:
         rows.append(["  " * node["depth"] + ("└ " if node["depth"] else "") + node["trial_id"], origin,
                      pct(node["accuracy"]), _points(node["gain_over_parent"], node["gain_over_parent_se"]),
                      _points(node["gain_over_base"], node["gain_over_base_se"]),
-                     duration(node.get("train_s_total")), str(node.get("steps_total") or "-")])
+                     duration(node.get("train_s_total")), str(node.get("steps_total") or "-"),
+                     screen_text(node.get("screen"))])
     return rows
+
+
+def screen_text(screen: dict[str, Any] | None) -> str:
+    """A challenger's race: where it stood against its incumbent at equal steps, and the verdict."""
+    if not screen:
+        return ""
+    verdict = {"stopped": "stopped", "replaces": "replaced it", "incumbent kept": "kept the incumbent",
+               "waiting": "racing"}.get(screen.get("verdict"), screen.get("verdict") or "")
+    return (f"vs {screen.get('reference')} at step {screen.get('step')}: "
+            f"{change(screen.get('diff') or 0.0, screen.get('se'))} (n={screen.get('n')}), {verdict}")
 
 
 def confirm_rows(confirm: dict[str, Any]) -> list[list[str]]:

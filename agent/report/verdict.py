@@ -35,10 +35,11 @@ def base_outcomes(trials: list[TrialFiles]) -> dict[str, bool] | None:
 
 
 def trial_tree(rows: list[dict[str, Any]], trials: list[TrialFiles]) -> list[dict[str, Any]]:
-    """One node per succeeded trial, parents before children (depth-first from the roots)."""
+    """One node per succeeded trial, and per challenger stopped at a screen, parents before children
+    (depth-first from the roots)."""
     files = {t.trial_id: t for t in trials}
     base = base_outcomes(trials)
-    done = {r["trial_id"]: r for r in rows if r["status"] == "succeeded"}
+    done = {r["trial_id"]: r for r in rows if r["status"] == "succeeded" or (r["status"] == "pruned" and r.get("screen"))}
     nodes = {}
     for tid, r in done.items():
         outcomes = _final_outcomes(files.get(tid))
@@ -51,6 +52,7 @@ def trial_tree(rows: list[dict[str, Any]], trials: list[TrialFiles]) -> list[dic
             "gain_over_base_se": over_base.se if over_base else None,
             "p_over_base": over_base.p_sign if over_base else None,
             "steps_total": r.get("steps_total"), "train_s_total": r.get("train_s_total"), "depth": 0,
+            "status": r["status"], "screen": r.get("screen"),
         }
     order: list[dict[str, Any]] = []
 

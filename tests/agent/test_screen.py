@@ -146,3 +146,13 @@ def test_a_session_stops_a_losing_challenger_at_its_next_screen(tmp_path: Path, 
     spec = launch_spec(session_dir / "trials" / "t0002")
     assert spec["budget"]["max_steps"] == 8 and spec["eval"]["every_steps"] == 10
     assert spec["init_from"]["optimizer"] is True  # it resumes the checkpoint's whole trainer state
+    # the report's trial tree shows the stopped challenger under its checkpoint, with its race
+    from agent.report import build_report, render_markdown
+    from agent.report.format import tree_rows
+
+    facts = build_report(session_dir, importances=False)
+    node = next(n for n in facts["tree"] if n["trial_id"] == "t0002")
+    assert node["parent"] == "t0000" and node["status"] == "pruned"
+    (row,) = [r for r in tree_rows(facts["tree"]) if "t0002" in r[0]]
+    assert row[-1].startswith("vs t0001 at step ") and row[-1].endswith("stopped")
+    assert "stopped" in render_markdown(facts)

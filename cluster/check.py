@@ -22,12 +22,13 @@ from cluster.k8s_client import REQUEST_TIMEOUT_S, connect, explain
 from cluster.k8s_manifests import GKE_ACCELERATOR_LABEL, KubernetesConfig
 from cluster.k8s_view import read_local_queue
 
-# (API group, resource, verb) the KubernetesLauncher uses: submit, the watch and the shared pod list,
-# pending reasons (FailedCreate events), collection (pod logs), cancel, reattach (the spec ConfigMap).
+# (API group, resource, verb) the KubernetesLauncher uses: submit, the Job and pod watches (each starts
+# with a LIST), pending reasons (FailedCreate events), collection (pod logs), cancel, reattach (the spec
+# ConfigMap).
 NEEDED = [("batch", "jobs", "create"), ("batch", "jobs", "list"), ("batch", "jobs", "watch"),
           ("batch", "jobs", "delete"), ("", "configmaps", "create"), ("", "configmaps", "get"),
-          ("", "configmaps", "patch"), ("", "configmaps", "delete"), ("", "pods", "list"), ("", "pods/log", "get"),
-          ("", "events", "list")]
+          ("", "configmaps", "patch"), ("", "configmaps", "delete"), ("", "pods", "list"), ("", "pods", "watch"),
+          ("", "pods/log", "get"), ("", "events", "list")]
 KUEUE_NEEDED = [("kueue.x-k8s.io", "localqueues", "get"), ("kueue.x-k8s.io", "workloads", "list")]
 ROLE_NAME = "openrl-agent-launcher"
 

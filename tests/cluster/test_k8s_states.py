@@ -144,6 +144,7 @@ def test_an_unreadable_log_is_retried_not_recorded_as_a_failure(k8s_cluster: K8s
     assert launcher.status(handle) == "running" and not (tmp_path / "s-test/trials/t1/result.json").exists()
     rbac.patch_namespaced_role(role["metadata"]["name"], ns, {"rules": full_rules})
     assert wait(launcher, [handle], timeout_s=30)[handle] == "succeeded"
+    assert launcher.view.pods.lists == 1, launcher.view.error  # the Role lets it watch: no relist each second
     checked = {i.name: i for i in check_cluster(config)}
     assert checked["rbac"].ok, checked["rbac"].detail  # the printed Role is enough for every check too
 

@@ -285,3 +285,18 @@ def test_images_run_as_the_manifests_uid_with_the_gemma_extra(dockerfile: str) -
         assert re.search(r"LD_LIBRARY_PATH=/usr/local/nvidia/lib64", text)
     ignored = (repo / ".dockerignore").read_text().split()
     assert ".venv/" in ignored and ".git/" in ignored and "runs/" in ignored
+
+
+def test_the_cuda_images_torch_pin_is_the_makefiles_and_its_driver_is_documented() -> None:
+    """PyPI's torch 2.13.0 wheel is a CUDA 13.0 build (driver R580+): a pin bumped without the Dockerfile
+    and docs/kubernetes.md saying which driver it needs fails here."""
+    import re
+
+    repo = Path(__file__).resolve().parents[2]
+    pin = re.search(r"^TORCH_PIN := torch==(\S+)$", (repo / "Makefile").read_text(), re.M).group(1)
+    dockerfile = (repo / "docker" / "Dockerfile.cuda").read_text()
+    assert re.search(r"^ARG TORCH_VERSION=(\S+)$", dockerfile, re.M).group(1) == pin
+    assert 'pip install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "torch==${TORCH_VERSION}"' in dockerfile
+    doc = (repo / "docs" / "kubernetes.md").read_text()
+    assert f"`torch=={pin}`" in doc and f"torch {pin}" in dockerfile
+    assert all("R580" in text and "cu128" in text for text in (doc, dockerfile))

@@ -7,9 +7,9 @@ process (the `simulate-s: hold:GROUP` injection of scripts/k8s_node_agent.py): e
 as with a session's trials mid-training. It measures the agent's collect loop (poll, then the status
 of every trial; one round every 0.5 s) for some quiet rounds, then releases the F "finishing" trials
 at once (each prints a result line and exits 0) and measures the rounds until all F are collected.
-Per round: API requests, LISTs among them, response bytes, and the agent process's CPU seconds
-(the launcher's watch thread included). Counted above the client's throttle, so a retry is not a
-request twice. Uses $OPENRL_K8S_TEST_STATE's cluster (the node agent must be this checkout's).
+Per round: API requests, LISTs, WATCHes and other GETs (log reads) among them, response bytes (watch
+streams included), and the agent process's CPU seconds (its watch, log and delete threads included).
+Counted above the client's throttle, so a retry is not a request twice. Uses $OPENRL_K8S_TEST_STATE's cluster (the node agent must be this checkout's).
 
 The script uses only the launcher contract and KubernetesConfig's pod_annotations, so it runs
 unchanged against an older checkout: `PYTHONPATH=OLD_CHECKOUT python benchmarks/k8s_soak.py`
@@ -24,6 +24,7 @@ import os
 import signal
 import statistics
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
@@ -37,29 +38,53 @@ from cluster.k8s_manifests import KubernetesConfig
 
 INJECT = "openrl-test.invalid/simulate-s"
 LIST_SUFFIXES = ("/pods", "/jobs", "/events", "/workloads", "/configmaps")
+FIGURES = ("requests", "lists", "watches", "gets", "bytes", "cpu_s")
 
 
 class Meter:
-    """Counts the requests an ApiClient sends (LISTs apart) and the bytes of their answers."""
+    """Counts the requests an ApiClient sends (LISTs, WATCHes and other GETs apart) and the bytes of their
+    answers, watch streams included; from every thread (the launcher's watch, log and delete threads)."""
 
     def __init__(self, api: client.ApiClient) -> None:
-        self.requests = self.lists = self.bytes = 0
+        self.requests = self.lists = self.watches = self.gets = self.bytes = 0
+        self.lock = threading.Lock()
         inner = api.rest_client.request
 
         def request(method: str, url: str, *args, **kwargs):
             response = inner(method, url, *args, **kwargs)
             path, _, query = url.partition("?")
-            self.requests += 1
-            if "watch=true" in query.lower():
-                return response  # a stream: its bytes arrive later, in the watch thread
-            self.lists += method == "GET" and path.endswith(LIST_SUFFIXES)
-            self.bytes += len(response.read() or b"")
+            watching = "watch=true" in query.lower()
+            listing = method == "GET" and path.endswith(LIST_SUFFIXES) and not watching
+            with self.lock:
+                self.requests += 1
+                self.watches += watching
+                self.lists += listing
+                self.gets += method == "GET" and not (watching or listing)
+            if watching:
+                self._count_stream(response)
+                return response
+            data = response.read() or b""
+            with self.lock:
+                self.bytes += len(data)
             return response
 
         api.rest_client.request = request
 
-    def snapshot(self) -> tuple[int, int, int, float]:
-        return self.requests, self.lists, self.bytes, time.process_time()
+    def _count_stream(self, response) -> None:
+        raw = getattr(response, "response", response)  # the urllib3 answer the watch reads
+        stream = raw.stream
+
+        def counted(*args, **kwargs):
+            for segment in stream(*args, **kwargs):
+                with self.lock:
+                    self.bytes += len(segment)
+                yield segment
+
+        raw.stream = counted
+
+    def snapshot(self) -> tuple[int, int, int, int, int, float]:
+        with self.lock:
+            return self.requests, self.lists, self.watches, self.gets, self.bytes, time.process_time()
 
 
 def one_round(launcher: KubernetesLauncher, handles: list, meter: Meter) -> tuple[dict, list[str]]:
@@ -67,8 +92,7 @@ def one_round(launcher: KubernetesLauncher, handles: list, meter: Meter) -> tupl
     launcher.poll()
     statuses = [launcher.status(h) for h in handles]
     after = meter.snapshot()
-    delta = dict(zip(("requests", "lists", "bytes", "cpu_s"), (b - a for a, b in zip(before, after, strict=True)),
-                     strict=True))
+    delta = dict(zip(FIGURES, (b - a for a, b in zip(before, after, strict=True)), strict=True))
     delta["wall_s"] = time.monotonic() - started
     print(f"  round: {delta}", flush=True)  # a run cut short still shows its rounds
     return delta, statuses
@@ -79,8 +103,10 @@ def summary(name: str, rounds: list[dict]) -> str:
         values = [r[key] / scale for r in rounds]
         return f"{key} mean {statistics.mean(values):.3g}{unit} max {max(values):.3g}{unit}"
 
-    return (f"{name}: {len(rounds)} rounds; " + "; ".join([fmt("requests"), fmt("lists"), fmt("bytes", 1e6, " MB"),
-                                                           fmt("cpu_s", 1.0, " s"), fmt("wall_s", 1.0, " s")]))
+    total_cpu = sum(r["cpu_s"] for r in rounds)
+    return (f"{name}: {len(rounds)} rounds, {total_cpu:.2f} CPU s in all; "
+            + "; ".join([fmt("requests"), fmt("lists"), fmt("watches"), fmt("gets"), fmt("bytes", 1e6, " MB"),
+                         fmt("cpu_s", 1.0, " s"), fmt("wall_s", 1.0, " s")]))
 
 
 def soak(state: Path, running: int, finishing: int, quiet_rounds: int) -> None:

@@ -31,6 +31,9 @@ MIN_TRAIN_S = 15.0  # a trial with less GRPO time than this teaches nothing wort
 # seconds and evaluate 400 questions in about 20 s on 2 cores; a pretrained 270M model takes minutes.
 PRIOR_OVERHEAD_S = {"builtin": 30.0, "pretrained": 180.0}
 REPORT_S = 10.0  # writing the report and closing the session
+# Seconds per supervised step (docs/grpo-calibration.md: 3.3-4 steps/s for the built-in policy at
+# batch 32; docs/gemma.md: 30 steps of gemma-3-270m in 140 s): what a planner's supervised stage costs.
+SFT_STEP_S = {"builtin": 0.3, "pretrained": 4.7}
 
 
 class SessionClock:
@@ -56,6 +59,10 @@ class SessionClock:
         if force or now - self._saved >= self.save_every_s:
             write_json_atomic(self.path, {"used_s": round(self.used(), 2)})
             self._saved = now
+
+
+def sft_step_s(model: str) -> float:
+    return SFT_STEP_S["builtin" if model.startswith("builtin:") else "pretrained"]
 
 
 def prior_s(model: str) -> float:

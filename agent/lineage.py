@@ -78,12 +78,15 @@ def parent_init(session_dir: Path, parent: str, action: str,
 def trial_spec(space: SearchSpace, constraints: Constraints, session: str, trial_id: str,
                params: dict[str, Any], *, number: int = 0, init_from: dict[str, Any] | None = None,
                max_seconds: float | None = None, eval_seconds: float | None = None,
-               screen_every: int | None = None, max_steps: int | None = None) -> TrialSpec:
+               screen_every: int | None = None, max_steps: int | None = None,
+               sft_steps: int | None = None) -> TrialSpec:
     """The validated spec of one trial: the search-space point, the session's model, data and limits,
     a seed of its own (session seed + trial number, so identical configs are independent runs), and
     for a child its parent's weights (the parent's final evaluation serves as its "before"). A screened
     trial (agent/screen.py) evaluates the fixed dev subset every `screen_every` steps; a challenger
-    runs `max_steps` (its screen length) whatever its searched value."""
+    runs `max_steps` (its screen length) whatever its searched value. `sft_steps`: a supervised stage
+    this launch runs before its GRPO steps (a planner's move); a child runs none otherwise, since its
+    parent's weights carry any earlier one."""
     c = constraints
     base: dict[str, Any] = {"trial_id": trial_id, "session": session, "model": c.model,
                             "dataset": c.dataset, "seed": c.seed + number}
@@ -103,7 +106,10 @@ def trial_spec(space: SearchSpace, constraints: Constraints, session: str, trial
     if init_from:
         base.update({f"init_from.{k}": v for k, v in init_from.items()})
         base["eval.before"] = False  # the parent's final evaluation is the child's before
-        base["hparams.sft_steps"] = 0  # the parent's weights already carry any supervised stage
+        params = {k: v for k, v in params.items() if k != "sft_steps"}
+        base["hparams.sft_steps"] = sft_steps or 0  # the parent's weights carry any earlier supervised stage
+    elif sft_steps:
+        base["hparams.sft_steps"] = sft_steps
         # A continue keeps the parent's warm-up: the trainer restores its schedule position and goes on
     if max_steps:
         params = {**params, "max_steps": max_steps}

@@ -91,7 +91,9 @@ class Research(Launching, Collecting):
                                   clock=self.planning_clock(),
                                   running=[{"trial_id": st.trial_id_of(t), "params": t.params,
                                             "parent": t.user_attrs.get("parent"),
-                                            "action": t.user_attrs.get("action", "fresh")} for t in running])
+                                            "action": t.user_attrs.get("action", "fresh"),
+                                            "screened": t.user_attrs.get("screened"),
+                                            "sft_steps": t.user_attrs.get("sft_steps")} for t in running])
             result = self.planner.propose(ctx)
             record.update(planner=result.planner, notes=result.notes, fallback=result.fallback)
             feedback = list(result.notes)
@@ -104,7 +106,7 @@ class Research(Launching, Collecting):
                 self.study.enqueue_trial(p.params, user_attrs={
                     "rationale": p.rationale, "round": rnd, "planner": result.planner,
                     "proposed": sorted(p.params), "action": p.action, "parent": p.parent,
-                    "screened": p.screened, "max_steps": p.max_steps})
+                    "screened": p.screened, "max_steps": p.max_steps, "sft_steps": p.sft_steps})
         asked = []
         for _ in range(min(free, counts["waiting"] + k)):
             trial = st.ask(self.study, self.space.distributions())
@@ -130,7 +132,7 @@ class Research(Launching, Collecting):
                           number=trial.number, init_from=init, max_seconds=max_seconds,
                           eval_seconds=self.time.overhead(self._results()) if self.c.budget_minutes else None,
                           screen_every=self.c.screen_steps if trial.user_attrs.get("screened") else None,
-                          max_steps=trial.user_attrs.get("max_steps"))
+                          max_steps=trial.user_attrs.get("max_steps"), sft_steps=trial.user_attrs.get("sft_steps"))
 
     def spec_for(self, trial: Any) -> Any:
         try:
@@ -156,15 +158,17 @@ class Research(Launching, Collecting):
         return Clock(time_left_s=None if left == float("inf") else max(0.0, left),
                      launch_s=self._launch_seconds(), overhead_s=self.time.overhead(results),
                      step_s=statistics.median(per_step) if per_step else None, slots=self.c.parallel,
-                     screen_steps=self.c.screen_steps, explore_s=explore)
+                     screen_steps=self.c.screen_steps, explore_s=explore, sft_step_s=bd.sft_step_s(self.c.model))
 
     def _challenger_s(self) -> float:
-        """GRPO seconds spent on challengers (screened branches) so far, stopped ones included."""
+        """Seconds challengers (screened branches) took from the line so far, stopped ones included:
+        their whole wall time (loading, a supervised stage, screens), not only their GRPO steps."""
         total = 0.0
         for trial in self.study.get_trials(deepcopy=False):
             if trial.user_attrs.get("screened") and trial.user_attrs.get("action") == "branch":
+                metrics = trial.user_attrs.get("metrics") or {}
                 rows = read_jsonl(trial_dir(self.dir, st.trial_id_of(trial)) / METRICS_FILE)
-                total += sum(float(r.get("t_step") or 0.0) for r in rows)
+                total += float(metrics.get("wall_s") or (rows[-1].get("elapsed_s") if rows else 0.0) or 0.0)
         return total
 
     def time_left(self) -> float:

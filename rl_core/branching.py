@@ -93,6 +93,8 @@ def restore_parent_optimizer(spec: TrialSpec, trainer: Any) -> None:
     if "step" not in state:  # saved before the whole trainer state was: the optimizer alone
         trainer.optimizer.load_state_dict(state["optimizer"])
     else:
+        if spec.hparams.sft_steps:  # after a supervised stage the KL reference is where GRPO starts
+            state = {**state, "reference": None}
         trainer.continue_from(state)
     # The loaded state carries the parent's hyperparameters in its param groups; a branch (a
     # challenger) changes some: the child's own go back in (the learning rate is set every step).

@@ -108,7 +108,7 @@ def _row(session_dir: Path, trial: Any) -> dict[str, Any]:
         "adapter_path": str(tdir / result["adapter_path"]) if result.get("adapter_path") else None,
         "pruned_at_step": attrs.get("pruned_at_step"),
         "action": attrs.get("action", "fresh"), "parent": attrs.get("parent"),
-        "screened": bool(attrs.get("screened")),
+        "screened": bool(attrs.get("screened")), "sft_steps": attrs.get("sft_steps"),
         "steps_total": lineage.get("steps_total", metrics.steps),
         "train_s_total": lineage.get("train_s_total", metrics.train_s),
     }

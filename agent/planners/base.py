@@ -28,6 +28,7 @@ class Proposal:
     # (a branch) and its reference (the continue of the same parent) race at equal steps.
     screened: bool = False
     max_steps: int | None = None  # a challenger's length in steps (None: the trial's usual budget)
+    sft_steps: int | None = None  # a supervised stage on gold SQL before this trial's GRPO steps (a line move)
 
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:
@@ -46,7 +47,8 @@ class Clock:
     step_s: float | None  # GRPO seconds per step on finished trials (None: none finished yet)
     slots: int  # trials that run at once
     screen_steps: int = 10  # a challenger and its incumbent compare on the dev subset every this many steps
-    explore_s: float | None = None  # GRPO seconds challengers may still take from the line (None: no limit)
+    explore_s: float | None = None  # seconds challengers may still take from the line (None: no limit)
+    sft_step_s: float = 0.3  # seconds per supervised step (a prior: agent/budget.py SFT_STEP_S)
 
     def describe(self) -> str:
         """One line for a planner's prompt."""
@@ -57,7 +59,7 @@ class Clock:
             steps = f" (~{self.launch_s / self.step_s:.0f} steps at {self.step_s:.1f} s/step)" if self.step_s else ""
             parts.append(f"a trial launched now trains {self.launch_s:.0f} s of GRPO{steps}")
         if self.explore_s is not None and self.slots == 1:
-            parts.append(f"challengers may still take {self.explore_s:.0f} s of GRPO from the leading line")
+            parts.append(f"challengers may still take {self.explore_s:.0f} s from the leading line")
         parts.append(f"each trial costs ~{self.overhead_s:.0f} s more for loading and evaluation (a branch "
                      "or continuation pays it again; both resume the parent's optimizer, schedule and KL "
                      "reference, unless a branch changes the LoRA shape)")

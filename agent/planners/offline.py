@@ -11,9 +11,10 @@ Each round proposes k trials:
    - `continue` it unchanged (its weights, values and optimizer state: GRPO's gain keeps growing
      with training time) when it is the best and no plain continuation of it exists already;
    - with one trial at a time (a small machine), the leading line keeps the compute: its head is
-     continued; once a continuation's gain is within its standard error, the next continuation is
-     screened and a challenger (a branch from the same checkpoint, with its whole trainer state)
-     races it at equal steps for at most `explore_share` of the budget (agent/screen.py);
+     continued; when a move with an effect the screen can resolve is at hand (a supervised stage,
+     a rule that fired), the next continuation is screened and a challenger (a branch from the same
+     checkpoint, with its whole trainer state) races it at equal steps, within `explore_share` of
+     the budget (agent/screen.py);
    - every other slot `branch`es from it: the rules below read the parent's curves and samples at
      the branch point; when none fires, explore: learning rate x0.8 or x1.25 and the temperature
      -/+0.1, alternating per slot, never a (parent, values) pair already tried;
@@ -113,50 +114,69 @@ class OfflinePlanner:
 
     # --- one trial at a time: the incumbent line and its challengers (agent/screen.py) -------------
     def _one_line(self, ctx: PlanningContext) -> PlannerResult | None:
-        """The leading line keeps the compute; when its gain flattens, the next continuation is
-        screened and a challenger forked from the same checkpoint races it at equal steps, within
-        the budget's exploration share."""
+        """The leading line keeps the compute. When a challenger with an effect the screen can see is
+        at hand (a supervised stage the line has not had, a rule that fired), or the line's gain has
+        flattened and a rule fires, the next continuation is screened, and a challenger forked from
+        the same checkpoint races it at equal steps, within the budget's exploration share."""
         head = _line_head(ctx)
         if head is None or self._continued(ctx, head["trial_id"]):
             return None
         challenger = self._challenger(ctx, head)
         if challenger is not None:
             return PlannerResult([challenger], self.name)
-        steps = _challenge_steps(ctx, head)
+        move = self._move(ctx, head)
         challenged = any(r.get("parent") == head["trial_id"] and r.get("action") == "branch"
                          for r in list(ctx.trials) + list(ctx.running))
-        screened = steps is not None and _flattened(head) and not challenged
-        why = (f"; its last gain ({_gain(head)}) is within the noise, so this continuation is screened and a "
-               f"challenger from the same checkpoint will race it for up to {steps} steps") if screened else ""
+        steps = _challenge_steps(ctx, head, move[2] if move else 0)
+        screened = move is not None and steps is not None and not challenged
+        why = (f"; this continuation is screened: a challenger from the same checkpoint ({move[3]}) will race "
+               f"it for up to {steps} steps") if screened else ""
         return PlannerResult([Proposal(
             dict(head.get("params") or {}),
             f"continue {head['trial_id']} (dev {head['score']:.3f}), the head of the leading line: with one trial "
             "at a time the line that leads keeps the compute" + why, "continue", head["trial_id"],
             screened=screened)], self.name)
 
+    def _move(self, ctx: PlanningContext, parent: dict[str, Any]) -> tuple[dict[str, Any], list[str], int, str] | None:
+        """The challenger of `parent`'s checkpoint with the largest expected effect, if the screen can
+        see it: (params, reasons, supervised steps, what it is), or None.
+        1. A supervised stage on gold SQL, when the line has had none (or every earlier one won its
+           race): on the built-in benchmark the same wall time spent on supervised steps gave +15 to
+           +30 points over GRPO (docs/grpo-calibration.md), far above the screen's resolution.
+        2. A rule that fired on the checkpoint's diagnostics (errors, reward hacking, instability,
+           no signal): it fixes a diagnosed problem.
+        PBT's explore step (learning rate x1.25/x0.8, temperature +-0.1) is not a one-slot move: it
+        changes dev by 2 points or less, under the screen's resolution, so racing it only costs."""
+        if _sft_moves_left(ctx, parent):
+            steps = _sft_stage_steps(ctx)
+            if steps:
+                return (dict(parent.get("params") or {}), [f"start from {parent['trial_id']}",
+                        f"a supervised stage of {steps} steps on gold SQL, then GRPO (the hand-off): on this "
+                        "benchmark supervised steps gained +15 to +30 points per unit of time over GRPO"], steps,
+                        f"{steps} supervised steps first")
+        params, reasons = self._exploit(ctx, parent, explore=False)
+        if reasons[1:]:
+            return params, reasons, 0, "a rule's fix"
+        return None
+
     def _challenger(self, ctx: PlanningContext, head: dict[str, Any]) -> Proposal | None:
-        """A branch from the checkpoint the (screened) head continued from, its change the largest
-        expected effect first (a rule that fired there, else PBT's explore step)."""
+        """A branch from the checkpoint the (screened) head continued from, racing the head."""
         pid = head.get("parent")
         if head.get("action") != "continue" or not head.get("screened") or not pid:
             return None
         if any(r.get("parent") == pid and r.get("action") == "branch" for r in list(ctx.trials) + list(ctx.running)):
             return None  # this checkpoint was challenged already
-        steps = _challenge_steps(ctx, head)
         parent = next((t for t in ctx.succeeded() if t["trial_id"] == pid), None)
-        if steps is None or parent is None:
+        move = self._move(ctx, parent) if parent is not None else None
+        steps = _challenge_steps(ctx, head, move[2]) if move else None
+        if move is None or steps is None:
             return None
-        params, reasons = self._exploit(ctx, parent, explore=False)
-        if not reasons[1:]:
-            params, why = _explore(params, ctx.space, ctx.round)
-            reasons.append(why)
+        params, reasons, sft, _ = move
         params, _ = ctx.space.validate(params)
-        if self._branched(ctx, pid, params):
-            return None
         return Proposal(params, f"challenger from {pid} (the checkpoint {head['trial_id']} continued from), racing "
                                 f"it at equal steps for up to {steps} steps on the dev subset, stopped once behind "
                                 f"by more than 1 SE: " + "; ".join(reasons[1:]), "branch", pid,
-                        screened=True, max_steps=steps)
+                        screened=True, max_steps=steps, sft_steps=sft or None)
 
     @staticmethod
     def _pick_parent(ctx: PlanningContext) -> dict[str, Any]:
@@ -237,27 +257,37 @@ def _lost_race(trial: dict[str, Any]) -> bool:
         (trial.get("screen") or {}).get("verdict") != "replaces"
 
 
-def _gain(trial: dict[str, Any]) -> str:
-    gain, se = trial.get("gain"), trial.get("gain_stderr")
-    return "unknown" if gain is None else f"{100 * gain:+.1f} ± {100 * (se or 0):.1f} points"
+SFT_STAGE_STEPS = 100  # about 30 s for the built-in policy: most of the +15-30 points measured
 
 
-def _flattened(trial: dict[str, Any]) -> bool:
-    """A continuation whose own gain is within one paired SE: the line's curve has flattened."""
-    gain, se = trial.get("gain"), trial.get("gain_stderr")
-    return trial.get("action") == "continue" and gain is not None and se is not None and gain <= se
+def _sft_stage_steps(ctx: PlanningContext) -> int:
+    """A supervised stage's length: the prior, cut to a third of the exploration time left."""
+    clock = ctx.clock
+    if clock is None or clock.explore_s is None:
+        return SFT_STAGE_STEPS
+    return min(SFT_STAGE_STEPS, int(clock.explore_s / 3 / clock.sft_step_s))
 
 
-def _challenge_steps(ctx: PlanningContext, head: dict[str, Any]) -> int | None:
-    """How many steps a challenger of the head's checkpoint may run: the head's own steps (equal
-    steps), cut to the exploration time left, in whole screens; None when not even two screens fit."""
+def _sft_moves_left(ctx: PlanningContext, head: dict[str, Any]) -> bool:
+    """A supervised stage is a move while the line has had none, or each one it had won its race."""
+    if "sft_steps" in ctx.space.params or ctx.space.fixed.get("hparams.sft_steps"):
+        return False  # the space itself decides the supervised stage (or the recipe has one)
+    stages = [t for t in list(ctx.trials) + list(ctx.running) if t.get("sft_steps")]
+    return all((t.get("screen") or {}).get("verdict") == "replaces" for t in stages)
+
+
+def _challenge_steps(ctx: PlanningContext, head: dict[str, Any], sft_steps: int = 0) -> int | None:
+    """How many GRPO steps a challenger of the head's checkpoint may run: the head's own steps
+    (equal steps), cut to the exploration time left after its loading, evaluations and supervised
+    stage, in whole screens; None when not even two screens fit."""
     clock = ctx.clock
     every = clock.screen_steps if clock else 10
     steps = int(head.get("steps") or 0)
     if clock is not None and clock.explore_s is not None:
         if not clock.step_s:
             return None
-        steps = min(steps, int(clock.explore_s / clock.step_s))
+        spare = clock.explore_s - clock.overhead_s - sft_steps * clock.sft_step_s
+        steps = min(steps, int(spare / clock.step_s))
     steps -= steps % every
     return steps if steps >= 2 * every else None
 

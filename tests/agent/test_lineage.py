@@ -76,3 +76,20 @@ def test_a_branch_that_changes_the_lora_shape_starts_a_fresh_optimizer(tmp_path)
     assert parent_init(tmp_path, "t0000", "branch", {"lora_rank": 8, "learning_rate": 1e-4})["optimizer"] is True
     assert parent_init(tmp_path, "t0000", "branch", {"lora_rank": 16})["optimizer"] is False
     assert parent_init(tmp_path, "t0000", "continue")["optimizer"] is True
+
+
+def test_a_supervised_stage_runs_where_the_planner_put_it_and_never_again_in_a_continuation():
+    from tools.search_space import Param, default_params
+
+    space = SearchSpace(params={**default_params(), "sft_steps": Param("sft_steps", "int", 40, low=0, high=200)})
+    params = space.defaults()
+    init = {"trial": "t0000", "weights": "/runs/s/trials/t0000/adapter", "optimizer": True, "step": 6, "train_s": 20.0}
+    fresh = trial_spec(space, Constraints(), "s", "t0000", params)
+    assert fresh.hparams.sft_steps == 40  # the searched value
+    # a continuation's weights already carry the stage: a searched sft_steps must not run it again
+    assert trial_spec(space, Constraints(), "s", "t0001", params, number=1, init_from=init).hparams.sft_steps == 0
+    # a challenger whose move is a supervised stage runs it, then its GRPO steps
+    challenger = trial_spec(space, Constraints(), "s", "t0002", params, number=2, init_from=init, sft_steps=100,
+                            max_steps=30, screen_every=10)
+    assert (challenger.hparams.sft_steps, challenger.budget.max_steps, challenger.eval.every_steps) == (100, 30, 10)
+    assert challenger.eval.subset == Constraints().eval_subset

@@ -70,22 +70,35 @@ def _ctx(trials: list[dict], explore_s: float | None = 300.0) -> PlanningContext
                                                                     step_s=3.0, slots=1, explore_s=explore_s))
 
 
-def test_one_slot_screens_a_flat_line_then_sends_one_challenger_from_its_checkpoint():
-    flat = _row("t0001", 0.51, action="continue", parent="t0000", gain=0.01, gain_stderr=0.015)
-    (cont,) = OfflinePlanner().propose(_ctx([_row("t0000", 0.50), flat])).proposals
+def test_one_slot_screens_the_line_then_sends_a_supervised_stage_challenger_from_its_checkpoint():
+    line = _row("t0001", 0.58, action="continue", parent="t0000", gain=0.04, gain_stderr=0.015)
+    (cont,) = OfflinePlanner().propose(_ctx([_row("t0000", 0.50), line])).proposals
     assert (cont.action, cont.parent, cont.screened) == ("continue", "t0001", True)
-    assert "challenger from the same checkpoint" in cont.rationale
-    # the screened continuation finished: a challenger forks from t0001 for equal steps (40), in whole screens
-    ref = _row("t0002", 0.52, action="continue", parent="t0001", gain=0.01, gain_stderr=0.015, screened=True)
-    (ch,) = OfflinePlanner().propose(_ctx([_row("t0000", 0.50), flat, ref])).proposals
-    assert (ch.action, ch.parent, ch.screened, ch.max_steps) == ("branch", "t0001", True, 40)
-    assert ch.params != ref["params"] and "racing it at equal steps" in ch.rationale
-    # the exploration share caps its length: 75 s at 3 s/step -> 25 steps -> 20 (two screens of 10)
-    (short,) = OfflinePlanner().propose(_ctx([_row("t0000", 0.50), flat, ref], explore_s=75.0)).proposals
-    assert short.max_steps == 20
+    assert "supervised steps first" in cont.rationale
+    # the screened continuation finished: a challenger forks from t0001 with a supervised stage, then
+    # GRPO for equal steps cut to the exploration time: (300 - 15 - 100 x 0.3) / 3 = 85 -> the head's 40
+    ref = _row("t0002", 0.60, action="continue", parent="t0001", gain=0.02, gain_stderr=0.015, screened=True)
+    (ch,) = OfflinePlanner().propose(_ctx([_row("t0000", 0.50), line, ref])).proposals
+    assert (ch.action, ch.parent, ch.screened, ch.max_steps, ch.sft_steps) == ("branch", "t0001", True, 40, 100)
+    assert "racing it at equal steps" in ch.rationale and "supervised stage" in ch.rationale
+    # less exploration time: a shorter stage (a third of it) and fewer steps, in whole screens of 10:
+    # 150 s -> 50 s of supervised steps = 166 -> 100 (the prior), (150 - 15 - 30) / 3 = 35 -> 30 steps
+    (short,) = OfflinePlanner().propose(_ctx([_row("t0000", 0.50), line, ref], explore_s=150.0)).proposals
+    assert (short.sft_steps, short.max_steps) == (100, 30)
     # none left: the line is simply continued, unscreened
-    (plain,) = OfflinePlanner().propose(_ctx([_row("t0000", 0.50), flat, ref], explore_s=10.0)).proposals
+    (plain,) = OfflinePlanner().propose(_ctx([_row("t0000", 0.50), line, ref], explore_s=10.0)).proposals
     assert (plain.action, plain.parent, plain.screened) == ("continue", "t0002", False)
+
+
+def test_one_slot_no_visible_move_left_means_plain_continuation():
+    # the supervised stage lost its race, no rule fires, and PBT's explore step is below the screen's
+    # resolution: the line keeps all the compute
+    line = _row("t0001", 0.51, action="continue", parent="t0000", gain=0.01, gain_stderr=0.015)
+    ref = _row("t0002", 0.52, action="continue", parent="t0001", screened=True)
+    lost = _row("t0003", 0.50, action="branch", parent="t0001", screened=True, sft_steps=100,
+                screen={"verdict": sc.KEPT, "diff": -0.01})
+    (nxt,) = OfflinePlanner().propose(_ctx([_row("t0000", 0.50), line, ref, lost])).proposals
+    assert (nxt.action, nxt.parent, nxt.screened, nxt.sft_steps) == ("continue", "t0002", False, None)
 
 
 def test_one_slot_line_follows_a_challenger_only_when_it_replaced_the_incumbent():

@@ -243,3 +243,21 @@ def test_a_lora_lineage_on_a_bf16_checkpoint_end_to_end(tmp_path):
     grandchild = load_policy(str(base_dir), init_weights=tmp_path / "child" / "adapter", lora_rank=4, seed=9)
     torch.testing.assert_close(_logits_of(grandchild.model, grandchild.tokenizer), _logits_of(end, micro.tokenizer),
                                rtol=1e-4, atol=1e-4)
+
+
+def test_a_branch_with_a_supervised_stage_anchors_its_kl_where_grpo_starts(tmp_path):
+    """A challenger that resumes its parent's trainer state but runs a supervised stage first: the
+    KL reference is the policy after that stage (the first step's reference KL is 0), not the
+    parent's reference, which the stage moved away from."""
+    knobs = dict(kl_beta=0.05, ppo_epochs=1)
+    parent = run_trial(_lora_spec("parent", 2, **knobs), tmp_path / "parent")
+    assert parent["status"] == "succeeded", parent["error"]
+    kept = run_trial(_lora_spec("kept", 1, "parent", tmp_path / "parent", optimizer=True, **knobs), tmp_path / "kept")
+    staged = _lora_spec("staged", 1, "parent", tmp_path / "parent", optimizer=True, **knobs)
+    staged["hparams"]["sft_steps"] = 10
+    staged = run_trial(staged, tmp_path / "staged")
+    assert kept["status"] == staged["status"] == "succeeded", (kept["error"], staged["error"])
+    (first_kept,) = _metrics(tmp_path / "kept")
+    (first_staged,) = _metrics(tmp_path / "staged")
+    assert first_kept["kl_ref"] > 1e-6  # the parent's reference: its own start, 2 steps back
+    assert first_staged["kl_ref"] == pytest.approx(0.0, abs=1e-7)

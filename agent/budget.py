@@ -16,7 +16,6 @@ report included, within N minutes of running time (a pause does not count; the t
 from __future__ import annotations
 
 import math
-import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -77,15 +76,21 @@ def overhead_s(results: list[dict[str, Any]], prior: float = PRIOR_OVERHEAD_S["b
 
 
 def eval_job_s(results: list[dict[str, Any]], prior: float = PRIOR_OVERHEAD_S["builtin"]) -> float:
-    """One load + one evaluation: about half a trial's overhead (it loads once, evaluates twice)."""
-    measured = _overheads(results)
-    return statistics.median(measured) / 2 if measured else prior / 2
+    """One load + one evaluation, the largest measured: a child's whole overhead (it loads, evaluates
+    once after training, its "before" being its parent's), about half a fresh trial's (it evaluates
+    twice). Results without `child` count as fresh. The largest, so the session ends inside its budget."""
+    jobs = [o if r.get("child") else o / 2 for r, o in zip(results, _overheads(results, keep_none=True), strict=True)
+            if o is not None]
+    return max(jobs) if jobs else prior / 2
 
 
-def _overheads(results: list[dict[str, Any]]) -> list[float]:
-    """Seconds outside GRPO steps of each result that measured both its wall and training time."""
+def _overheads(results: list[dict[str, Any]], keep_none: bool = False) -> list[Any]:
+    """Seconds outside GRPO steps of each result that measured both its wall and training time
+    (`keep_none`: None in place of the others, so the list lines up with `results`)."""
     metrics = [result_metrics(r) for r in results]
-    return [max(0.0, m.wall_s - m.train_s) for m in metrics if m.wall_s is not None and m.train_s is not None]
+    out = [max(0.0, m.wall_s - m.train_s) if m.wall_s is not None and m.train_s is not None else None
+           for m in metrics]
+    return out if keep_none else [o for o in out if o is not None]
 
 
 def confirm_reserve_s(results: list[dict[str, Any]], *, top_k: int, parallel: int, seeds: int = 0,

@@ -143,8 +143,9 @@ class Research(Launching, Collecting):
     # --- time ------------------------------------------------------------------------------------
     def _results(self) -> list[dict[str, Any]]:
         """The metrics of finished trials: what the time budget's estimates are measured on."""
-        return [{"metrics": t.user_attrs["metrics"]} for t in st.by_state(self.study, TrialState.COMPLETE)
-                if t.user_attrs.get("metrics")]
+        return [{"metrics": t.user_attrs["metrics"],
+                 "child": bool(t.user_attrs.get("parent")) and not t.user_attrs.get("sft_steps")}
+                for t in st.by_state(self.study, TrialState.COMPLETE) if t.user_attrs.get("metrics")]
 
     def planning_clock(self) -> Clock:
         """What the planners see of the budget: time left, what a launch gets, what a trial costs."""

@@ -170,8 +170,9 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
     _s("branching", "bool", True, "planners may continue or branch from finished trials' weights"),
     _s("screen_steps", "int", 10, "a challenger (a branch) and the incumbent it races evaluate the fixed dev "
        "subset every this many steps; it is stopped once behind by more than one paired SE", lo=1),
-    _s("explore_share", "float", 0.1, "with one trial at a time: the most of the budget's training time "
-       "challengers may take from the leading line", lo=0.0, hi=0.5),
+    _s("explore_share", "float", 0.25, "with one trial at a time: the most of the budget challengers may take "
+       "from the leading line (a challenger with a supervised stage and two screens costs about 2 minutes on "
+       "the built-in policy)", lo=0.0, hi=0.5),
     _s("confirm_top_k", "int", 2, "trials (best by dev) evaluated on the sealed test split at the end; "
        "0 = none", lo=0, hi=10),
     _s("confirm_seeds", "int", 0, "retrain the winner's recipe with this many fresh seeds, evaluated on test",

@@ -67,3 +67,17 @@ def test_the_trial_eta_counts_grpo_seconds_not_the_load_and_evaluations():
     assert trial_eta_s(metrics, {"max_seconds": 50}) == pytest.approx(30.0)  # 50 s of GRPO, 20 used
     assert trial_eta_s(metrics, {"max_steps": 30, "max_seconds": 50}) == pytest.approx(30.0)  # the sooner
     assert trial_eta_s([], {"max_steps": 30}) is None and trial_eta_s(metrics, {}) is None
+
+
+def test_a_confirmation_job_is_a_childs_whole_overhead_and_the_largest_measured():
+    """A line of continuations: each child loads and evaluates once (its "before" is its parent's),
+    so its whole overhead is what one test-split job costs; half of it (the old estimate, made for
+    fresh trials that evaluate twice) left the session ending past its budget."""
+    child = {**_result(240, 200), "child": True}  # 40 s outside GRPO: load + one evaluation + save
+    fresh = _result(260, 200)  # 60 s: load + two evaluations
+    one_job = confirm_reserve_s([child], top_k=1, parallel=2)
+    assert confirm_reserve_s([child], top_k=2, parallel=2) - one_job == pytest.approx(40.0)
+    assert confirm_reserve_s([child, fresh], top_k=2, parallel=2) - confirm_reserve_s([child, fresh], top_k=1,
+                                                                                   parallel=2) == pytest.approx(40.0)
+    assert confirm_reserve_s([fresh], top_k=2, parallel=2) - confirm_reserve_s([fresh], top_k=1,
+                                                                            parallel=2) == pytest.approx(30.0)

@@ -24,6 +24,7 @@ from agent.planners.llm import LLMError, Progress, call_json
 
 BEST_SHOWN = 10  # finished trials shown best-first; older failures beyond FAILED_SHOWN are counted only
 FAILED_SHOWN = 4
+MAX_SFT_STEPS = 400  # a supervised stage longer than this is a different experiment (docs/grpo-calibration.md)
 
 
 def proposal_schema(ctx: PlanningContext) -> dict[str, Any]:
@@ -43,7 +44,9 @@ def proposal_schema(ctx: PlanningContext) -> dict[str, Any]:
                 "action": {"type": "string", "enum": list(ACTIONS),
                            "description": "fresh (default): from the base policy; continue: train parent further; "
                                           "branch: start from parent's weights with changed params"},
-                "parent": {"type": "string", "description": "for continue/branch: a succeeded trial_id"}}}
+                "parent": {"type": "string", "description": "for continue/branch: a succeeded trial_id"},
+                "supervised_steps": {"type": "integer", "description": f"0 to {MAX_SFT_STEPS}: supervised steps "
+                                     "on gold SQL before this trial's GRPO steps (fresh or branch)"}}}
     return {"type": "object", "required": ["proposals"],
             "properties": {"analysis": {"type": "string"},
                            "proposals": {"type": "array", "items": item, "minItems": 1}}}
@@ -56,6 +59,23 @@ def shown_trials(ctx: PlanningContext) -> tuple[list[dict[str, Any]], int]:
     others = [t for t in ctx.trials if t.get("score") is None][-FAILED_SHOWN:]
     shown = scored[:BEST_SHOWN] + others
     return shown, len(ctx.trials) - len(shown)
+
+
+def _supervised_steps(item: dict[str, Any], action: str, i: int, notes: list[str]) -> int | None:
+    """The proposal's supervised stage, clamped; none for a continue (its parent has had its own)."""
+    value = item.get("supervised_steps")
+    if value in (None, 0):
+        return None
+    if action == "continue":
+        notes.append(f"proposal {i}: a continue runs no supervised stage; supervised_steps ignored")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        notes.append(f"proposal {i}: supervised_steps {value!r} is not a number of steps; ignored")
+        return None
+    steps = min(int(value), MAX_SFT_STEPS)
+    if steps != value:
+        notes.append(f"proposal {i}: supervised_steps {value!r} clamped to {steps}")
+    return steps or None
 
 
 def _trial_row(t: dict[str, Any]) -> dict[str, Any]:
@@ -82,7 +102,10 @@ def build_prompt(ctx: PlanningContext) -> str:
         "you leave out are chosen by Optuna's TPE sampler. reward_<component> params are reward weights "
         "(execution_match is fixed at 1.0): use them to fix what the failure samples show. "
         "action: fresh (default, from the base policy), continue (train a succeeded trial further: "
-        "parent = its trial_id) or branch (start from parent's weights with the params you change).",
+        "parent = its trial_id) or branch (start from parent's weights with the params you change). "
+        "supervised_steps: a supervised stage on gold SQL before a fresh or branched trial's GRPO steps (on "
+        "this benchmark supervised steps gained far more per second than GRPO). A branch proposed with a "
+        "continue of the same parent races it at equal steps on the dev subset and is stopped once behind.",
         "Search space: " + json.dumps(ctx.space.to_json()["params"]),
     ]
     if ctx.clock is not None:
@@ -156,7 +179,12 @@ class LLMPlanner:
             notes += [f"proposal {i}: {w}" for w in why]
             action, parent = _lineage(ctx, item, i, notes)
             rationale = str(item.get("rationale") or "no rationale given")[:500]
-            proposals.append(Proposal(clean, rationale, action=action, parent=parent))
+            proposals.append(Proposal(clean, rationale, action=action, parent=parent,
+                                      sft_steps=_supervised_steps(item, action, i, notes)))
+        continued = {p.parent for p in proposals if p.action == "continue"}
+        for p in proposals:  # a branch beside a continue of the same checkpoint races it (agent/screen.py)
+            if p.parent in continued and any(q.action == "branch" and q.parent == p.parent for q in proposals):
+                p.screened = True
         while len(proposals) < ctx.k:
             proposals.append(Proposal({}, f"{self.name} proposed fewer configs than slots: Optuna's TPE fills this one"))
         return PlannerResult(proposals, self.name, notes)

@@ -377,3 +377,17 @@ def test_offline_baseline_names_the_preset_it_runs():
     assert pretrained.params["lora_rank"] == 16 and pretrained.params["learning_rate"] == 3e-5
     assert pretrained.params["temperature"] == 0.9 and pretrained.params["reward_executes"] == 0.1
     assert "pretrained-model preset (40 supervised steps first, lr 3e-5, 2 prompts x 8, T=0.9" in pretrained.rationale
+
+
+def test_llm_may_put_a_supervised_stage_on_a_branch_which_then_races_the_continue(llm):
+    llm.server.replies.append(("json", {"proposals": [
+        {"params": {}, "rationale": "keep the line", "action": "continue", "parent": "t0000"},
+        {"params": {}, "rationale": "gold SQL first", "action": "branch", "parent": "t0000", "supervised_steps": 900},
+        {"params": {}, "rationale": "no", "action": "continue", "parent": "t0000", "supervised_steps": 50}]}))
+    result = llm.planner().propose(_ctx(k=3, trials=[_trial("t0000", 0.5)]))
+    cont, staged, again = result.proposals
+    assert (staged.action, staged.sft_steps, staged.screened, cont.screened) == ("branch", 400, True, True)
+    assert again.sft_steps is None
+    notes = " | ".join(result.notes)
+    assert "supervised_steps 900 clamped to 400" in notes and "a continue runs no supervised stage" in notes
+    assert "supervised_steps" in llm.server.prompt()

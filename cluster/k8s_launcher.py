@@ -105,10 +105,8 @@ class KubernetesLauncher(Collecting):
         self._idle_since: dict[str, float] = {}  # a job that ran and has no started pod now: since when
         self._short_reads: dict[str, int] = {}
         self._queue_checked = False
-        self._log_pool = ThreadPoolExecutor(LOG_READERS, thread_name_prefix="openrl-k8s-log")
         self._reads: dict[tuple[str, str], tuple[str, Future]] = {}
-        # Deleting a collected Job is best effort (its TTL is the backstop): off the poll, one at a time.
-        self._cleanup = ThreadPoolExecutor(1, thread_name_prefix="openrl-k8s-delete")
+        self._pools()
 
     # ---- contract -------------------------------------------------------------------------
     def submit(self, spec: dict[str, Any]) -> TrialHandle:
@@ -213,6 +211,13 @@ class KubernetesLauncher(Collecting):
         self.view.close()
         self._log_pool.shutdown(wait=False, cancel_futures=True)
         self._cleanup.shutdown(wait=True)  # the deletes already decided are sent
+        self._reads.clear()
+        self._pools()  # a closed launcher still answers (its watches restart on the next status)
+
+    def _pools(self) -> None:
+        self._log_pool = ThreadPoolExecutor(LOG_READERS, thread_name_prefix="openrl-k8s-log")
+        # Deleting a collected Job is best effort (its TTL is the backstop): off the poll, one at a time.
+        self._cleanup = ThreadPoolExecutor(1, thread_name_prefix="openrl-k8s-delete")
 
     # ---- one trial --------------------------------------------------------------------------
     def _status(self, handle: TrialHandle) -> TrialStatus:
@@ -276,10 +281,7 @@ class KubernetesLauncher(Collecting):
         for key in [k for k in self._reads if k[0] == name]:
             self._reads.pop(key)
         if not strict:
-            try:
-                self._cleanup.submit(self._send_delete, name, False)
-            except RuntimeError:  # closed: the TTL removes it
-                pass
+            self._cleanup.submit(self._send_delete, name, False)
             return
         self._send_delete(name, True)
 

@@ -86,6 +86,20 @@ def test_a_slow_kubelet_holds_up_only_its_own_trial(k8s_cluster: K8sCluster, tmp
 
 
 @pytest.mark.k8s
+def test_a_closed_launcher_still_streams_and_collects(k8s_cluster: K8sCluster, tmp_path: Path) -> None:
+    """close() ends the watches and the log and delete threads; a later status starts them again."""
+    config = k8s_config(k8s_cluster, k8s_cluster.namespace("closed"), stream_interval_s=0.2)
+    launcher = KubernetesLauncher(config, runs_dir=tmp_path)
+    handle = launcher.submit(fake_spec("t1", sleep=4))
+    deadline = time.monotonic() + 40
+    while launcher.status(handle) != "running" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    launcher.close()
+    assert wait(launcher, [handle], timeout_s=40)[handle] == "succeeded"
+    launcher.close()
+
+
+@pytest.mark.k8s
 def test_the_trial_dir_on_a_runs_volume_is_the_pods_to_write(k8s_cluster: K8sCluster) -> None:
     config = k8s_config(k8s_cluster, k8s_cluster.namespace("fsgroup"), runs_pvc="openrl-runs")
     launcher = KubernetesLauncher(config, runs_dir=k8s_cluster.pvc_dir)

@@ -12,13 +12,16 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
+from kubernetes import client
 
 from cluster.base import TERMINAL, wait
-from cluster.k8s_launcher import KubernetesLauncher
+from cluster.k8s_launcher import MANAGED_SELECTOR, KubernetesLauncher
+from cluster.k8s_view import SYNC_AFTER_S, ClusterView
 from cluster.pod_entry import RESULT_MARKER, parse_result_line
 from cluster.pod_entry import run as pod_entry_run
 from tests.cluster.conftest import fake_spec
 from tests.cluster.k8s_support import K8sCluster, k8s_config
+from tests.cluster.test_conformance import wait_for
 
 INJECT = "openrl-test.invalid/"
 
@@ -60,6 +63,37 @@ def test_pods_come_from_a_session_watch_not_a_list_per_poll(k8s_cluster: K8sClus
     other.cancel(elsewhere)
     other.close()
     launcher.close()
+
+
+@pytest.mark.k8s
+def test_a_finished_job_whose_pods_the_watch_has_not_shown_is_caught_up_by_one_list(k8s_cluster: K8sCluster,
+                                                                                     tmp_path: Path) -> None:
+    ns = k8s_cluster.namespace("catchup")
+    launcher = KubernetesLauncher(k8s_config(k8s_cluster, ns), runs_dir=tmp_path)
+    handles = [launcher.submit(fake_spec(f"t{i}")) for i in range(2)]
+    names = [h.ref.split("/")[1] for h in handles]
+    batch = client.BatchV1Api(k8s_cluster.api())
+    wait_for(lambda: all(batch.read_namespaced_job(n, ns).status.succeeded for n in names), what="Complete")
+    launcher.close()
+    view = ClusterView(k8s_cluster.api(), ns, MANAGED_SELECTOR)
+    view.jobs.relist()  # the Jobs are known finished; the pod watch has shown nothing (a lagging watch)
+    selectors = []
+    real_list = view.core.list_namespaced_pod
+
+    def listing(*args: object, **kwargs: object) -> object:
+        selectors.append(kwargs.get("label_selector"))
+        return real_list(*args, **kwargs)
+
+    view.core.list_namespaced_pod = listing
+    assert not any(view.pods_current(n) for n in names)
+    view.refresh()
+    assert selectors == []  # the watch gets SYNC_AFTER_S to catch up first
+    time.sleep(SYNC_AFTER_S)
+    view.refresh()
+    assert len(selectors) == 1 and f"job-name in ({','.join(names)})" in selectors[0]  # one LIST for both
+    assert all(view.pods_current(n) and view.pods_of(n)[-1].status.phase == "Succeeded" for n in names)
+    view.refresh(force=True)
+    assert len(selectors) == 1  # caught up: no more LISTs
 
 
 @pytest.mark.k8s

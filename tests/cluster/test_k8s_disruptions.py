@@ -49,6 +49,8 @@ def test_a_dropped_connection_leaves_the_trial_running_and_it_is_collected_later
         proxy.restore()
         assert wait(launcher, [handle], timeout_s=60)[handle] == "succeeded", launcher.detail(handle)
         assert launcher.result(handle)["metrics"]["dev_accuracy_after"] == 0.5
+        # The watches resumed from the last resourceVersion they had seen: no relist after the outage.
+        assert (launcher.view.jobs.lists, launcher.view.pods.lists) == (1, 1)
         launcher.close()
     finally:
         proxy.close()

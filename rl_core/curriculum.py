@@ -30,7 +30,7 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-CURRICULA = ("uniform", "pass_rate")
+from rl_core.spec import CURRICULA  # the names the spec accepts; make_sampler below builds each
 
 
 class PromptSampler:

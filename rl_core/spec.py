@@ -30,7 +30,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from rl_core.curriculum import CURRICULA  # torch-free, like this module
+CURRICULA = ("uniform", "pass_rate")  # rl_core/curriculum.py's samplers (make_sampler)
 from rl_core.fields import FieldInfo, Search, SpecError, _check, spec_field, unknown_key_message
 from rl_core.trialdir import write_json_atomic
 

@@ -94,6 +94,7 @@ def collect(engine: TinkerEngine, env: Any, sampler: Any, hp: Any, t_score: list
         t_score.append(time.perf_counter() - t0)
         for i, cs, rs in zip(ids, outs, scores, strict=True):
             group = Group(i, cs, list(rs))
+            sampler.observe(i, [r.reward for r in rs], [r.correct for r in rs])  # the curriculum learns
             generated.append(group)
             spread = max(r.reward for r in rs) - min(r.reward for r in rs) > 1e-8
             if spread or not hp.dynamic_sampling:
@@ -161,7 +162,7 @@ def execute(spec: TrialSpec, out: TrialDir, endpoint: str | None, t_start: float
     import tinker
 
     import sql_env
-    from rl_core.trainer import PromptSampler
+    from rl_core.curriculum import make_sampler
 
     check_supported(spec)
     service = tinker.ServiceClient(base_url=endpoint)
@@ -174,7 +175,7 @@ def execute(spec: TrialSpec, out: TrialDir, endpoint: str | None, t_start: float
         try:
             engine = TinkerEngine(tc, tokenizer, tuple(env.stop_strings))
             dev_ids = list(env.example_ids(spec.eval.split))[: spec.eval.limit or None]
-            sampler = PromptSampler(list(env.example_ids(spec.train_split)), spec.seed)
+            sampler = make_sampler(hp.curriculum, list(env.example_ids(spec.train_split)), spec.seed)
             for name in (td.METRICS_FILE, td.SAMPLES_FILE, td.EVAL_FILE):
                 (out.root / name).unlink(missing_ok=True)
             before = evaluate(spec, engine, env, dev_ids, out, step=0, t_start=t_start, pass_k=True)

@@ -92,7 +92,12 @@ class OfflinePlanner:
                                       f"continue {pid} ({score}) unchanged: GRPO keeps gaining with training time",
                                       "continue", pid))
         slot = 0
-        while len(proposals) < ctx.k:
+        move = self._move(ctx, parent)
+        staged = None  # with two or more branch slots, the last tries the supervised stage
+        if move is not None and move[2] and ctx.k - len(proposals) >= 2:
+            staged = Proposal(move[0], f"branch from {pid} ({score}): " + "; ".join(move[1][1:]), "branch", pid,
+                              sft_steps=move[2])
+        while len(proposals) < ctx.k - (staged is not None):
             params, reasons = self._exploit(ctx, parent, explore=False)
             if not reasons[1:]:  # no rule fired at the branch point: PBT's explore step
                 params, why = _explore(params, ctx.space, ctx.round + slot)
@@ -107,6 +112,8 @@ class OfflinePlanner:
                 params, _ = ctx.space.validate(params)
             proposals.append(Proposal(params, f"branch from {pid} ({score}): " + "; ".join(reasons[1:]), "branch", pid))
             slot += 1
+        if staged is not None:
+            proposals.append(staged)
         if any(p.action == "continue" for p in proposals) and any(p.action == "branch" for p in proposals):
             for p in proposals:  # side by side from one checkpoint: the branches race the continue (screens)
                 p.screened = True

@@ -169,3 +169,12 @@ def test_a_session_stops_a_losing_challenger_at_its_next_screen(tmp_path: Path, 
     (row,) = [r for r in tree_rows(facts["tree"]) if "t0002" in r[0]]
     assert row[-1].startswith("vs t0001 at step ") and row[-1].endswith("stopped")
     assert "stopped" in render_markdown(facts)
+
+
+def test_with_spare_slots_one_branch_tries_the_supervised_stage_beside_the_continue():
+    ctx = _ctx([_row("t0000", 0.50)])
+    ctx.k, ctx.clock = 3, Clock(time_left_s=600.0, launch_s=200.0, overhead_s=15.0, step_s=3.0, slots=3)
+    cont, explore, staged = OfflinePlanner().propose(ctx).proposals
+    assert (cont.action, staged.action, explore.action) == ("continue", "branch", "branch")
+    assert staged.sft_steps == 100 and explore.sft_steps is None and "explore" in explore.rationale
+    assert cont.screened and staged.screened and explore.screened  # both branches race the continue

@@ -286,7 +286,7 @@ def _sft_moves_left(ctx: PlanningContext, head: dict[str, Any]) -> bool:
 def _challenge_steps(ctx: PlanningContext, head: dict[str, Any], sft_steps: int = 0) -> int | None:
     """How many GRPO steps a challenger of the head's checkpoint may run: the head's own steps
     (equal steps), cut to the exploration time left after its loading, evaluations and supervised
-    stage, in whole screens; None when not even two screens fit."""
+    stage, and to the time a launch still gets, in whole screens; None when not even two screens fit."""
     clock = ctx.clock
     every = clock.screen_steps if clock else 10
     steps = int(head.get("steps") or 0)
@@ -295,6 +295,8 @@ def _challenge_steps(ctx: PlanningContext, head: dict[str, Any], sft_steps: int 
             return None
         spare = clock.explore_s - clock.overhead_s - sft_steps * clock.sft_step_s
         steps = min(steps, int(spare / clock.step_s))
+        if clock.launch_s is not None:  # and what a launch now still gets before the budget's end
+            steps = min(steps, int((clock.launch_s - sft_steps * clock.sft_step_s) / clock.step_s))
     steps -= steps % every
     return steps if steps >= 2 * every else None
 

@@ -178,3 +178,14 @@ def test_with_spare_slots_one_branch_tries_the_supervised_stage_beside_the_conti
     assert (cont.action, staged.action, explore.action) == ("continue", "branch", "branch")
     assert staged.sft_steps == 100 and explore.sft_steps is None and "explore" in explore.rationale
     assert cont.screened and staged.screened and explore.screened  # both branches race the continue
+
+
+def test_a_challenger_is_cut_to_what_a_launch_still_gets():
+    line = _row("t0001", 0.58, action="continue", parent="t0000", gain=0.04, gain_stderr=0.015)
+    ref = _row("t0002", 0.60, action="continue", parent="t0001", screened=True)
+    ctx = _ctx([_row("t0000", 0.50), line, ref])
+    ctx.clock = Clock(time_left_s=120.0, launch_s=90.0, overhead_s=15.0, step_s=3.0, slots=1, explore_s=300.0)
+    (ch,) = OfflinePlanner().propose(ctx).proposals
+    assert (ch.sft_steps, ch.max_steps) == (100, 20)  # (90 - 100 x 0.3) / 3 = 20 steps
+    ctx.clock = Clock(time_left_s=60.0, launch_s=50.0, overhead_s=15.0, step_s=3.0, slots=1, explore_s=300.0)
+    assert OfflinePlanner().propose(ctx).proposals[0].action == "continue"  # not even two screens fit

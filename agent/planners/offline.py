@@ -36,6 +36,7 @@ Every change is clamped into the search space and written into the rationale.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from typing import Any
 
@@ -134,7 +135,7 @@ class OfflinePlanner:
         move = self._move(ctx, head)
         challenged = any(r.get("parent") == head["trial_id"] and r.get("action") == "branch"
                          for r in list(ctx.trials) + list(ctx.running))
-        steps = _challenge_steps(ctx, head, move[2] if move else 0)
+        steps = _challenge_steps(_after_continuation(ctx), head, move[2] if move else 0)
         screened = move is not None and steps is not None and not challenged
         why = (f"; this continuation is screened: a challenger from the same checkpoint ({move[3]}) will race "
                f"it for up to {steps} steps") if screened else ""
@@ -283,6 +284,17 @@ def _sft_moves_left(ctx: PlanningContext, head: dict[str, Any]) -> bool:
     return all((t.get("screen") or {}).get("verdict") == "replaces" for t in stages)
 
 
+def _after_continuation(ctx: PlanningContext) -> PlanningContext:
+    """The context as the challenger will see it: after the continuation about to run (its GRPO
+    time and overhead off the time left), so a continuation is screened only if its race fits."""
+    clock = ctx.clock
+    if clock is None or clock.time_left_s is None:
+        return ctx
+    left = clock.time_left_s - (clock.launch_s or 0.0) - clock.overhead_s
+    return dataclasses.replace(ctx, clock=dataclasses.replace(clock, time_left_s=left,
+                                                              launch_s=min(clock.launch_s or left, left)))
+
+
 def _challenge_steps(ctx: PlanningContext, head: dict[str, Any], sft_steps: int = 0) -> int | None:
     """How many GRPO steps a challenger of the head's checkpoint may run: the head's own steps
     (equal steps), cut to the exploration time left after its loading, evaluations and supervised
@@ -295,8 +307,11 @@ def _challenge_steps(ctx: PlanningContext, head: dict[str, Any], sft_steps: int 
             return None
         spare = clock.explore_s - clock.overhead_s - sft_steps * clock.sft_step_s
         steps = min(steps, int(spare / clock.step_s))
-        if clock.launch_s is not None:  # and what a launch now still gets before the budget's end
-            steps = min(steps, int((clock.launch_s - sft_steps * clock.sft_step_s) / clock.step_s))
+        if clock.launch_s is not None:  # the GRPO seconds a launch now gets
+            steps = min(steps, int(clock.launch_s / clock.step_s))
+        if clock.time_left_s is not None:  # and its whole run before the budget's end
+            spare = clock.time_left_s - clock.overhead_s - sft_steps * clock.sft_step_s
+            steps = min(steps, int(spare / clock.step_s))
     steps -= steps % every
     return steps if steps >= 2 * every else None
 

@@ -184,8 +184,19 @@ def test_a_challenger_is_cut_to_what_a_launch_still_gets():
     line = _row("t0001", 0.58, action="continue", parent="t0000", gain=0.04, gain_stderr=0.015)
     ref = _row("t0002", 0.60, action="continue", parent="t0001", screened=True)
     ctx = _ctx([_row("t0000", 0.50), line, ref])
+    ctx.clock = Clock(time_left_s=200.0, launch_s=90.0, overhead_s=15.0, step_s=3.0, slots=1, explore_s=300.0)
+    (ch,) = OfflinePlanner().propose(ctx).proposals
+    assert (ch.sft_steps, ch.max_steps) == (100, 30)  # 90 s of GRPO at 3 s/step
     ctx.clock = Clock(time_left_s=120.0, launch_s=90.0, overhead_s=15.0, step_s=3.0, slots=1, explore_s=300.0)
     (ch,) = OfflinePlanner().propose(ctx).proposals
-    assert (ch.sft_steps, ch.max_steps) == (100, 20)  # (90 - 100 x 0.3) / 3 = 20 steps
-    ctx.clock = Clock(time_left_s=60.0, launch_s=50.0, overhead_s=15.0, step_s=3.0, slots=1, explore_s=300.0)
+    assert (ch.sft_steps, ch.max_steps) == (100, 20)  # (120 - 15 - 100 x 0.3) / 3 = 25 -> 20 steps
+    ctx.clock = Clock(time_left_s=90.0, launch_s=50.0, overhead_s=15.0, step_s=3.0, slots=1, explore_s=300.0)
     assert OfflinePlanner().propose(ctx).proposals[0].action == "continue"  # not even two screens fit
+
+
+def test_a_continuation_is_screened_only_if_its_race_still_fits_after_it():
+    line = _row("t0001", 0.58, action="continue", parent="t0000", gain=0.04, gain_stderr=0.015)
+    ctx = _ctx([_row("t0000", 0.50), line])
+    ctx.clock = Clock(time_left_s=250.0, launch_s=200.0, overhead_s=15.0, step_s=3.0, slots=1, explore_s=300.0)
+    (cont,) = OfflinePlanner().propose(ctx).proposals
+    assert (cont.action, cont.screened) == ("continue", False)  # 35 s would be left for the challenger

@@ -32,12 +32,13 @@ test-fast: setup
 	$(PY) -m pytest -q -m 'not slow and not k8s and not gpu' $(PYTEST_ARGS)
 
 # A real research session on the built-in defaults: builds the benchmark and the tiny policy on
-# first use (cached), measures whether 2 trials side by side keep their speed (cached), runs up to 4
-# GRPO trials with the offline planner within 9 minutes, then the report.
+# first use (cached), measures whether 2 trials side by side keep their speed (cached), runs up to 5
+# GRPO trials with the offline planner within 9 minutes (a line, its screens and a challenger), then
+# the report.
 demo: setup
 	$(VENV)/bin/openrl-agent data build
 	$(VENV)/bin/openrl-agent model build tiny-gemma --eval-limit 200
-	$(VENV)/bin/openrl-agent start "raise dev execution accuracy of tiny-gemma, 4 trials, 2 at a time" \
+	$(VENV)/bin/openrl-agent start "raise dev execution accuracy of tiny-gemma, 5 trials, 2 at a time" \
 		--config examples/demo.toml
 	$(VENV)/bin/openrl-agent report --plot runs/demo-report.png
 

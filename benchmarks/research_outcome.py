@@ -109,7 +109,8 @@ def run_session_method(method: str, seed: int, budget_min: float, runs: Path, sl
     if slots:
         clock = VirtualClock()
         launcher = VirtualLauncher(session_dir.parent, slots, clock=clock)
-        confirm_launcher = VirtualLauncher(sessiondir.confirm_dir(session_dir), slots, clock=clock)
+        # as make_launcher does: the runs directory of the confirmation's session ("confirm") is the session's
+        confirm_launcher = VirtualLauncher(sessiondir.confirm_dir(session_dir).parent, slots, clock=clock)
         now = clock.now
     else:
         launcher = make_launcher(session, session_dir)

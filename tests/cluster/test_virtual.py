@@ -13,7 +13,7 @@ from agent.api import create_session, plan_goal, run_session
 from agent.confirm import run_confirmation
 from cluster.base import wait
 from cluster.virtual import HELD_DIR, VirtualClock, VirtualLauncher
-from rl_core.sessiondir import clock_file, confirm_dir
+from rl_core.sessiondir import clock_file, confirm_dir, confirm_job_dir
 from rl_core.trialdir import read_jsonl, read_result
 from tests.agent.support import scripted_command
 from tests.cluster.conftest import fake_command, fake_spec
@@ -147,10 +147,11 @@ def test_a_session_on_the_virtual_cluster_keeps_virtual_time(tmp_path: Path, mon
 
     # The confirmation's deadline is on the same clock: three jobs of ~1.2 s on three machines fit in
     # 2.5 virtual seconds, though they take ~3.6 s really (a real-time deadline would cancel one).
-    confirm_la = VirtualLauncher(confirm_dir(session_dir), 3, clock=la.clock, command=scripted_command,
+    confirm_la = VirtualLauncher(confirm_dir(session_dir).parent, 3, clock=la.clock, command=scripted_command,
                                  threads_per_trial=1)
     v0 = la.virtual_now()
     verdict = run_confirmation(session_dir, plan, confirm_la, emit=lambda event: None, poll_s=0.01, timeout_s=2.5)
     assert sum(row["run_s"] for row in confirm_la.schedule()) > 2.5
     assert len(confirm_la.schedule()) == 3 and verdict["failed_jobs"] == []
+    assert read_result(confirm_job_dir(session_dir, "base"))["status"] == "succeeded"  # where the verdict reads
     assert la.virtual_now() - v0 < 2.5

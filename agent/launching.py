@@ -116,7 +116,7 @@ class Launching:
             handle = TrialHandle(**entry["handle"]) if entry.get("handle") else None
             if result_or_damaged(trial_dir(self.dir, tid)) is not None:
                 continue  # finished: collected on resume
-            if handle is not None and handle.backend == "local":
+            if handle is not None and handle.backend in ("local", "virtual"):  # a simulated cluster's too
                 self.launcher.cancel(handle)
                 dropped[tid] = None
         return dropped

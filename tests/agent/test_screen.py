@@ -190,8 +190,12 @@ def test_a_challenger_is_cut_to_what_a_launch_still_gets():
     ctx.clock = Clock(time_left_s=120.0, launch_s=90.0, overhead_s=15.0, step_s=3.0, slots=1, explore_s=300.0)
     (ch,) = OfflinePlanner().propose(ctx).proposals
     assert (ch.sft_steps, ch.max_steps) == (100, 20)  # (120 - 15 - 100 x 0.3) / 3 = 25 -> 20 steps
+    # once its reference has run, one screen is enough: one paired comparison at equal steps
     ctx.clock = Clock(time_left_s=90.0, launch_s=50.0, overhead_s=15.0, step_s=3.0, slots=1, explore_s=300.0)
-    assert OfflinePlanner().propose(ctx).proposals[0].action == "continue"  # not even two screens fit
+    (ch,) = OfflinePlanner().propose(ctx).proposals
+    assert (ch.action, ch.max_steps) == ("branch", 10)
+    ctx.clock = Clock(time_left_s=70.0, launch_s=50.0, overhead_s=15.0, step_s=3.0, slots=1, explore_s=300.0)
+    assert OfflinePlanner().propose(ctx).proposals[0].action == "continue"  # not even one screen fits
 
 
 def test_a_continuation_is_screened_only_if_its_race_still_fits_after_it():

@@ -167,6 +167,9 @@ class Collecting:
                            "message": found.describe()})
 
     def _finish(self, tid: str, number: int, result: dict[str, Any] | None) -> None:
+        launched = (getattr(st.find(self.study, number), "user_attrs", None) or {}).get("launched_at_s")
+        if launched is not None:  # from submit to collection, as the session's clock saw it
+            st.set_attr(self.study, number, "wall_observed_s", round(self.clock.used() - launched, 2))
         if result is None:
             told = "pruned" if st.tell_pruned(self.study, number, self._progress.get(tid, 0)) else None
         else:

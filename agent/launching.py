@@ -36,6 +36,7 @@ class Launching:
     launcher: Launcher
     emit: Emit
     metric: str
+    clock: Any  # agent.budget.SessionClock: the session's running seconds
     _handles: dict[str, TrialHandle]
 
     def _spec(self, trial: Any, max_seconds: float | None = None) -> TrialSpec:
@@ -104,6 +105,7 @@ class Launching:
         except Exception as exc:  # an unreachable cluster, a full disk: one line, the session stays resumable
             raise LauncherError(f"could not launch {tid}: {type(exc).__name__}: {_first_line(exc)}") from exc
         self._handles[tid] = handle
+        st.set_attr(self.study, trial.number, "launched_at_s", round(self.clock.used(), 2))
         self.emit({"type": "trial_started", "trial_id": tid, "params": trial.params,
                    "max_steps": spec.budget.max_steps, "max_seconds": spec.budget.max_seconds,
                    "action": trial.user_attrs.get("action", "fresh"), "parent": trial.user_attrs.get("parent")})

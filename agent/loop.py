@@ -143,7 +143,7 @@ class Research(Launching, Collecting):
     # --- time ------------------------------------------------------------------------------------
     def _results(self) -> list[dict[str, Any]]:
         """The metrics of finished trials: what the time budget's estimates are measured on."""
-        return [{"metrics": t.user_attrs["metrics"],
+        return [{"metrics": _observed(t.user_attrs),
                  "child": bool(t.user_attrs.get("parent")) and not t.user_attrs.get("sft_steps")}
                 for t in st.by_state(self.study, TrialState.COMPLETE) if t.user_attrs.get("metrics")]
 
@@ -223,3 +223,13 @@ class Research(Launching, Collecting):
                 rows.append(row)
         return rows
 
+
+def _observed(attrs: dict[str, Any]) -> dict[str, Any]:
+    """A trial's metrics with its wall time as the session saw it (submit to collection: process
+    start, imports and polling included), when that is longer than the trial's own count: what a
+    launch must leave room for."""
+    metrics = dict(attrs["metrics"])
+    observed = attrs.get("wall_observed_s")
+    if observed is not None and observed > (metrics.get("wall_s") or 0.0):
+        metrics["wall_s"] = observed
+    return metrics

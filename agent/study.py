@@ -102,6 +102,13 @@ def tell_result(study: optuna.Study, number: int, result: dict[str, Any], metric
     return "succeeded"
 
 
+def set_attr(study: optuna.Study, number: int, key: str, value: Any) -> None:
+    """A user attribute on a trial still running (a finished one takes none)."""
+    frozen = find(study, number)
+    if frozen is not None and frozen.state == TrialState.RUNNING:
+        optuna.trial.Trial(study, frozen._trial_id).set_user_attr(key, value)
+
+
 def tell_pruned(study: optuna.Study, number: int, step: int) -> bool:
     frozen = find(study, number)
     if frozen is None or frozen.state != TrialState.RUNNING:

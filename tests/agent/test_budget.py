@@ -81,3 +81,27 @@ def test_a_confirmation_job_is_a_childs_whole_overhead_and_the_largest_measured(
                                                                                    parallel=2) == pytest.approx(40.0)
     assert confirm_reserve_s([fresh], top_k=2, parallel=2) - confirm_reserve_s([fresh], top_k=1,
                                                                             parallel=2) == pytest.approx(30.0)
+
+
+def test_a_trials_overhead_is_measured_from_submit_to_collection(tmp_path, monkeypatch):
+    """The time budget leaves each launch room for what the session sees a trial cost (process
+    start, imports, polling), not only what the trial counts itself: a launch sized on the trial's
+    own count ran into the deadline and was cancelled a few seconds before its end."""
+    import json
+
+    from agent.api import create_session, plan_goal, run_session
+    from agent.loop import _observed
+    from agent.session import open_study
+    from tests.agent.support import scripted_launcher
+
+    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
+    monkeypatch.setenv("SCRIPTED_TRIAL", json.dumps({"step_s": 0.05, "steps": 2}))
+    session_dir = create_session(plan_goal("raise dev accuracy, 2 trials, 1 at a time", {"planner": "offline"}),
+                                 tmp_path / "runs")
+    run_session(session_dir, launcher=scripted_launcher(session_dir, 1), poll_s=0.05)
+    trials = open_study(session_dir).trials
+    assert len(trials) == 2
+    for t in trials:
+        own, seen = t.user_attrs["metrics"]["wall_s"], t.user_attrs["wall_observed_s"]
+        assert t.user_attrs["launched_at_s"] >= 0 and seen > own  # a process start the trial cannot count
+        assert _observed(t.user_attrs)["wall_s"] == seen

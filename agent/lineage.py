@@ -12,6 +12,7 @@ seconds in all).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +51,8 @@ def checked(session_dir: Path, proposal: Proposal, parent_params: dict[str, dict
         return (Proposal(proposal.params, proposal.rationale),
                 f"{proposal.action} from {proposal.parent} refused ({problem}): started fresh")
     if proposal.action == "continue":  # unchanged: the parent's own values, whatever was proposed
-        return Proposal(dict(parent_params.get(proposal.parent, {})), proposal.rationale, "continue",
-                        proposal.parent), None
+        # (its screens and length kept: a screened continuation is what its challenger races)
+        return dataclasses.replace(proposal, params=dict(parent_params.get(proposal.parent, {}))), None
     return proposal, None
 
 

@@ -158,6 +158,9 @@ def test_a_session_stops_a_losing_challenger_at_its_next_screen(tmp_path: Path, 
     # the launch spec of the challenger: its own length and subset evaluations every screen_steps
     spec = launch_spec(session_dir / "trials" / "t0002")
     assert spec["budget"]["max_steps"] == 8 and spec["eval"]["every_steps"] == 10
+    # and its reference, the screened continuation, evaluated the same subset at the same steps
+    assert launch_spec(session_dir / "trials" / "t0001")["eval"]["every_steps"] == 10
+    assert rows["t0001"]["screened"] and rows["t0002"]["screened"]
     assert spec["init_from"]["optimizer"] is True  # it resumes the checkpoint's whole trainer state
     # the report's trial tree shows the stopped challenger under its checkpoint, with its race
     from agent.report import build_report, render_markdown

@@ -176,7 +176,7 @@ class OfflinePlanner:
             return None  # this checkpoint was challenged already
         parent = next((t for t in ctx.succeeded() if t["trial_id"] == pid), None)
         move = self._move(ctx, parent) if parent is not None else None
-        steps = _challenge_steps(ctx, head, move[2], screens=1) if move else None
+        steps = _challenge_steps(ctx, head, move[2]) if move else None
         if move is None or steps is None:
             return None
         params, reasons, sft, _ = move
@@ -295,13 +295,11 @@ def _after_continuation(ctx: PlanningContext) -> PlanningContext:
                                                               launch_s=min(clock.launch_s or left, left)))
 
 
-def _challenge_steps(ctx: PlanningContext, head: dict[str, Any], sft_steps: int = 0,
-                     screens: int = 2) -> int | None:
+def _challenge_steps(ctx: PlanningContext, head: dict[str, Any], sft_steps: int = 0) -> int | None:
     """How many GRPO steps a challenger of the head's checkpoint may run: the head's own steps
     (equal steps), cut to the exploration time left after its loading, evaluations and supervised
-    stage, and to the time a launch still gets, in whole screens; None when fewer than `screens`
-    fit (two when deciding to screen a continuation, a margin for the estimates; one, a single
-    paired comparison at equal steps, once the screened continuation has run)."""
+    stage, and to the time a launch still gets, in whole screens; None when not even one fits (one
+    screen is one paired comparison at equal steps; each further one can stop a loser early)."""
     clock = ctx.clock
     every = clock.screen_steps if clock else 10
     steps = int(head.get("steps") or 0)
@@ -316,7 +314,7 @@ def _challenge_steps(ctx: PlanningContext, head: dict[str, Any], sft_steps: int 
             spare = clock.time_left_s - clock.overhead_s - sft_steps * clock.sft_step_s
             steps = min(steps, int(spare / clock.step_s))
     steps -= steps % every
-    return steps if steps >= screens * every else None
+    return steps if steps >= every else None
 
 
 def _explore(params: dict[str, Any], space: SearchSpace, index: int) -> tuple[dict[str, Any], str]:

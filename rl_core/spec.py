@@ -30,9 +30,10 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-CURRICULA = ("uniform", "pass_rate")  # rl_core/curriculum.py's samplers (make_sampler)
 from rl_core.fields import FieldInfo, Search, SpecError, _check, spec_field, unknown_key_message
 from rl_core.trialdir import write_json_atomic
+
+CURRICULA = ("uniform", "pass_rate")  # rl_core/curriculum.py's samplers (make_sampler)
 
 __all__ = ["FieldInfo", "Search", "SpecError", "TrialSpec", "info_of", "searchable_fields", "spec_field",
            "unknown_key_message"]

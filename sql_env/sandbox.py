@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import itertools
 import math
-import re
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence

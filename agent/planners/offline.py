@@ -36,11 +36,17 @@ Every change is clamped into the search space and written into the rationale.
 
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
 from typing import Any
 
 from agent.planners.base import PlannerResult, PlanningContext, Proposal
+from agent.planners.line import (
+    after_continuation,
+    challenge_steps,
+    line_head,
+    sft_moves_left,
+    sft_stage_steps,
+)
 from rl_core.spec import FIELDS
 from tools.search_space import SearchSpace
 
@@ -126,7 +132,7 @@ class OfflinePlanner:
         at hand (a supervised stage the line has not had, a rule that fired) and its race fits the
         time, the next continuation is screened, and a challenger forked from the same checkpoint
         races it at equal steps, within the budget's exploration share."""
-        head = _line_head(ctx)
+        head = line_head(ctx)
         if head is None or self._continued(ctx, head["trial_id"]):
             return None
         challenger = self._challenger(ctx, head)
@@ -135,7 +141,7 @@ class OfflinePlanner:
         move = self._move(ctx, head)
         challenged = any(r.get("parent") == head["trial_id"] and r.get("action") == "branch"
                          for r in list(ctx.trials) + list(ctx.running))
-        steps = _challenge_steps(_after_continuation(ctx), head, move[2] if move else 0)
+        steps = challenge_steps(after_continuation(ctx), head, move[2] if move else 0)
         screened = move is not None and steps is not None and not challenged
         why = (f"; this continuation is screened: a challenger from the same checkpoint ({move[3]}) will race "
                f"it for up to {steps} steps") if screened else ""
@@ -155,8 +161,8 @@ class OfflinePlanner:
            no signal): it fixes a diagnosed problem.
         PBT's explore step (learning rate x1.25/x0.8, temperature +-0.1) is not a one-slot move: it
         changes dev by 2 points or less, under the screen's resolution, so racing it only costs."""
-        if _sft_moves_left(ctx, parent):
-            steps = _sft_stage_steps(ctx)
+        if sft_moves_left(ctx, parent):
+            steps = sft_stage_steps(ctx)
             if steps:
                 return (dict(parent.get("params") or {}), [f"start from {parent['trial_id']}",
                         f"a supervised stage of {steps} steps on gold SQL, then GRPO (the hand-off): on this "
@@ -176,7 +182,7 @@ class OfflinePlanner:
             return None  # this checkpoint was challenged already
         parent = next((t for t in ctx.succeeded() if t["trial_id"] == pid), None)
         move = self._move(ctx, parent) if parent is not None else None
-        steps = _challenge_steps(ctx, head, move[2]) if move else None
+        steps = challenge_steps(ctx, head, move[2]) if move else None
         if move is None or steps is None:
             return None
         params, reasons, sft, _ = move
@@ -233,88 +239,6 @@ class OfflinePlanner:
             params["learning_rate"] = float(params["learning_rate"]) * factor
             reasons.append(f"{why}: local step, learning rate x{factor}")
         return params, reasons
-
-
-def _line_head(ctx: PlanningContext) -> dict[str, Any] | None:
-    """The newest trial of the leading line. It starts at the best trial that is not a challenger
-    which lost its race, and follows, from each trial, a challenger that replaced it at the winner
-    rule, else its succeeded `continue` (the latest) while that did not fall clearly behind its own
-    start (a paired loss of more than 2 SE); a child within the noise of its parent is still the line."""
-    done = [t for t in ctx.succeeded() if not _lost_race(t)]
-    head = max(done, key=lambda t: t["score"]) if done else None
-    while head is not None:
-        kids = [t for t in ctx.succeeded() if t.get("parent") == head["trial_id"]]
-        winners = [t for t in kids if (t.get("screen") or {}).get("verdict") == "replaces"]
-        if winners:
-            head = max(winners, key=lambda t: t["screen"]["diff"])
-            continue
-        children = [t for t in kids if t.get("action") == "continue"]
-        if not children:
-            return head
-        child = max(children, key=lambda t: (t.get("round") or 0, t["trial_id"]))
-        gain, se = child.get("gain"), child.get("gain_stderr")
-        if gain is not None and se and gain < -2 * se:
-            return head
-        head = child
-    return None
-
-
-def _lost_race(trial: dict[str, Any]) -> bool:
-    """A challenger that did not replace its incumbent (or whose race is not decided yet)."""
-    return bool(trial.get("screened")) and trial.get("action") == "branch" and \
-        (trial.get("screen") or {}).get("verdict") != "replaces"
-
-
-SFT_STAGE_STEPS = 100  # about 30 s for the built-in policy: most of the +15-30 points measured
-
-
-def _sft_stage_steps(ctx: PlanningContext) -> int:
-    """A supervised stage's length: the prior, cut to a third of the exploration time left."""
-    clock = ctx.clock
-    if clock is None or clock.explore_s is None:
-        return SFT_STAGE_STEPS
-    return min(SFT_STAGE_STEPS, int(clock.explore_s / 3 / clock.sft_step_s))
-
-
-def _sft_moves_left(ctx: PlanningContext, head: dict[str, Any]) -> bool:
-    """A supervised stage is a move while the line has had none, or each one it had won its race."""
-    if "sft_steps" in ctx.space.params or ctx.space.fixed.get("hparams.sft_steps"):
-        return False  # the space itself decides the supervised stage (or the recipe has one)
-    stages = [t for t in list(ctx.trials) + list(ctx.running) if t.get("sft_steps")]
-    return all((t.get("screen") or {}).get("verdict") == "replaces" for t in stages)
-
-
-def _after_continuation(ctx: PlanningContext) -> PlanningContext:
-    """The context as the challenger will see it: after the continuation about to run (its GRPO
-    time and overhead off the time left), so a continuation is screened only if its race fits."""
-    clock = ctx.clock
-    if clock is None or clock.time_left_s is None:
-        return ctx
-    left = clock.time_left_s - (clock.launch_s or 0.0) - clock.overhead_s
-    return dataclasses.replace(ctx, clock=dataclasses.replace(clock, time_left_s=left,
-                                                              launch_s=min(clock.launch_s or left, left)))
-
-
-def _challenge_steps(ctx: PlanningContext, head: dict[str, Any], sft_steps: int = 0) -> int | None:
-    """How many GRPO steps a challenger of the head's checkpoint may run: the head's own steps
-    (equal steps), cut to the exploration time left after its loading, evaluations and supervised
-    stage, and to the time a launch still gets, in whole screens; None when not even one fits (one
-    screen is one paired comparison at equal steps; each further one can stop a loser early)."""
-    clock = ctx.clock
-    every = clock.screen_steps if clock else 10
-    steps = int(head.get("steps") or 0)
-    if clock is not None and clock.explore_s is not None:
-        if not clock.step_s:
-            return None
-        spare = clock.explore_s - clock.overhead_s - sft_steps * clock.sft_step_s
-        steps = min(steps, int(spare / clock.step_s))
-        if clock.launch_s is not None:  # the GRPO seconds a launch now gets
-            steps = min(steps, int(clock.launch_s / clock.step_s))
-        if clock.time_left_s is not None:  # and its whole run before the budget's end
-            spare = clock.time_left_s - clock.overhead_s - sft_steps * clock.sft_step_s
-            steps = min(steps, int(spare / clock.step_s))
-    steps -= steps % every
-    return steps if steps >= every else None
 
 
 def _explore(params: dict[str, Any], space: SearchSpace, index: int) -> tuple[dict[str, Any], str]:

@@ -11,8 +11,17 @@ from typer.testing import CliRunner
 
 from agent.cli import app
 from agent.goal import goal_schema, plan_goal
-from agent.plan import GOAL_KEYS, OVERRIDE_KEYS, SETTINGS, VALUE_KEYS, Constraints, GoalError, Objective, Plan
-from agent.plan import reference_markdown
+from agent.plan import (
+    GOAL_KEYS,
+    OVERRIDE_KEYS,
+    SETTINGS,
+    VALUE_KEYS,
+    Constraints,
+    GoalError,
+    Objective,
+    Plan,
+    reference_markdown,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -58,6 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agent.planners.base import PlannerResult, PlanningContext, Proposal  # noqa: E402
 from cluster.base import wait  # noqa: E402
 from cluster.virtual import VirtualClock, VirtualLauncher  # noqa: E402
+from rl_core import sessiondir  # noqa: E402
 from rl_core.spec import TrialSpec  # noqa: E402
 from rl_core.stats import accuracy, paired  # noqa: E402
 from rl_core.trialdir import (  # noqa: E402
@@ -224,12 +225,12 @@ def run_best_of(seed: int, budget_min: float, runs: Path, slots: int, n: int = 4
     if not devs:
         return {"wall_s": clock.now(), "winner": None, "dev": None, "base": {}, "model": {}, "trials": n}
     best = max(devs, key=lambda tid: devs[tid] or 0.0)
-    weights = str((runs / "best" / "trials" / best / WEIGHTS_DIR).resolve())
+    weights = str((sessiondir.trial_dir(runs / "best", best) / WEIGHTS_DIR).resolve())
     tests = [la.submit({"trial_id": "base", "session": "test", "model": MODEL, "budget": EVALUATE, "eval": TEST}),
              la.submit({"trial_id": "model", "session": "test", "model": MODEL, "budget": EVALUATE, "eval": TEST,
                         "init_from": {"trial": best, "weights": weights}})]
     wait(la, tests, interval_s=0.05)
-    test_dir = runs / "test" / "trials"
+    test_dir = sessiondir.trials_dir(runs / "test")
     return {"wall_s": clock.now(), "real_s": sum(r["run_s"] or 0 for r in la.schedule()), "winner": best,
             "dev": devs[best], "line_groups": _groups(results[best]), "slots": slots,
             "base": _outcomes(test_dir / "base"), "model": _outcomes(test_dir / "model"), "trials": n}

@@ -16,6 +16,7 @@ report included, within N minutes of running time (a pause does not count; the t
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -76,12 +77,13 @@ def overhead_s(results: list[dict[str, Any]], prior: float = PRIOR_OVERHEAD_S["b
 
 
 def eval_job_s(results: list[dict[str, Any]], prior: float = PRIOR_OVERHEAD_S["builtin"]) -> float:
-    """One load + one evaluation, the largest measured: a child's whole overhead (it loads, evaluates
+    """One load + one evaluation, the median measured: a child's whole overhead (it loads, evaluates
     once after training, its "before" being its parent's), about half a fresh trial's (it evaluates
-    twice). Results without `child` count as fresh. The largest, so the session ends inside its budget."""
+    twice). Results without `child` count as fresh. (The largest left sessions ending well short of
+    their budget: the base's test evaluation is usually cached and costs far less than a job.)"""
     jobs = [o if r.get("child") else o / 2 for r, o in zip(results, _overheads(results, keep_none=True), strict=True)
             if o is not None]
-    return max(jobs) if jobs else prior / 2
+    return statistics.median(jobs) if jobs else prior / 2
 
 
 def _overheads(results: list[dict[str, Any]], keep_none: bool = False) -> list[Any]:
